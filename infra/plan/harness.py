@@ -1,0 +1,263 @@
+"""Run the real Pulumi program under Pulumi's mocks and record every registration.
+
+No engine, no cloud credentials: the program's Python runs as in `pulumi preview`, and
+each `RegisterResource` is captured with its type token, logical name, parent, provider,
+explicit dependencies and fully resolved inputs (secret inputs unwrapped and listed).
+This is what `strata plan`, the policy checks and the infra tests all read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+SECRET_PLACEHOLDER = "[secret]"
+_SIG_KEY = "4dabf18193072939515e22adb298388d"
+_SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+
+
+@dataclass
+class PlannedResource:
+    """One registration: a custom resource (`custom=True`) or a component."""
+
+    urn: str
+    type: str
+    name: str
+    parent_urn: str | None
+    custom: bool
+    inputs: dict[str, Any]
+    secret_paths: tuple[str, ...] = ()  # input property paths that were secret
+    provider: str | None = None
+    dependencies: tuple[str, ...] = ()  # URNs from depends_on
+
+    @property
+    def is_kubernetes(self) -> bool:
+        return self.type.startswith("kubernetes:")
+
+    @property
+    def kind(self) -> str:
+        """`kubernetes:apps/v1:Deployment` -> `Deployment`; other tokens -> last segment."""
+        return self.type.rsplit(":", 1)[-1]
+
+
+@dataclass
+class Plan:
+    stack: str
+    resources: list[PlannedResource]
+    outputs: dict[str, Any]
+    seconds: float
+    spec: Any = None  # the StackSpec the program was built from
+    notes: list[str] = field(default_factory=list)
+
+    def by_type(self, type_token: str) -> list[PlannedResource]:
+        return [r for r in self.resources if r.type == type_token]
+
+    def of_kind(self, kind: str) -> list[PlannedResource]:
+        return [r for r in self.resources if r.is_kubernetes and r.kind == kind]
+
+    def children_of(self, urn: str) -> list[PlannedResource]:
+        return [r for r in self.resources if r.parent_urn == urn]
+
+    @property
+    def custom_resources(self) -> list[PlannedResource]:
+        return [r for r in self.resources if r.custom]
+
+
+def _unwrap_secrets(value: Any, path: str, found: list[str]) -> Any:
+    if isinstance(value, dict):
+        if value.get(_SIG_KEY) == _SECRET_SIG:
+            found.append(path or "<root>")
+            return _unwrap_secrets(value.get("value"), path, [])
+        return {k: _unwrap_secrets(v, f"{path}.{k}" if path else k, found) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap_secrets(v, f"{path}[{i}]", found) for i, v in enumerate(value)]
+    return value
+
+
+def _fake_outputs(type_token: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Plausible provider outputs so downstream `apply`s have values to work on."""
+    outputs = dict(inputs)
+    outputs.setdefault("arn", f"arn:aws:mock:::{name}")
+    outputs.setdefault("name", inputs.get("name", name))
+    if type_token == "aws:eks/cluster:Cluster":
+        outputs.update(
+            endpoint=f"https://{name}.eks.mock",
+            certificateAuthority={"data": "bW9jaw=="},
+            identities=[{"oidcs": [{"issuer": f"https://oidc.eks.mock/id/{name}"}]}],
+        )
+    if type_token == "aws:rds/instance:Instance":
+        outputs.update(address=f"{name}.rds.mock", port=5432, endpoint=f"{name}.rds.mock:5432")
+    if type_token == "aws:ecr/repository:Repository":
+        outputs["repositoryUrl"] = f"000000000000.dkr.ecr.mock/{inputs.get('name', name)}"
+    if type_token == "aws:sqs/queue:Queue":
+        outputs["url"] = f"https://sqs.mock/{name}"
+    if type_token.startswith("kubernetes:") and isinstance(inputs.get("metadata"), dict):
+        metadata = dict(inputs["metadata"])
+        metadata.setdefault("name", name)
+        outputs["metadata"] = metadata
+    if type_token == "kubernetes:helm.sh/v3:Release":
+        outputs["status"] = {"namespace": inputs.get("namespace", "default"), "name": inputs.get("name", name), "status": "deployed"}
+    return outputs
+
+
+def _fake_call(token: str, args: dict[str, Any], region: str) -> dict[str, Any]:
+    if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+        names = [f"{region}{suffix}" for suffix in "abcdef"]
+        return {"names": names, "zoneIds": [f"zone-{n}" for n in names], "id": region}
+    if token == "aws:index/getCallerIdentity:getCallerIdentity":
+        return {"accountId": "000000000000", "arn": "arn:aws:iam::000000000000:user/plan", "userId": "plan", "id": "000000000000"}
+    if token == "aws:index/getRegion:getRegion":
+        return {"name": region, "region": region, "id": region}
+    if token == "aws:index/getPartition:getPartition":
+        return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+    if token == "aws:iam/getPolicyDocument:getPolicyDocument":
+        return {"json": json.dumps(_policy_document(args)), "id": "doc"}
+    if token == "aws:ssm/getParameter:getParameter":
+        return {"value": "ami-0123456789abcdef0", "name": args.get("name"), "type": "String", "id": args.get("name")}
+    if token == "aws:ec2/getAmi:getAmi":
+        return {"id": "ami-0123456789abcdef0", "imageId": "ami-0123456789abcdef0"}
+    return {"id": token}
+
+
+def _policy_document(args: dict[str, Any]) -> dict[str, Any]:
+    statements = []
+    for statement in args.get("statements", []) or []:
+        rendered: dict[str, Any] = {"Effect": statement.get("effect", "Allow")}
+        if statement.get("actions"):
+            rendered["Action"] = statement["actions"]
+        if statement.get("resources"):
+            rendered["Resource"] = statement["resources"]
+        for principal in statement.get("principals", []) or []:
+            rendered.setdefault("Principal", {})[principal["type"]] = principal["identifiers"]
+        for condition in statement.get("conditions", []) or []:
+            rendered.setdefault("Condition", {}).setdefault(condition["test"], {})[condition["variable"]] = condition["values"]
+        statements.append(rendered)
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _make_mocks(region: str, records: list[PlannedResource]):
+    import pulumi
+
+    class RecordingMocks(pulumi.runtime.Mocks):
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+            secret_paths: list[str] = []
+            inputs = _unwrap_secrets(args.inputs, "", secret_paths)
+            if args.typ.startswith("pulumi:providers:"):
+                return f"{args.name}-id", inputs
+            return f"{args.name}-id", _fake_outputs(args.typ, args.name, inputs)
+
+        def call(self, args: pulumi.runtime.MockCallArgs):
+            return _fake_call(args.token, args.args, region), []
+
+    class RecordingMonitor(pulumi.runtime.mocks.MockMonitor):
+        def RegisterResource(self, request):
+            response = super().RegisterResource(request)
+            if request.type != "pulumi:pulumi:Stack":
+                from pulumi.runtime import rpc
+                from pulumi.runtime.sync_await import _sync_await  # noqa: F401  (loop already ensured)
+
+                secret_paths: list[str] = []
+                raw = rpc.deserialize_properties(request.object, keep_unknowns=True)
+                inputs = _unwrap_secrets(raw, "", secret_paths)
+                records.append(
+                    PlannedResource(
+                        urn=response.urn,
+                        type=request.type,
+                        name=request.name,
+                        parent_urn=request.parent or None,
+                        custom=bool(request.custom),
+                        inputs=_plain(inputs),
+                        secret_paths=tuple(secret_paths),
+                        provider=request.provider or None,
+                        dependencies=tuple(request.dependencies),
+                    )
+                )
+            return response
+
+    mocks = RecordingMocks()
+    return mocks, RecordingMonitor(mocks)
+
+
+def _plain(value: Any) -> Any:
+    """Inputs as JSON-able data (unknowns and resource references as strings)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if hasattr(value, "urn"):
+        return "<resource>"
+    return str(value)
+
+
+def config_for_pulumi(raw: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """Stack-file config -> the string map Pulumi hands a program, and its secret keys.
+
+    `secure:` values cannot be decrypted offline: they become a placeholder, still secret.
+    """
+    config: dict[str, str] = {}
+    secret_keys: list[str] = []
+    for key, value in raw.items():
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            config[key] = SECRET_PLACEHOLDER
+            secret_keys.append(key)
+        elif isinstance(value, (dict, list)):
+            config[key] = json.dumps(value)
+        else:
+            config[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    return config, secret_keys
+
+
+def run_program(stack: str, raw_config: Mapping[str, Any], root: Path | None = None) -> Plan:
+    """Run `infra.program.build` for one stack's config under mocks; return what it registered."""
+    os.environ.setdefault("PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION", "true")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # pulumi_aws warns on first import
+        import pulumi
+        import pulumi_aws  # noqa: F401
+
+    from infra.config import PROJECT, PROJECT_ROOT, parse_stack_config
+    from infra.program import StackSecrets, build
+
+    spec = parse_stack_config(raw_config, stack, root=root or PROJECT_ROOT)
+    config, secret_keys = config_for_pulumi(raw_config)
+    if spec.capabilities.monitoring and f"{PROJECT}:pagerdutyRoutingKeys" not in config:
+        # The real stack must set it with `pulumi config set --secret`; offline we only need its shape.
+        config[f"{PROJECT}:pagerdutyRoutingKeys"] = json.dumps({team: SECRET_PLACEHOLDER for team in spec.teams})
+        secret_keys.append(f"{PROJECT}:pagerdutyRoutingKeys")
+    if spec.config.target.value == "kubeconfig" and f"{PROJECT}:kubeconfig" not in secret_keys:
+        secret_keys.append(f"{PROJECT}:kubeconfig")
+
+    records: list[PlannedResource] = []
+    mocks, monitor = _make_mocks(spec.region, records)
+    pulumi.runtime.set_all_config(config, secret_keys)
+    pulumi.runtime.settings.ROOT.set(None)  # a fresh Stack resource per run (several plans per process)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+
+    outputs: dict[str, Any] = {}
+    started = time.perf_counter()
+
+    def program():
+        strata = pulumi.Config(PROJECT)
+        secrets = StackSecrets(
+            pagerduty_routing_keys=strata.get_secret_object("pagerdutyRoutingKeys"),
+            kubeconfig=strata.get_secret("kubeconfig"),
+        )
+        exported = build(spec, secrets)
+        return pulumi.Output.from_input(exported).apply(outputs.update)
+
+    pulumi.runtime.mocks.test(program)()
+    seconds = time.perf_counter() - started
+    return Plan(stack=stack, resources=records, outputs=_plain(outputs), seconds=seconds, spec=spec)
+
+
+def run_stack(stack: str, root: Path | None = None) -> Plan:
+    from infra.config import PROJECT_ROOT, read_stack_file
+
+    return run_program(stack, read_stack_file(stack, root or PROJECT_ROOT), root)

@@ -1,0 +1,86 @@
+"""The Pulumi program: one `StackSpec` in, the whole platform out.
+
+Layers run in order (cloud -> platform -> models); each receives only what the
+previous one returned (`infra.contracts`). Custom resources are created in the same
+program as the operator releases that install their CRDs and depend on them
+explicitly (see README, "Why one program").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.config import StackSpec, Target
+from infra.contracts import CloudOutputs, ClusterHandle, PlatformOutputs
+
+
+@dataclass(frozen=True)
+class StackSecrets:
+    """Secret config values, kept as secret Outputs from the entry point down."""
+
+    pagerduty_routing_keys: pulumi.Output[dict] | None
+    kubeconfig: pulumi.Output[str] | None = None
+
+
+def existing_cluster(spec: StackSpec, secrets: StackSecrets) -> ClusterHandle:
+    """A kubeconfig target: no AWS layer, everything lands on an existing cluster."""
+    provider = k8s.Provider(
+        f"{spec.stack}-kubeconfig",
+        kubeconfig=secrets.kubeconfig,
+        enable_server_side_apply=True,
+    )
+    return ClusterHandle(
+        name=f"{spec.stack}-existing",
+        provider=provider,
+        kubernetes_version=spec.config.cluster.kubernetes_version,
+        gpu_nodes=spec.capabilities.gpu_spot_pool,
+    )
+
+
+def build(spec: StackSpec, secrets: StackSecrets) -> dict[str, object]:
+    """Create every resource of the stack; returns the stack outputs."""
+    from infra.cloud import build_cloud
+    from infra.models import ModelDeployment, ModelDeploymentArgs
+    from infra.platform import build_platform
+
+    cloud: CloudOutputs | None = None
+    if spec.config.target is Target.AWS:
+        cloud = build_cloud(spec)
+        cluster = cloud.cluster
+    else:
+        cluster = existing_cluster(spec, secrets)
+
+    platform: PlatformOutputs = build_platform(spec, cluster, cloud, secrets)
+
+    deployments = {
+        model.name: ModelDeployment(
+            model.name,
+            ModelDeploymentArgs(
+                model=model,
+                capabilities=spec.capabilities,
+                namespace=platform.team_namespaces[model.team],
+                environment=spec.config.environment,
+            ),
+            cluster=cluster,
+            cloud=cloud,
+            platform=platform,
+        )
+        for model in spec.models
+    }
+
+    outputs: dict[str, object] = {
+        "mode": spec.mode.value,
+        "clusterName": cluster.name,
+        "mlflowTrackingUri": platform.mlflow_tracking_uri,
+        "teamNamespaces": platform.team_namespaces,
+        "models": sorted(deployments),
+    }
+    if cloud is not None:
+        outputs["vpcId"] = cloud.vpc_id
+        outputs["artifactsBucket"] = cloud.storage.artifacts_bucket
+    if platform.kafka_bootstrap is not None:
+        outputs["kafkaBootstrap"] = platform.kafka_bootstrap
+    return outputs

@@ -1,0 +1,313 @@
+"""The declarative model spec a model team writes (one YAML file per model).
+
+Pure pydantic, no Pulumi, no MLflow: the training image, the serving image and the
+Pulumi program all import it. Field names are camelCase in YAML; every validation
+error names the property path (see `SpecError`).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+NAME_PATTERN = r"^[a-z]([-a-z0-9]{0,30}[a-z0-9])?$"  # DNS-1123 label, short enough for suffixes
+ENTRYPOINT_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"  # package.module:function
+DURATION_PATTERN = r"^[1-9][0-9]*(s|m|h)$"
+CRON_PATTERN = r"^(\S+\s+){4}\S+$"
+
+
+class SpecError(ValueError):
+    """An invalid spec or stack file. `problems` are `(property.path, message)` pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("\n".join(f"{path}: {message}" for path, message in problems))
+
+
+def _join_path(prefix: str, loc: tuple[Any, ...]) -> str:
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif isinstance(part, str) and part.startswith(("function-", "tagged-union[")):
+            continue  # pydantic's internal validator names, not user-visible fields
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def spec_error_from(error: ValidationError, prefix: str = "") -> SpecError:
+    """Turn pydantic's error list into property-path messages a person can act on."""
+    problems = []
+    for item in error.errors(include_url=False):
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown property (check spelling; see the JSON Schema)"
+        elif "input" in item and item["type"] not in ("missing",) and not isinstance(
+            item["input"], (dict, list)
+        ):
+            message = f"{message}, got {item['input']!r}"
+        problems.append((_join_path(prefix, item["loc"]), message))
+    return SpecError(problems)
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True
+    )
+
+
+class Direction(str, enum.Enum):
+    MAX = "max"
+    MIN = "min"
+
+
+class RolloutStrategyName(str, enum.Enum):
+    NONE = "none"
+    CANARY = "canary"
+    SHADOW = "shadow"
+    AB = "ab"
+    BLUE_GREEN = "blue-green"
+
+
+# ---------------------------------------------------------------- training
+
+
+class Resources(_Spec):
+    """Per Ray worker. Defaults: 1 CPU, 2 GiB, no GPU."""
+
+    cpu: float = Field(1.0, gt=0, le=96)
+    memory_gib: float = Field(2.0, gt=0, le=768)
+    gpu: int = Field(0, ge=0, le=8)
+
+
+class UniformParam(_Spec):
+    type: Literal["uniform", "loguniform"]
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "UniformParam":
+        if not self.low < self.high:
+            raise ValueError(f"low must be < high, got low={self.low} high={self.high}")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError(f"loguniform needs low > 0, got {self.low}")
+        return self
+
+
+class IntParam(_Spec):
+    type: Literal["randint"]
+    low: int
+    high: int
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "IntParam":
+        if not self.low < self.high:
+            raise ValueError(f"low must be < high, got low={self.low} high={self.high}")
+        return self
+
+
+class ChoiceParam(_Spec):
+    type: Literal["choice"]
+    values: list[Union[float, int, str, bool]] = Field(min_length=1)
+
+
+SearchParam = Annotated[Union[UniformParam, IntParam, ChoiceParam], Field(discriminator="type")]
+
+
+class Hpo(_Spec):
+    """Ray Tune + Optuna search with ASHA early stopping."""
+
+    trials: int = Field(8, ge=1, le=1000)
+    max_concurrent: int = Field(2, ge=1, le=64)
+    metric: str = "val_loss"
+    direction: Direction = Direction.MIN
+    space: dict[str, SearchParam] = Field(min_length=1)
+    grace_period_epochs: int = Field(1, ge=1)
+
+
+class Baseline(_Spec):
+    """Evaluation gate: what a candidate must beat to become `challenger`."""
+
+    primary_metric: str = "val_loss"
+    direction: Direction = Direction.MIN
+    max_regression_pct: float = Field(5.0, ge=0, le=100)  # vs champion
+    trivial: Literal["majority-class", "mean", "none"] = "none"
+    max_invalid_row_fraction: float = Field(0.001, ge=0, le=1)
+
+
+class Training(_Spec):
+    entrypoint: str = Field(pattern=ENTRYPOINT_PATTERN)  # module:function returning the model-team hooks
+    data: str  # URI: synthetic://..., file://..., s3://..., sklearn://digits
+    resources: Resources = Resources()
+    workers: int = Field(1, ge=1, le=64)
+    epochs: int = Field(5, ge=1, le=10_000)
+    batch_size: int = Field(256, ge=1, le=1_000_000)
+    seed: int = 0
+    max_failures: int = Field(3, ge=0, le=100)
+    hpo: Hpo | None = None
+    schedule: str | None = Field(None, pattern=CRON_PATTERN)  # cron, retrain periodically
+    baseline: Baseline = Baseline()
+    active_deadline_seconds: int = Field(6 * 3600, ge=60)
+
+    @field_validator("data")
+    @classmethod
+    def _data_uri(cls, value: str) -> str:
+        if not re.match(r"^(synthetic|file|s3|sklearn)://\S+$", value):
+            raise ValueError("must be a URI with scheme synthetic://, file://, s3:// or sklearn://")
+        return value
+
+
+# ---------------------------------------------------------------- serving
+
+
+class Autoscaling(_Spec):
+    min_replicas: int = Field(2, ge=1, le=100)
+    max_replicas: int = Field(4, ge=1, le=500)
+    target_cpu_percent: int = Field(70, ge=10, le=100)
+
+    @model_validator(mode="after")
+    def _order(self) -> "Autoscaling":
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(
+                f"maxReplicas ({self.max_replicas}) must be >= minReplicas ({self.min_replicas})"
+            )
+        return self
+
+
+class Realtime(_Spec):
+    enabled: bool = True
+    protocol: Literal["rest", "grpc", "both"] = "both"
+    autoscaling: Autoscaling = Autoscaling()
+    cpu: float = Field(1.0, gt=0, le=64)
+    memory_gib: float = Field(1.0, gt=0, le=256)
+    max_batch_rows: int = Field(1024, ge=1, le=100_000)
+    max_payload_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+
+
+class Streaming(_Spec):
+    enabled: bool = False
+    partitions: int = Field(6, ge=1, le=1000)
+    replication_factor: int = Field(3, ge=1, le=5)
+    max_replicas: int | None = Field(None, ge=1)  # defaults to partitions; never above them
+    lag_threshold: int = Field(100, ge=1)
+    activation_lag_threshold: int = Field(10, ge=0)
+    batch_size: int = Field(256, ge=1, le=100_000)
+    retention_hours: int = Field(72, ge=1, le=24 * 365)
+
+    @model_validator(mode="after")
+    def _replicas_within_partitions(self) -> "Streaming":
+        if self.max_replicas is not None and self.max_replicas > self.partitions:
+            raise ValueError(
+                f"maxReplicas ({self.max_replicas}) must be <= partitions ({self.partitions}): "
+                "extra consumers would sit idle"
+            )
+        return self
+
+    @property
+    def effective_max_replicas(self) -> int:
+        return self.max_replicas or self.partitions
+
+
+class Rollout(_Spec):
+    strategy: RolloutStrategyName = RolloutStrategyName.CANARY
+    steps: list[int] = Field(default_factory=lambda: [5, 25, 50, 100])  # canary weights, %
+    analysis_window: str = Field("5m", pattern=DURATION_PATTERN)
+    min_requests_per_step: int = Field(200, ge=1)
+    ab_weight: int = Field(50, ge=1, le=99)  # % of traffic to the challenger arm in A/B
+    auto_promote: bool = False
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, steps: list[int]) -> list[int]:
+        if not steps:
+            raise ValueError("needs at least one step")
+        for index, weight in enumerate(steps):
+            if not 1 <= weight <= 100:
+                raise ValueError(f"step {index} is {weight}: weights are percentages 1..100")
+        if any(b <= a for a, b in zip(steps, steps[1:])):
+            raise ValueError(f"weights must strictly increase, got {steps}")
+        if steps[-1] != 100:
+            raise ValueError(f"the last step must be 100, got {steps[-1]}")
+        return steps
+
+
+class Serving(_Spec):
+    realtime: Realtime = Realtime()
+    streaming: Streaming = Streaming()
+    rollout: Rollout = Rollout()
+
+
+# ---------------------------------------------------------------- SLOs, drift, routing
+
+
+class Slos(_Spec):
+    availability_percent: float = Field(99.9, gt=50, lt=100)
+    latency_p99_ms: float = Field(200, gt=0, le=60_000)
+    latency_objective_percent: float = Field(99.0, gt=50, lt=100)  # share of requests under p99 target
+
+
+class Drift(_Spec):
+    psi_threshold: float = Field(0.2, gt=0, le=10)
+    ks_threshold: float = Field(0.1, gt=0, le=1)
+    window: str = Field("15m", pattern=DURATION_PATTERN)
+    sustained_for: str = Field("10m", pattern=DURATION_PATTERN)
+    quality_degradation_pct: float = Field(5.0, gt=0, le=100)
+
+
+class PagerDuty(_Spec):
+    """Where this model's pages go. The routing key itself is a Pulumi secret in the
+    stack (`strata:pagerdutyRoutingKeys`), looked up by `routingKeyName`."""
+
+    routing_key_name: str = Field(pattern=r"^[a-z0-9][-a-z0-9_]*$")
+    service: str | None = None
+
+
+class ModelSpec(_Spec):
+    """One onboarded model. `name` is the key in the stack's `models` map."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    team: str = Field(pattern=NAME_PATTERN)
+    owner: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")  # e-mail
+    description: str = ""
+    pagerduty: PagerDuty
+    training: Training
+    serving: Serving = Serving()
+    slos: Slos = Slos()
+    drift: Drift = Drift()
+
+
+def parse_model_spec(raw: Mapping[str, Any], path: str = "") -> ModelSpec:
+    """Validate one spec document; errors carry `path` as their prefix."""
+    try:
+        return ModelSpec.model_validate(raw)
+    except ValidationError as error:
+        raise spec_error_from(error, path) from None
+
+
+def load_model_spec_file(file: Path | str, path: str | None = None) -> ModelSpec:
+    file = Path(file)
+    raw = yaml.safe_load(file.read_text())
+    if not isinstance(raw, dict):
+        raise SpecError([(path or str(file), "a model spec must be a YAML mapping")])
+    return parse_model_spec(raw, path if path is not None else str(file))
+
+
+def model_spec_json_schema() -> dict[str, Any]:
+    schema = ModelSpec.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Strata model spec"
+    return schema
