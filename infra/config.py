@@ -132,12 +132,6 @@ class StackConfig(_Section):
     pagerduty_routing_keys: Any = None  # a Pulumi secret; only its presence is checked here
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _target(self) -> "StackConfig":
-        if self.target is Target.KUBECONFIG and not self.kubeconfig:
-            raise ValueError("target 'kubeconfig' needs strata:kubeconfig (a path or a secret)")
-        return self
-
 
 class StackSpec(BaseModel):
     """Everything the program needs, resolved: the mode's column + the stack's overrides."""
@@ -237,7 +231,9 @@ def parse_stack_config(
     try:
         config = StackConfig.model_validate(strata)
     except ValidationError as error:
-        raise spec_error_from(error, PROJECT) from None
+        raise spec_error_from(error, f"{PROJECT}:") from None
+    if config.target is Target.KUBECONFIG and not config.kubeconfig:
+        raise SpecError([(f"{PROJECT}:kubeconfig", "target 'kubeconfig' needs a kubeconfig (set it as a secret)")])
     models = _model_specs(config.models, root)
     caps = _resolve_capabilities(config)
     _check_models_fit_cluster(models, caps, config)

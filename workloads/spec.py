@@ -45,8 +45,8 @@ def _join_path(prefix: str, loc: tuple[Any, ...]) -> str:
         elif isinstance(part, str) and part.startswith(("function-", "tagged-union[")):
             continue  # pydantic's internal validator names, not user-visible fields
         else:
-            path += f".{part}" if path else str(part)
-    return path
+            path += f".{part}" if path and not path.endswith(":") else str(part)
+    return path.removesuffix(":")
 
 
 def spec_error_from(error: ValidationError, prefix: str = "") -> SpecError:
@@ -56,7 +56,7 @@ def spec_error_from(error: ValidationError, prefix: str = "") -> SpecError:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown property (check spelling; see the JSON Schema)"
-        elif "input" in item and item["type"] not in ("missing",) and not isinstance(
+        elif "input" in item and "got " not in message and item["type"] != "missing" and not isinstance(
             item["input"], (dict, list)
         ):
             message = f"{message}, got {item['input']!r}"
@@ -299,10 +299,12 @@ def parse_model_spec(raw: Mapping[str, Any], path: str = "") -> ModelSpec:
 
 
 def load_model_spec_file(file: Path | str, path: str | None = None) -> ModelSpec:
+    """A spec file; its `name` defaults to its folder's name (`examples/fraud/model.yaml` -> fraud)."""
     file = Path(file)
     raw = yaml.safe_load(file.read_text())
     if not isinstance(raw, dict):
         raise SpecError([(path or str(file), "a model spec must be a YAML mapping")])
+    raw.setdefault("name", file.parent.name)
     return parse_model_spec(raw, path if path is not None else str(file))
 
 
