@@ -46,12 +46,13 @@ def plan(
     stack: str = typer.Option(..., "--stack", "-s", help="Stack name: stacks/Pulumi.<stack>.yaml"),
     format: PlanFormat = typer.Option(PlanFormat.TABLE, "--format", "-f", help="table for people, json for tools"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout"),
+    stack_file: Optional[Path] = typer.Option(None, "--stack-file", help="Read this file instead of stacks/Pulumi.<stack>.yaml"),
 ) -> None:
     """Offline plan: the program under Pulumi mocks -> resource tree, policies, cost. No credentials."""
     from infra.plan.report import build_report, print_table, to_json
 
     try:
-        report = build_report(stack)
+        report = build_report(stack, stack_file)
     except SpecError as error:
         _fail(error, f"stack {stack!r}")
     if format is PlanFormat.JSON:

@@ -8,7 +8,9 @@ in `infra.modes`. Every error names the property path, e.g.
 
 from __future__ import annotations
 
+import copy
 import enum
+import functools
 import ipaddress
 import json
 from pathlib import Path
@@ -21,6 +23,8 @@ from pydantic.alias_generators import to_camel
 from infra.modes import Capabilities, Mode, capabilities
 from workloads.spec import ModelSpec, SpecError, parse_model_spec, spec_error_from
 
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
+
 PROJECT = "strata"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SUPPORTED_KUBERNETES_VERSIONS = ("1.31", "1.32", "1.33")
@@ -31,6 +35,10 @@ MODE_OWNED = {
     "natStrategy", "endpointAccess", "istio", "mtls", "kafka", "keda", "monitoring",
     "policyEnforcement", "mlflowBackend", "gpuSpotPool", "karpenter",
 }
+
+
+SECRET_KEYS = {"kubeconfig", "pagerdutyRoutingKeys"}
+SECRET_MARKER = "<secret: set>"
 
 
 class Target(str, enum.Enum):
@@ -124,7 +132,7 @@ class StackConfig(_Section):
     mode: Mode
     environment: str = Field(pattern=r"^[a-z][-a-z0-9]{0,15}$")
     target: Target = Target.AWS
-    kubeconfig: str | None = None
+    kubeconfig: Any = None  # a Pulumi secret: only its presence is checked here
     namespace_prefix: str = Field("", pattern=r"^([a-z][-a-z0-9]{0,20}-)?$")
     network: NetworkOverrides = NetworkOverrides()
     cluster: ClusterOverrides = ClusterOverrides()
@@ -185,6 +193,12 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
     return merged
 
 
+@functools.lru_cache(maxsize=256)
+def _load_yaml_file(file: Path, mtime_ns: int) -> Any:
+    """Spec files are shared by many models and stacks: parse each version once."""
+    return yaml.load(file.read_text(), Loader=_YAML_LOADER)
+
+
 def _model_specs(models: Mapping[str, Mapping[str, Any]], root: Path) -> tuple[ModelSpec, ...]:
     """Fan-in of the `models` map: each entry is a spec, or `specFile:` + overrides."""
     specs, problems = [], []
@@ -198,7 +212,7 @@ def _model_specs(models: Mapping[str, Mapping[str, Any]], root: Path) -> tuple[M
             if not file.is_file():
                 problems.append((f"{path}.specFile", f"file not found: {spec_file}"))
                 continue
-            loaded = yaml.safe_load(file.read_text()) or {}
+            loaded = copy.deepcopy(_load_yaml_file(file, file.stat().st_mtime_ns)) or {}
             if not isinstance(loaded, dict):
                 problems.append((f"{path}.specFile", f"{spec_file} is not a YAML mapping"))
                 continue
@@ -224,7 +238,8 @@ def parse_stack_config(
     for key, value in raw.items():
         namespace, _, name = key.partition(":")
         if namespace == PROJECT:
-            strata[name] = _decode(value)
+            # Secret values never enter the spec: the entry point reads them as secret Outputs.
+            strata[name] = SECRET_MARKER if name in SECRET_KEYS else _decode(value)
     region = region or raw.get("aws:region")
     if not region:
         raise SpecError([("aws:region", "required (e.g. eu-west-1)")])
@@ -276,14 +291,21 @@ def read_stack_file(stack: str, root: Path = PROJECT_ROOT) -> dict[str, Any]:
     file = root / "stacks" / f"Pulumi.{stack}.yaml"
     if not file.is_file():
         available = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in (root / "stacks").glob("Pulumi.*.yaml"))
-        raise SpecError([(str(file.relative_to(root)), f"no such stack file; stacks: {', '.join(available)}")])
+        raise SpecError([(f"stacks/{file.name}", f"no such stack file; stacks: {', '.join(available)}")])
+    return read_stack_document(file)
+
+
+def read_stack_document(file: Path) -> dict[str, Any]:
+    """The `config:` map of any Pulumi stack file."""
     try:
-        document = yaml.safe_load(file.read_text()) or {}
+        document = yaml.safe_load(Path(file).read_text()) or {}
+    except OSError as error:
+        raise SpecError([(str(file), f"cannot read: {error.strerror}")]) from None
     except yaml.YAMLError as error:
-        raise SpecError([(str(file.relative_to(root)), f"not valid YAML: {error}")]) from None
+        raise SpecError([(str(file), f"not valid YAML: {error}")]) from None
     config = document.get("config") if isinstance(document, dict) else None
     if not isinstance(config, dict):
-        raise SpecError([(str(file.relative_to(root)), "needs a top-level `config:` mapping")])
+        raise SpecError([(str(file), "needs a top-level `config:` mapping")])
     return config
 
 

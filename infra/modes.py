@@ -146,3 +146,19 @@ def capabilities(mode: Mode | str) -> Capabilities:
 
 
 MODES: Mapping[Mode, Capabilities] = MappingProxyType({m: capabilities(m) for m in _MODE_ORDER})
+
+
+def modes_markdown() -> str:
+    """The table as Markdown, for the README (a test keeps the two identical)."""
+
+    def cell(value: object) -> str:
+        if isinstance(value, bool):
+            return "yes" if value else "-"
+        if isinstance(value, frozenset):
+            return ", ".join(sorted(v.value for v in value))
+        return str(value.value if isinstance(value, enum.Enum) else value)
+
+    lines = ["| capability | " + " | ".join(m.value for m in _MODE_ORDER) + " |", "|---|---|---|---|"]
+    for row, values in MODE_TABLE_ROWS.items():
+        lines.append(f"| {row} | " + " | ".join(cell(v) for v in values) + " |")
+    return "\n".join(lines)

@@ -6,6 +6,7 @@ import copy
 import re
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -14,7 +15,7 @@ from rich.tree import Tree
 
 from infra.modes import RolloutStrategy
 from infra.plan.cost import CostReport, estimate
-from infra.plan.harness import SECRET_PLACEHOLDER, Plan, PlannedResource, run_stack
+from infra.plan.harness import SECRET_PLACEHOLDER, Plan, PlannedResource, run_program, run_stack
 
 COMPONENT_PREFIX = "strata:"
 
@@ -50,10 +51,11 @@ def mode_notes(plan: Plan) -> list[str]:
     return notes
 
 
-def build_report(stack: str) -> PlanReport:
+def build_report(stack: str, stack_file: Path | None = None) -> PlanReport:
+    from infra.config import read_stack_document
     from infra.policy import evaluate
 
-    plan = run_stack(stack)
+    plan = run_program(stack, read_stack_document(stack_file)) if stack_file else run_stack(stack)
     enforcement = plan.spec.capabilities.policy_enforcement
     results = evaluate(plan.resources, enforcement)
     return PlanReport(plan=plan, cost=estimate(plan), policy_results=results, enforcement=enforcement.value, notes=mode_notes(plan))

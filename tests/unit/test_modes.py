@@ -60,3 +60,12 @@ def test_capabilities_accepts_names_and_rejects_unknown_modes():
 def test_capabilities_are_frozen():
     with pytest.raises(Exception):
         MODES[Mode.QUICK].istio = True
+
+
+def test_readme_shows_exactly_the_mode_table_in_code():
+    from infra.config import PROJECT_ROOT
+    from infra.modes import modes_markdown
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    block = readme.split("<!-- modes:begin -->\n", 1)[1].split("\n<!-- modes:end -->", 1)[0]
+    assert block == modes_markdown()

@@ -1,0 +1,29 @@
+# Strata: the two commands a newcomer needs.
+#   make demo   set up everything, then run the main job
+#   make test   set up everything, then run every test
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test bench plan clean
+
+setup:
+	@.ci/setup
+
+demo: setup
+	@for stack in quick standard enterprise; do $(VENV)/bin/strata plan --stack $$stack || exit $$?; done
+
+test: setup
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as failure"; exit 1; fi; \
+	exit $$rc
+
+bench: setup
+	@$(PY) -m pytest tests/benchmarks --benchmark-enable --benchmark-columns=min,median,mean,rounds -s $(PYTEST_ARGS)
+
+plan: setup
+	@$(VENV)/bin/strata plan --stack $(STACK)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks

@@ -1,0 +1,38 @@
+"""Shared fixtures: each stack's plan is computed once per test session."""
+
+import functools
+
+import pytest
+
+STACKS = ("quick", "standard", "enterprise")
+
+
+@functools.lru_cache(maxsize=None)
+def plan_of(stack: str):
+    from infra.plan.harness import run_stack
+
+    return run_stack(stack)
+
+
+@pytest.fixture(scope="session", params=STACKS)
+def stack_plan(request):
+    """The plan of every committed stack, one test per stack."""
+    return plan_of(request.param)
+
+
+@pytest.fixture(scope="session")
+def plans():
+    """All three plans by stack name."""
+    return {stack: plan_of(stack) for stack in STACKS}
+
+
+def stack_config_with_models(stack: str, count: int) -> dict:
+    """The committed stack's config with `count` onboarded models (fraud's spec, 4 teams)."""
+    from infra.config import read_stack_file
+
+    raw = read_stack_file(stack)
+    raw["strata:models"] = {
+        f"model-{index:02d}": {"specFile": "workloads/examples/fraud/model.yaml", "team": f"team-{index % 4}"}
+        for index in range(count)
+    }
+    return raw
