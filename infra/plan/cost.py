@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from infra.plan import prices
-from infra.plan.harness import Plan, PlannedResource
+from infra.plan.harness import Plan, PlannedResource, mock_resource_id
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def _monthly(hourly: float) -> float:
 
 def _launch_template_types(plan: Plan) -> dict[str, dict]:
     """Launch templates by the mock id the node groups reference (`<name>-id`)."""
-    return {f"{r.name}-id": r.inputs for r in plan.by_type("aws:ec2/launchTemplate:LaunchTemplate")}
+    return {mock_resource_id(r.name): r.inputs for r in plan.by_type("aws:ec2/launchTemplate:LaunchTemplate")}
 
 
 def _node_group_line(group: PlannedResource, templates: dict[str, dict]) -> list[CostLine]:

@@ -140,7 +140,13 @@ def _policy_document(args: dict[str, Any]) -> dict[str, Any]:
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def _make_mocks(region: str, records: list[PlannedResource]):
+def mock_resource_id(name: str) -> str:
+    """The physical id the mocks give a resource (node groups reference launch templates by it)."""
+    return f"{name}-id"
+
+
+def make_mocks(region: str, records: list[PlannedResource]):
+    """Mocks + a monitor that appends every registration to `records`."""
     import pulumi
 
     class RecordingMocks(pulumi.runtime.Mocks):
@@ -148,8 +154,8 @@ def _make_mocks(region: str, records: list[PlannedResource]):
             secret_paths: list[str] = []
             inputs = _unwrap_secrets(args.inputs, "", secret_paths)
             if args.typ.startswith("pulumi:providers:"):
-                return f"{args.name}-id", inputs
-            return f"{args.name}-id", _fake_outputs(args.typ, args.name, inputs)
+                return mock_resource_id(args.name), inputs
+            return mock_resource_id(args.name), _fake_outputs(args.typ, args.name, inputs)
 
         def call(self, args: pulumi.runtime.MockCallArgs):
             return _fake_call(args.token, args.args, region), []
@@ -229,13 +235,14 @@ def run_program(stack: str, raw_config: Mapping[str, Any], root: Path | None = N
     config, secret_keys = config_for_pulumi(raw_config)
     if spec.capabilities.monitoring and f"{PROJECT}:pagerdutyRoutingKeys" not in config:
         # The real stack must set it with `pulumi config set --secret`; offline we only need its shape.
-        config[f"{PROJECT}:pagerdutyRoutingKeys"] = json.dumps({team: SECRET_PLACEHOLDER for team in spec.teams})
+        routing_key_names = sorted({m.pagerduty.routing_key_name for m in spec.models})
+        config[f"{PROJECT}:pagerdutyRoutingKeys"] = json.dumps({name: SECRET_PLACEHOLDER for name in routing_key_names})
         secret_keys.append(f"{PROJECT}:pagerdutyRoutingKeys")
     if spec.config.target.value == "kubeconfig" and f"{PROJECT}:kubeconfig" not in secret_keys:
         secret_keys.append(f"{PROJECT}:kubeconfig")
 
     records: list[PlannedResource] = []
-    mocks, monitor = _make_mocks(spec.region, records)
+    mocks, monitor = make_mocks(spec.region, records)
     pulumi.runtime.set_all_config(config, secret_keys)
     pulumi.runtime.settings.ROOT.set(None)  # a fresh Stack resource per run (several plans per process)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)

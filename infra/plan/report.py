@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from infra.modes import RolloutStrategy
+from infra.policy import PolicyResult, blocking, evaluate
 from infra.plan.cost import CostReport, estimate
 from infra.plan.harness import SECRET_PLACEHOLDER, Plan, PlannedResource, run_program, run_stack
 
@@ -24,13 +25,13 @@ COMPONENT_PREFIX = "strata:"
 class PlanReport:
     plan: Plan
     cost: CostReport
-    policy_results: list[Any]  # infra.policy results (policy, urn, message, level)
+    policy_results: list[PolicyResult]
     enforcement: str
     notes: list[str]
 
     @property
-    def mandatory_violations(self) -> list[Any]:
-        return [r for r in self.policy_results if r.level == "mandatory"]
+    def mandatory_violations(self) -> list[PolicyResult]:
+        return blocking(self.policy_results)
 
 
 def mode_notes(plan: Plan) -> list[str]:
@@ -53,7 +54,6 @@ def mode_notes(plan: Plan) -> list[str]:
 
 def build_report(stack: str, stack_file: Path | None = None) -> PlanReport:
     from infra.config import read_stack_document
-    from infra.policy import evaluate
 
     plan = run_program(stack, read_stack_document(stack_file)) if stack_file else run_stack(stack)
     enforcement = plan.spec.capabilities.policy_enforcement
@@ -108,7 +108,7 @@ def to_json(report: PlanReport) -> dict[str, Any]:
         "policies": {
             "enforcement": report.enforcement,
             "violations": [
-                {"policy": v.policy, "resource": v.urn, "message": v.message, "level": v.level}
+                {"policy": v.policy, "resource": v.urn, "message": v.message, "level": v.enforcement.value}
                 for v in report.policy_results
             ],
         },
@@ -166,7 +166,7 @@ def print_table(report: PlanReport, console: Console) -> None:
     policies.add_column("level")
     policies.add_column("message")
     for v in report.policy_results:
-        policies.add_row(v.policy, v.urn.rsplit("::", 1)[-1], v.level, v.message)
+        policies.add_row(v.policy, v.resource_name or "(stack)", v.enforcement.value, v.message)
     if report.policy_results:
         console.print(policies)
     else:
