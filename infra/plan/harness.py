@@ -89,7 +89,12 @@ def _fake_outputs(type_token: str, name: str, inputs: dict[str, Any]) -> dict[st
             endpoint=f"https://{name}.eks.mock",
             certificateAuthority={"data": "bW9jaw=="},
             identities=[{"oidcs": [{"issuer": f"https://oidc.eks.mock/id/{name}"}]}],
+            vpcConfig={**(inputs.get("vpcConfig") or {}), "clusterSecurityGroupId": f"sg-{name}-cluster"},
         )
+    if type_token == "aws:ec2/launchTemplate:LaunchTemplate":
+        outputs["latestVersion"] = 1
+    if type_token == "aws:ec2/natGateway:NatGateway":
+        outputs["publicIp"] = f"198.18.{sum(map(ord, name)) % 250}.{len(name) % 250 + 1}"
     if type_token == "aws:rds/instance:Instance":
         outputs.update(address=f"{name}.rds.mock", port=5432, endpoint=f"{name}.rds.mock:5432")
     if type_token == "aws:ecr/repository:Repository":
