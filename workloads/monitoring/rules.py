@@ -1,0 +1,309 @@
+"""Prometheus recording and alerting rules, generated from the model specs.
+
+One pattern injects `severity`, `team` and `runbook_url` into every alert (`_alert`);
+burn-rate windows are data (`BURN_WINDOWS`); thresholds come from each model's spec
+(`slos`, `drift`, `serving.streaming`, `training.baseline`). Page on symptoms (SLO burn);
+causes (drift, lag, failures) are tickets, and drift/quality also trigger retraining.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from workloads.monitoring.metrics import le_selector
+from workloads.spec import ModelSpec
+
+RUNBOOK_BASE_URL = "https://github.com/strata-platform/strata/blob/main/runbooks/"
+PLATFORM_TEAM = "ml-platform"
+PLATFORM_ROUTING_KEY = "ml-platform"  # pagerduty.routingKeyName of the platform team
+
+PAGE, TICKET = "page", "ticket"
+
+
+@dataclass(frozen=True)
+class BurnWindow:
+    long: str
+    short: str
+    factor: float
+    severity: str
+    for_: str
+
+
+# Multiwindow, multi-burn-rate (SRE workbook ch. 5): 2% of a 30-day budget in 1h, 5% in 6h
+# page; 10% in 3d is a ticket.
+BURN_WINDOWS: tuple[BurnWindow, ...] = (
+    BurnWindow("1h", "5m", 14.4, PAGE, "2m"),
+    BurnWindow("6h", "30m", 6.0, PAGE, "15m"),
+    BurnWindow("3d", "6h", 1.0, TICKET, "1h"),
+)
+
+DEAD_LETTER_RATIO = 0.01  # > 1% of consumed messages dead-lettered for 10m
+SPOT_INTERRUPTIONS_30M = 3  # interruption notices per pool in 30m
+SCRAPE_JOB_REGEX = "strata-.+"
+
+
+def _seconds(duration: str) -> int:
+    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[duration[-1]]
+    return int(duration[:-1]) * unit
+
+
+SLI_WINDOWS = tuple(sorted({w for b in BURN_WINDOWS for w in (b.long, b.short)}, key=_seconds))
+
+
+def _num(value: float) -> str:
+    return f"{round(value, 10):.10g}"
+
+
+@dataclass(frozen=True)
+class RuleOptions:
+    runbook_base_url: str = RUNBOOK_BASE_URL
+    for_override: str | None = None  # tests: shorten every `for:` (e.g. "1s")
+
+
+def runbook_url(alert: str, base: str = RUNBOOK_BASE_URL) -> str:
+    return f"{base}{alert}.md"
+
+
+def _alert(options: RuleOptions, name: str, expr: str, for_: str, severity: str, team: str,
+           summary: str, description: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """The ONE place alert labels and annotations are decided."""
+    rule: dict[str, Any] = {"alert": name, "expr": expr}
+    effective_for = options.for_override or for_
+    if effective_for != "0s":
+        rule["for"] = effective_for
+    rule["labels"] = {"severity": severity, "team": team, **(labels or {})}
+    rule["annotations"] = {
+        "summary": summary,
+        "description": description,
+        "runbook_url": runbook_url(name, options.runbook_base_url),
+    }
+    return rule
+
+
+def _record(record: str, expr: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    rule: dict[str, Any] = {"record": record, "expr": expr}
+    if labels:
+        rule["labels"] = labels
+    return rule
+
+
+# ------------------------------------------------------------------ SLIs (all models)
+
+SERVED = 'predictor!="shadow"'  # shadow traffic never reaches a user
+
+
+def availability_record(window: str) -> str:
+    return f"model:strata_serving_request_errors:ratio_rate{window}"
+
+
+def latency_record(window: str) -> str:
+    return f"model:strata_serving_request_slow:ratio_rate{window}"
+
+
+def sli_group() -> dict[str, Any]:
+    rules = []
+    for window in SLI_WINDOWS:
+        rules.append(_record(
+            availability_record(window),
+            f'sum by (model, team) (rate(strata_serving_requests_total{{{SERVED},code=~"5.."}}[{window}]))\n'
+            f"/\nsum by (model, team) (rate(strata_serving_requests_total{{{SERVED}}}[{window}]))",
+        ))
+    return {"name": "strata-slo-sli", "rules": rules}
+
+
+# ------------------------------------------------------------------ per model
+
+
+def model_group(spec: ModelSpec, options: RuleOptions) -> dict[str, Any]:
+    name, team = spec.name, spec.team
+    sel = f'model="{name}"'
+    ml = {"model": name}
+    rules: list[dict[str, Any]] = []
+
+    # Constants for dashboards and burn-rate maths.
+    availability_budget = round(1 - spec.slos.availability_percent / 100, 10)
+    latency_budget = round(1 - spec.slos.latency_objective_percent / 100, 10)
+    target_s = spec.slos.latency_p99_ms / 1000
+    rules += [
+        _record("model:strata_slo_availability_error_budget:ratio", f"vector({_num(availability_budget)})", {**ml, "team": team}),
+        _record("model:strata_slo_latency_error_budget:ratio", f"vector({_num(latency_budget)})", {**ml, "team": team}),
+        _record("model:strata_slo_latency_target:seconds", f"vector({_num(target_s)})", {**ml, "team": team}),
+    ]
+    le = le_selector(target_s)
+    for window in SLI_WINDOWS:
+        rules.append(_record(
+            latency_record(window),
+            f"1 - (\n  sum by (model, team) (rate(strata_serving_request_duration_seconds_bucket{{{sel},{SERVED},{le}}}[{window}]))\n"
+            f"  /\n  sum by (model, team) (rate(strata_serving_request_duration_seconds_count{{{sel},{SERVED}}}[{window}]))\n)",
+            ml,
+        ))
+
+    # SLO burn-rate alerts (page on symptoms).
+    for b in BURN_WINDOWS:
+        windows = {"long": b.long, "short": b.short}
+        threshold = _num(b.factor * availability_budget)
+        rules.append(_alert(
+            options, "ModelAvailabilityBudgetBurn",
+            f"{availability_record(b.long)}{{{sel}}} > {threshold}\nand\n{availability_record(b.short)}{{{sel}}} > {threshold}",
+            b.for_, b.severity, team,
+            f"{name}: availability error budget burning {_num(b.factor)}x too fast",
+            f"5xx ratio of {name} over {b.long} and {b.short} is above {_num(b.factor)}x the error budget "
+            f"of its {spec.slos.availability_percent}% availability SLO.",
+            {**ml, **windows},
+        ))
+    for b in BURN_WINDOWS:
+        windows = {"long": b.long, "short": b.short}
+        threshold = _num(b.factor * latency_budget)
+        rules.append(_alert(
+            options, "ModelLatencyBudgetBurn",
+            f"{latency_record(b.long)}{{{sel}}} > {threshold}\nand\n{latency_record(b.short)}{{{sel}}} > {threshold}",
+            b.for_, b.severity, team,
+            f"{name}: latency error budget burning {_num(b.factor)}x too fast",
+            f"Share of {name} requests slower than {spec.slos.latency_p99_ms:g} ms over {b.long} and {b.short} "
+            f"is above {_num(b.factor)}x the budget of its {spec.slos.latency_objective_percent}% objective.",
+            {**ml, **windows},
+        ))
+
+    # Drift and quality (effect sizes; tickets; PSI drift and quality also retrain).
+    drift = spec.drift
+    rules.append(_alert(
+        options, "ModelFeatureDrift",
+        f"max by (model, feature) (strata_drift_feature_psi{{{sel}}}) > {_num(drift.psi_threshold)}",
+        drift.sustained_for, TICKET, team,
+        f"{name}: feature {{{{ $labels.feature }}}} drifted (PSI)",
+        f"PSI of feature {{{{ $labels.feature }}}} of {name} has been above {_num(drift.psi_threshold)} "
+        f"for {drift.sustained_for}; a retrain is requested.",
+        {**ml, "retrain": "true"},
+    ))
+    rules.append(_alert(
+        options, "ModelFeatureKSDrift",
+        f"max by (model, feature) (strata_drift_feature_ks_statistic{{{sel}}}) > {_num(drift.ks_threshold)}",
+        drift.sustained_for, TICKET, team,
+        f"{name}: feature {{{{ $labels.feature }}}} distribution shifted (KS)",
+        f"KS statistic of feature {{{{ $labels.feature }}}} of {name} has been above {_num(drift.ks_threshold)} "
+        f"for {drift.sustained_for}.",
+        ml,
+    ))
+    rules.append(_alert(
+        options, "ModelPredictionDrift",
+        f"max by (model) (strata_drift_prediction_psi{{{sel}}}) > {_num(drift.psi_threshold)}",
+        drift.sustained_for, TICKET, team,
+        f"{name}: prediction distribution drifted",
+        f"PSI of {name}'s predictions vs its reference predictions has been above "
+        f"{_num(drift.psi_threshold)} for {drift.sustained_for}.",
+        ml,
+    ))
+    rules.append(_alert(
+        options, "ModelQualityDegraded",
+        f"max by (model, metric) (strata_model_quality_degradation_ratio{{{sel}}}) > {_num(drift.quality_degradation_pct / 100)}",
+        drift.sustained_for, TICKET, team,
+        f"{name}: live {{{{ $labels.metric }}}} degraded vs its evaluation",
+        f"Live {{{{ $labels.metric }}}} of {name} (delayed labels) is more than {drift.quality_degradation_pct:g}% "
+        f"below the version's own evaluation; a retrain is requested.",
+        {**ml, "retrain": "true"},
+    ))
+    rules.append(_alert(
+        options, "ModelInvalidRowRateHigh",
+        f"sum by (model, stage) (rate(strata_data_invalid_rows_total{{{sel}}}[15m]))\n/\n"
+        f"sum by (model, stage) (rate(strata_data_rows_total{{{sel}}}[15m]))\n"
+        f"> {_num(spec.training.baseline.max_invalid_row_fraction)}",
+        "15m", TICKET, team,
+        f"{name}: invalid input rows in {{{{ $labels.stage }}}}",
+        f"More than {_num(spec.training.baseline.max_invalid_row_fraction * 100)}% of {name}'s "
+        f"{{{{ $labels.stage }}}} rows failed the input contract over 15m.",
+        ml,
+    ))
+    stale_after = 3 * _seconds(drift.window)
+    rules.append(_alert(
+        options, "DriftEvaluationStale",
+        f"time() - max by (model) (strata_drift_last_evaluation_timestamp_seconds{{{sel}}}) > {stale_after}",
+        "10m", TICKET, team,
+        f"{name}: drift has not been evaluated for {stale_after}s",
+        f"The drift monitor of {name} last evaluated more than 3 windows ({stale_after}s) ago: "
+        "drift and quality alerts are blind.",
+        ml,
+    ))
+
+    # Streaming.
+    if spec.serving.streaming.enabled:
+        streaming = spec.serving.streaming
+        lag_limit = streaming.lag_threshold * streaming.effective_max_replicas
+        rules.append(_alert(
+            options, "StreamConsumerLagHigh",
+            f"sum by (model) (strata_stream_consumer_lag_messages{{{sel}}}) > {lag_limit}",
+            "15m", TICKET, team,
+            f"{name}: stream consumer lag above what max replicas absorb",
+            f"Total consumer lag of {name} has been above {lag_limit} messages (lagThreshold "
+            f"{streaming.lag_threshold} x {streaming.effective_max_replicas} max replicas) for 15m.",
+            ml,
+        ))
+        rules.append(_alert(
+            options, "StreamDeadLetterRateHigh",
+            f"sum by (model) (rate(strata_stream_dead_letter_messages_total{{{sel}}}[10m]))\n/\n"
+            f"sum by (model) (rate(strata_stream_messages_consumed_total{{{sel}}}[10m]))\n> {_num(DEAD_LETTER_RATIO)}",
+            "10m", TICKET, team,
+            f"{name}: dead-letter rate above {_num(DEAD_LETTER_RATIO * 100)}%",
+            f"More than {_num(DEAD_LETTER_RATIO * 100)}% of {name}'s consumed messages went to the "
+            "dead-letter topic over 10m.",
+            ml,
+        ))
+
+    # Training.
+    rules.append(_alert(
+        options, "TrainingJobFailed",
+        f'sum by (model) (increase(strata_training_runs_total{{{sel},outcome="failed"}}[1h])) > 0',
+        "0s", TICKET, team,
+        f"{name}: a training run failed",
+        f"At least one training run of {name} failed in the last hour.",
+        ml,
+    ))
+    for rule in rules:  # the routing key travels with the alert (platform routing contract)
+        if "alert" in rule:
+            rule["labels"]["pagerduty"] = spec.pagerduty.routing_key_name
+    return {"name": f"strata-model-{name}", "rules": rules}
+
+
+# ------------------------------------------------------------------ platform
+
+
+def platform_group(options: RuleOptions) -> dict[str, Any]:
+    return {"name": "strata-platform", "rules": [
+        _alert(
+            options, "SpotInterruptionRateHigh",
+            f'sum by (node_pool) (increase(strata_spot_interruptions_total{{kind="interruption"}}[30m])) > {SPOT_INTERRUPTIONS_30M}',
+            "5m", TICKET, PLATFORM_TEAM,
+            "Spot interruptions in pool {{ $labels.node_pool }}",
+            f"More than {SPOT_INTERRUPTIONS_30M} spot interruption notices in 30m in node pool "
+            "{{ $labels.node_pool }}: capacity churn slows training and rollouts.",
+        ),
+        _alert(
+            options, "ScrapeTargetDown",
+            f'up{{job=~"{SCRAPE_JOB_REGEX}"}} == 0',
+            "5m", TICKET, PLATFORM_TEAM,
+            "Prometheus cannot scrape {{ $labels.job }} {{ $labels.instance }}",
+            "Target {{ $labels.instance }} of job {{ $labels.job }} has been down for 5m: alerts that "
+            "depend on its metrics are blind.",
+        ),
+    ]}
+
+
+def _platform_routing(group: dict[str, Any]) -> dict[str, Any]:
+    for rule in group["rules"]:
+        rule["labels"]["pagerduty"] = PLATFORM_ROUTING_KEY
+    return group
+
+
+def rule_groups(specs: Sequence[ModelSpec], options: RuleOptions = RuleOptions()) -> dict[str, Any]:
+    groups = [sli_group()]
+    groups += [model_group(spec, options) for spec in sorted(specs, key=lambda s: s.name)]
+    groups.append(_platform_routing(platform_group(options)))
+    return {"groups": groups}
+
+
+def alert_names(groups: dict[str, Any]) -> list[str]:
+    return sorted({r["alert"] for g in groups["groups"] for r in g["rules"] if "alert" in r})
+
+
+def recorded_names(groups: dict[str, Any]) -> list[str]:
+    return sorted({r["record"] for g in groups["groups"] for r in g["rules"] if "record" in r})
