@@ -33,7 +33,6 @@ import functools
 import json
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
@@ -201,10 +200,6 @@ CRD_SOURCES: Mapping[GVK, CrdSource] = {
 }
 
 
-def karpenter_version() -> str:
-    return _KARPENTER[1]
-
-
 # --------------------------------------------------------------------------------------
 # Fetching the CRD schemas (once, cached)
 # --------------------------------------------------------------------------------------
@@ -313,7 +308,7 @@ def _fetch_go(cache_dir: Path, module: str, version: str, paths: set[str]) -> di
     return documents
 
 
-_STRIMZI_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+_STRIMZI_POM = """<project>
   <modelVersion>4.0.0</modelVersion>
   <groupId>dev.strata.schemas</groupId><artifactId>strimzi-crds</artifactId><version>1</version>
   <dependencies>
@@ -329,10 +324,9 @@ _STRIMZI_SCHEMA_FLAGS = ("--label", "--target-kube", "--crd-api-version", "--api
 def strimzi_generator_runs(api_pom: str) -> list[tuple[list[str], list[str]]]:
     """From Strimzi's api pom: (flags, model classes) of each run that writes the CRDs
     shipped in `packaging/install/cluster-operator`."""
-    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
     runs = []
-    for execution in ET.fromstring(api_pom).iterfind(".//m:execution", ns):
-        args = [(arg.text or "").strip() for arg in execution.iterfind(".//m:arguments/m:argument", ns)]
+    for execution in ET.fromstring(api_pom).iterfind(".//{*}execution"):
+        args = [(arg.text or "").strip() for arg in execution.iterfind(".//{*}arguments/{*}argument")]
         if "io.strimzi.crdgenerator.CrdGenerator" not in args:
             continue
         args = args[args.index("io.strimzi.crdgenerator.CrdGenerator") + 1 :]
@@ -794,21 +788,30 @@ def validate_plan(plan: Plan, crd_schemas: Mapping[GVK, Path] | None = None) -> 
     return findings
 
 
-def chart_version_mismatches(sources: Mapping[GVK, CrdSource] | None = None) -> list[str]:
-    """Where a schema's operator version differs from the chart pin it must match."""
+def chart_version_mismatches(
+    sources: Mapping[GVK, CrdSource] | None = None,
+) -> list[tuple[GVK, CrdSource, str]]:
+    """Where a schema's operator version differs from the version actually deployed:
+    `infra.platform.charts.CHARTS[source.chart].app_version`, and for Karpenter
+    `infra.crds.karpenter.KARPENTER_VERSION`. Each as (gvk, source, message)."""
     try:
         from infra.platform.charts import CHARTS
     except ImportError:
-        return []
-    mismatches = set()
-    for gvk, src in (CRD_SOURCES if sources is None else sources).items():
-        pin = CHARTS.get(src.chart) if src.chart else None
-        if pin is not None and pin.app_version.lstrip("v") != src.version.lstrip("v"):
-            mismatches.add(f"{'/'.join(gvk[:2])} {gvk[2]}: schema {src.key}, chart {pin.key} app {pin.app_version}")
+        CHARTS = {}
     try:
         from infra.crds.karpenter import KARPENTER_VERSION
     except ImportError:
         KARPENTER_VERSION = None
-    if KARPENTER_VERSION and KARPENTER_VERSION.lstrip("v") != karpenter_version().lstrip("v"):
-        mismatches.add(f"karpenter: schema {karpenter_version()}, infra.crds.karpenter {KARPENTER_VERSION}")
-    return sorted(mismatches)
+    mismatches = []
+    for gvk, src in sorted((CRD_SOURCES if sources is None else sources).items()):
+        pin = CHARTS.get(src.chart) if src.chart else None
+        if pin is not None:
+            deployed, where = pin.app_version, f"chart {pin.key!r} app_version"
+        elif src.artifact == _KARPENTER[0] and KARPENTER_VERSION:
+            deployed, where = KARPENTER_VERSION, "infra.crds.karpenter.KARPENTER_VERSION"
+        else:
+            continue
+        if deployed.lstrip("v") != src.version.lstrip("v"):
+            message = f"{gvk[0]}/{gvk[1]} {gvk[2]}: schema from {src.key}, but {where} is {deployed}"
+            mismatches.append((gvk, src, message + (f" ({src.note})" if src.note else "")))
+    return mismatches
