@@ -14,8 +14,9 @@ setup:
 demo: setup
 	@for stack in quick standard enterprise; do $(VENV)/bin/strata plan --stack $$stack || exit $$?; done
 
+# Set-up installed every service binary, so a missing one is a failure, not a skip.
 test: setup
-	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@STRATA_REQUIRE_MONITORING_BINARIES=1 $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as failure"; exit 1; fi; \
 	exit $$rc
 
