@@ -106,5 +106,13 @@ def schema(
     console.print(f"wrote {MODEL_SPEC_SCHEMA_FILE.relative_to(PROJECT_ROOT)}")
 
 
+def _mount_subcommands() -> None:
+    from workloads.local.cli import local_app
+
+    app.add_typer(local_app, name="local", help="Local mode: start, check and stop the local services.")
+
+
+_mount_subcommands()
+
 if __name__ == "__main__":
     app()

@@ -4,6 +4,8 @@ import functools
 
 import pytest
 
+pytest_plugins = ["workloads.local.testing"]  # real local services (Kafka, MLflow, Prometheus, ...) per session
+
 STACKS = ("quick", "standard", "enterprise")
 
 

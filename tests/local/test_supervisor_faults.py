@@ -1,0 +1,210 @@
+"""Supervisor faults with their own state dirs and ports: a dead service, a taken port,
+missing dependencies, PID reuse, a later registry entry, and `down` leaving nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from workloads.local import (
+    ConfigError,
+    HttpHealth,
+    LocalOptions,
+    MissingDependencyError,
+    PortInUseError,
+    Requirement,
+    ServiceSpec,
+    Supervisor,
+    default_registry,
+    kafka_setup,
+    resolve_ports,
+)
+from workloads.local.process import ProcessRecord, group_members, proc_stat
+from workloads.local.testing import free_port_map
+
+
+@pytest.fixture
+def sup(tmp_path):
+    s = Supervisor(tmp_path / "state", ports=free_port_map())
+    yield s
+    s.down()
+
+
+def _cli(sup: Supervisor, *args: str) -> subprocess.CompletedProcess:
+    ports = [f"--port={k}={v}" for k, v in sup.ports.items()] if args[0] == "up" else []
+    return subprocess.run([sys.executable, "-m", "workloads.local", *args, "--state-dir", str(sup.state_dir), *ports],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+
+
+def _listening_ports() -> set[int]:
+    out = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True).stdout
+    return {int(ln.split()[3].rsplit(":", 1)[1]) for ln in out.splitlines() if ln.strip()}
+
+
+def test_killed_service_is_reported_dead_and_restarted(sup):
+    sup.up(["pagerduty"])
+    rec = sup.record("pagerduty")
+    os.killpg(rec.pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while sup.service_status("pagerduty").state != "dead" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    st = sup.service_status("pagerduty")
+    assert st.state == "dead" and str(rec.pid) in st.detail
+    res = _cli(sup, "status", "pagerduty")
+    assert res.returncode == 1
+    assert "dead" in res.stdout and "pagerduty died" in res.stdout and "strata local up pagerduty" in res.stdout
+    # `up` cleans the dead record and starts a fresh process.
+    sup.up(["pagerduty"])
+    assert sup.service_status("pagerduty").state == "running"
+    assert sup.record("pagerduty").pid != rec.pid
+
+
+def test_taken_port_gives_clear_error(sup):
+    port = sup.ports["pagerduty"]
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        with pytest.raises(PortInUseError) as exc:
+            sup.up(["pagerduty"])
+        msg = str(exc.value)
+        assert f"port {port}" in msg and "'pagerduty'" in msg
+        assert f"pid {os.getpid()}" in msg  # who holds it, from ss -ltnp
+        assert "--port pagerduty=" in msg and "STRATA_PORT_PAGERDUTY" in msg
+        assert sup.record("pagerduty") is None  # nothing started, nothing recorded
+        res = _cli(sup, "up", "pagerduty")
+        assert res.returncode == 2
+        assert f"port {port}" in res.stderr and "already taken" in res.stderr
+
+
+def test_missing_dependencies_name_the_install_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    s = Supervisor(tmp_path / "state", ports=free_port_map())
+    for service, needle in (("kafka", "openjdk-17"), ("prometheus", "apt-get install -y --no-install-recommends prometheus"),
+                            ("alertmanager", "prometheus-alertmanager")):
+        with pytest.raises(MissingDependencyError) as exc:
+            s.up([service])
+        assert f"service '{service}' needs" in str(exc.value) and needle in str(exc.value)
+    # All of them at once, in one message.
+    with pytest.raises(MissingDependencyError) as exc:
+        s.up(["kafka", "prometheus"])
+    assert [m[0] for m in exc.value.missing] == ["kafka", "alertmanager", "prometheus"]
+    assert not list((s.state_dir / "run").glob("*.json"))  # failed fast: nothing started
+    # Maven is only needed while the jars are not cached.
+    with pytest.raises(MissingDependencyError) as exc:
+        kafka_setup.ensure_jars(tmp_path / "empty-cache")
+    assert "mvn" in str(exc.value) and "apt-get install -y --no-install-recommends maven" in str(exc.value)
+
+
+def test_bad_port_overrides_are_config_errors():
+    with pytest.raises(ConfigError, match="unknown port key 'kafak'"):
+        resolve_ports({"kafak": 20000})
+    with pytest.raises(ConfigError, match="STRATA_PORT_KAFKA"):
+        resolve_ports(env={"STRATA_PORT_KAFKA": "ninety"})
+    with pytest.raises(ConfigError, match="both set to 19090"):
+        resolve_ports({"kafka": 19090})
+    with pytest.raises(ConfigError, match="no such file"):
+        LocalOptions(prometheus_config=Path("/nonexistent/prometheus.yml")).check()
+
+
+def test_reused_pid_is_never_signalled(sup):
+    """A PID file whose PID now belongs to another process: reported dead, not killed."""
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        st = proc_stat(other.pid)
+        forged = ProcessRecord(service="pagerduty", pid=other.pid, pgid=other.pid, start_ticks=st[3] - 1,
+                               boot_id="", command=["x"], ports={"pagerduty": sup.ports["pagerduty"]},
+                               log=str(sup.log_path("pagerduty")), started_at=time.time())
+        forged.save(sup.state_dir / "run" / "pagerduty.json")
+        assert sup.service_status("pagerduty").state == "dead"
+        assert sup.down() == ["pagerduty"]
+        assert other.poll() is None  # still running: not ours
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_registry_takes_new_services(tmp_path):
+    """Later workloads are more entries: command + env + port + health + dependencies."""
+    registry = default_registry()
+    registry.add(ServiceSpec(
+        name="drift-monitor", description="stand-in drift monitor (stdlib http.server)",
+        ports=("drift-monitor",),
+        command=lambda ctx: [ctx.python, "-m", "http.server", str(ctx.port("drift-monitor")), "--bind", "127.0.0.1"],
+        health=HttpHealth("drift-monitor", "/"),
+        env=lambda ctx: {"STRATA_PAGERDUTY_URL": f"http://127.0.0.1:{ctx.port('pagerduty')}/v2/enqueue"},
+        depends_on=("pagerduty",),
+        requires=(Requirement("python", "apt-get install python3", binaries=(sys.executable,)),),
+        metrics_path="/",
+        start_timeout_s=20,
+    ))
+    s = Supervisor(tmp_path / "state", ports=free_port_map(), registry=registry)
+    try:
+        statuses = s.up(["drift-monitor"])
+        assert [(x.name, x.state) for x in statuses] == [("pagerduty", "running"), ("drift-monitor", "running")]
+        assert (s.state_dir / "config/prometheus/targets/drift-monitor.json").exists()
+        env = Path(f"/proc/{s.record('drift-monitor').pid}/environ").read_bytes().split(b"\0")
+        assert f"STRATA_PAGERDUTY_URL=http://127.0.0.1:{s.ports['pagerduty']}/v2/enqueue".encode() in env
+    finally:
+        assert sorted(s.down()) == ["drift-monitor", "pagerduty"]
+
+
+def test_down_leaves_no_process_and_no_listening_port(tmp_path):
+    s = Supervisor(tmp_path / "state", ports=free_port_map())
+    services = ["kafka", "prometheus", "alertmanager", "pagerduty"]
+    try:
+        statuses = s.up(services)
+        assert {x.name: x.state for x in statuses} == {n: "running" for n in services}
+        groups = {n: s.record(n).pgid for n in services}
+        pids = {n: group_members(g) for n, g in groups.items()}
+        ports = {p for x in statuses for p in x.ports.values()}
+        assert all(pids.values()) and ports <= _listening_ports()
+    finally:
+        res = _cli(s, "down")
+    assert res.returncode == 0, res.stdout + res.stderr
+    for name, members in pids.items():
+        for pid in members:
+            st = proc_stat(pid)
+            assert st is None or st[0] == "Z", f"{name}: pid {pid} still running"
+        assert group_members(groups[name]) == []
+    assert not (ports & _listening_ports()), ports & _listening_ports()
+    assert not list((s.state_dir / "run").glob("*.json"))
+    assert _cli(s, "status", "--json").returncode == 0
+
+
+def _json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=15) as resp:
+        return json.loads(resp.read())
+
+
+def test_prometheus_takes_rule_files_and_config_paths(tmp_path):
+    rules = tmp_path / "rules.yml"
+    rules.write_text("groups:\n- name: strata-local-test\n  rules:\n"
+                     "  - alert: StrataLocalAlwaysFiring\n    expr: vector(1)\n    labels: {severity: critical}\n")
+    ports = free_port_map()
+    s = Supervisor(tmp_path / "a", ports=ports, options=LocalOptions(rule_files=(rules,)))
+    try:
+        s.up(["prometheus"])
+        base = f"http://127.0.0.1:{ports['prometheus']}"
+        groups = _json(base + "/api/v1/rules")["data"]["groups"]
+        assert [g["name"] for g in groups] == ["strata-local-test"]
+    finally:
+        s.down()
+    # A complete prometheus.yml given by path is used as is.
+    cfg = tmp_path / "prometheus.yml"
+    cfg.write_text("global: {scrape_interval: 5s}\nscrape_configs:\n- job_name: given-by-path\n"
+                   f"  static_configs: [{{targets: ['127.0.0.1:{ports['prometheus']}']}}]\n")
+    s = Supervisor(tmp_path / "b", ports=ports, options=LocalOptions(prometheus_config=cfg))
+    try:
+        s.up(["prometheus"])
+        assert "given-by-path" in _json(f"http://127.0.0.1:{ports['prometheus']}/api/v1/status/config")["data"]["yaml"]
+    finally:
+        s.down()
