@@ -23,7 +23,7 @@ from infra.contracts import MlflowDatabase
 from infra.modes import LakeLayout
 
 MEDALLION_LAYERS = ("bronze", "silver", "gold")
-DEFAULT_IMAGES = ("training", "serving", "stream-worker", "rollout-controller", "drift-monitor")
+DEFAULT_IMAGES = ("training", "serving", "stream-worker", "rollout-controller", "drift-monitor", "mlflow")
 
 
 def lake_bucket_keys(layout: LakeLayout) -> tuple[str, ...]:

@@ -240,7 +240,9 @@ def run_program(stack: str, raw_config: Mapping[str, Any], root: Path | None = N
     config, secret_keys = config_for_pulumi(raw_config)
     if spec.capabilities.monitoring and f"{PROJECT}:pagerdutyRoutingKeys" not in config:
         # The real stack must set it with `pulumi config set --secret`; offline we only need its shape.
-        routing_key_names = sorted({m.pagerduty.routing_key_name for m in spec.models})
+        from workloads.monitoring.rules import PLATFORM_ROUTING_KEY
+
+        routing_key_names = sorted({m.pagerduty.routing_key_name for m in spec.models} | {PLATFORM_ROUTING_KEY})
         config[f"{PROJECT}:pagerdutyRoutingKeys"] = json.dumps({name: SECRET_PLACEHOLDER for name in routing_key_names})
         secret_keys.append(f"{PROJECT}:pagerdutyRoutingKeys")
     if spec.config.target.value == "kubeconfig" and f"{PROJECT}:kubeconfig" not in secret_keys:

@@ -116,11 +116,6 @@ def _strimzi(model_class: str) -> CrdSource:
     return CrdSource("maven-strimzi", _STRIMZI[0], _STRIMZI[1], f"{_STRIMZI_MODEL}.{model_class}", "strimzi")
 
 
-_KUBERAY_NOTE = (
-    "chart pins kuberay 1.7.0, but the Go module proxy refuses "
-    "github.com/ray-project/kuberay/ray-operator@v1.7.0 (403 'not available'); v1.6.0 is the "
-    "newest it serves"
-)
 _RAY_CRD = "config/crd/bases/ray.io_{}.yaml"
 _KEDA_CRD = "config/crd/bases/keda.sh_{}.yaml"
 _PROM_CRD = "example/prometheus-operator-crd/monitoring.coreos.com_{}.yaml"
@@ -131,9 +126,9 @@ _KARPENTER_CRD = "pkg/apis/crds/{}.yaml"
 # versions pinned in infra/platform/charts.py (`app_version`) and infra/crds/karpenter.py.
 CRD_SOURCES: Mapping[GVK, CrdSource] = {
     # KubeRay
-    ("ray.io", "v1", "RayJob"): _go(_KUBERAY, _RAY_CRD.format("rayjobs"), "kuberay", _KUBERAY_NOTE),
-    ("ray.io", "v1", "RayCluster"): _go(_KUBERAY, _RAY_CRD.format("rayclusters"), "kuberay", _KUBERAY_NOTE),
-    ("ray.io", "v1", "RayService"): _go(_KUBERAY, _RAY_CRD.format("rayservices"), "kuberay", _KUBERAY_NOTE),
+    ("ray.io", "v1", "RayJob"): _go(_KUBERAY, _RAY_CRD.format("rayjobs"), "kuberay"),
+    ("ray.io", "v1", "RayCluster"): _go(_KUBERAY, _RAY_CRD.format("rayclusters"), "kuberay"),
+    ("ray.io", "v1", "RayService"): _go(_KUBERAY, _RAY_CRD.format("rayservices"), "kuberay"),
     # KEDA
     ("keda.sh", "v1alpha1", "ScaledObject"): _go(_KEDA, _KEDA_CRD.format("scaledobjects"), "keda"),
     ("keda.sh", "v1alpha1", "ScaledJob"): _go(_KEDA, _KEDA_CRD.format("scaledjobs"), "keda"),

@@ -1,0 +1,112 @@
+"""The ONE table of pinned Helm charts (and the few images we run ourselves).
+
+Upgrading an operator is one row here plus, when the served CRD API versions change,
+the matching builder in `infra/crds/<operator>.py` (its models mirror the CRD schema of
+the pinned version). Versions are exact: no ranges, no `latest`; a test enforces it.
+The repository URL is configuration of the deployed platform (the Helm provider fetches
+the chart at `pulumi up`); nothing is downloaded by this program's code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+_EXACT_VERSION = re.compile(r"^v?\d+\.\d+\.\d+$")
+
+
+@dataclass(frozen=True)
+class ChartPin:
+    """One pinned chart: where it comes from and which CRD API versions it serves."""
+
+    key: str  # our name for it; also the default Helm release name
+    repo: str  # Helm repository URL
+    chart: str
+    version: str  # exact semver
+    app_version: str  # the operator/app version the chart deploys
+    serves: tuple[str, ...] = ()  # "<group>/<version>/<Kind>" of the CRDs it installs that we use
+
+    def __post_init__(self) -> None:
+        if not _EXACT_VERSION.match(self.version):
+            raise ValueError(f"chart {self.key!r}: version {self.version!r} is not an exact x.y.z pin")
+
+
+# fmt: off
+_PINS = (
+    ChartPin("istio-base",    "https://istio-release.storage.googleapis.com/charts", "base",    "1.30.3", "1.30.3",
+             ("security.istio.io/v1/PeerAuthentication", "networking.istio.io/v1/Gateway",
+              "networking.istio.io/v1/VirtualService", "networking.istio.io/v1/DestinationRule")),
+    ChartPin("istio-cni",     "https://istio-release.storage.googleapis.com/charts", "cni",     "1.30.3", "1.30.3"),
+    ChartPin("istiod",        "https://istio-release.storage.googleapis.com/charts", "istiod",  "1.30.3", "1.30.3"),
+    ChartPin("istio-gateway", "https://istio-release.storage.googleapis.com/charts", "gateway", "1.30.3", "1.30.3"),
+    ChartPin("keda",          "https://kedacore.github.io/charts", "keda", "2.20.2", "2.20.2",
+             ("keda.sh/v1alpha1/ScaledObject", "keda.sh/v1alpha1/TriggerAuthentication")),
+    # Strimzi 0.51 is the last line serving kafka.strimzi.io/v1beta2 (v1 served since 0.49,
+    # v1beta2 removed in 1.0): moving to 1.x means switching infra/crds/strimzi.py to v1.
+    ChartPin("strimzi",       "https://strimzi.io/charts/", "strimzi-kafka-operator", "0.51.0", "0.51.0",
+             ("kafka.strimzi.io/v1beta2/Kafka", "kafka.strimzi.io/v1beta2/KafkaNodePool",
+              "kafka.strimzi.io/v1beta2/KafkaTopic", "kafka.strimzi.io/v1beta2/KafkaUser")),
+    ChartPin("kube-prometheus-stack", "https://prometheus-community.github.io/helm-charts",
+             "kube-prometheus-stack", "88.5.3", "0.93.1",  # prometheus-operator v0.93.1
+             ("monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule")),
+    # 1.6.0: the newest KubeRay whose CRDs we can validate against (the schema tests fetch them).
+    ChartPin("kuberay",       "https://ray-project.github.io/kuberay-helm/", "kuberay-operator", "1.6.0", "1.6.0",
+             ("ray.io/v1/RayJob", "ray.io/v1/RayCluster", "ray.io/v1/RayService")),
+    ChartPin("seldon",        "https://storage.googleapis.com/seldon-charts", "seldon-core-operator", "1.18.2", "1.18.2",
+             ("machinelearning.seldon.io/v1/SeldonDeployment",)),
+    ChartPin("nvidia-device-plugin", "https://nvidia.github.io/k8s-device-plugin", "nvidia-device-plugin",
+             "0.20.0", "0.20.0"),
+)
+# fmt: on
+
+CHARTS: Mapping[str, ChartPin] = MappingProxyType({pin.key: pin for pin in _PINS})
+
+
+@dataclass(frozen=True)
+class ImagePin:
+    """An image we run ourselves (not via a chart). Always a tag, never `latest`."""
+
+    repository: str
+    tag: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+IMAGES: Mapping[str, ImagePin] = MappingProxyType({
+    # Built from this repository (mlflow + psycopg2 + boto3; the upstream image has no DB
+    # driver or S3 client) and pushed to the stack's ECR repository "mlflow" when the cloud
+    # layer provides one; this name is what a kubeconfig target (preview, kind) loads.
+    "mlflow": ImagePin("strata/mlflow", "3.18.0"),
+    # The official PostgreSQL image (runs as uid 999 with a writable PGDATA and /var/run).
+    "postgres": ImagePin("postgres", "17.6"),
+})
+
+
+def helm_release(resource_name: str, key: str, *, namespace: pulumi.Input[str], values: dict,
+                 opts: pulumi.ResourceOptions, release_name: str | None = None,
+                 timeout_s: int = 600) -> k8s.helm.v3.Release:
+    """A `helm.v3.Release` of the pinned chart `key`: atomic, waits, never reuses values."""
+    pin = CHARTS[key]
+    return k8s.helm.v3.Release(
+        resource_name,
+        name=release_name or pin.key,
+        chart=pin.chart,
+        version=pin.version,
+        repository_opts={"repo": pin.repo},
+        namespace=namespace,
+        create_namespace=False,  # namespaces are ours (PSA labels, quotas, NetworkPolicies)
+        atomic=True,
+        cleanup_on_fail=True,
+        max_history=10,
+        timeout=timeout_s,
+        skip_crds=False,
+        values=values,
+        opts=opts,
+    )

@@ -1,0 +1,248 @@
+"""`MlflowTracking`: the MLflow tracking server and model registry.
+
+Backend store: an in-cluster PostgreSQL StatefulSet (`in-cluster-postgres`) or the RDS
+instance from the cloud layer (`rds`, `rds-multi-az`). The connection URI, password
+included, lives only in a Kubernetes Secret built from secret Outputs and reaches the
+server as `MLFLOW_BACKEND_STORE_URI` (never in args, never in plain inputs).
+
+Artifacts: `s3://<artifacts bucket>/mlflow` on AWS, written and read directly by clients
+(IRSA roles; `--no-serve-artifacts`); on a kubeconfig target, a PVC served by the
+tracking server itself (`--serve-artifacts`, one replica since the volume is RWO).
+"""
+
+from __future__ import annotations
+
+import secrets as _secrets
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+from urllib.parse import quote
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.contracts import MlflowDatabase
+from infra.crds import prometheus as prometheus_crds
+from infra.k8s import (container, empty_dir, exec_probe, http_probe, labels, pod_disruption_budget_spec,
+                       resources, restricted_pod_security_context, selector_labels, topology_spread)
+from infra.modes import MlflowBackend
+from infra.platform.charts import IMAGES
+
+PORT = 5000
+DB_NAME = "mlflow"
+DB_USER = "mlflow"
+POSTGRES_UID = 999  # the postgres user of the official image
+ARTIFACTS_MOUNT = "/mlartifacts"
+
+
+def tracking_uri(namespace: str) -> str:
+    return f"http://mlflow.{namespace}.svc.cluster.local:{PORT}"
+
+
+@dataclass(frozen=True)
+class MlflowTrackingArgs:
+    """Defaults: two server replicas (one with PVC artifacts), 20 GiB database volume."""
+
+    namespace: str
+    backend: MlflowBackend
+    artifacts_bucket: Optional[pulumi.Input[str]] = None  # None: PVC artifacts served by MLflow
+    database: Optional[MlflowDatabase] = None  # required for the RDS backends
+    database_password: Optional[pulumi.Input[str]] = None  # in-cluster DB; None: generated once, kept in the Secret
+    role_arn: Optional[pulumi.Input[str]] = None  # IRSA role (S3 artifacts)
+    image: pulumi.Input[str] = IMAGES["mlflow"].ref
+    postgres_image: str = IMAGES["postgres"].ref
+    replicas: int = 2
+    database_storage_gib: int = 20
+    artifacts_storage_gib: int = 50
+    storage_class: Optional[str] = None
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.backend is not MlflowBackend.IN_CLUSTER_DB and self.database is None:
+            raise ValueError(f"MlflowTrackingArgs.database: backend {self.backend.value!r} needs the cloud layer's "
+                             "MLflow database (CloudStorage.mlflow_database)")
+
+
+class MlflowTracking(pulumi.ComponentResource):
+    def __init__(self, name: str, args: MlflowTrackingArgs, prometheus_operator: Optional[pulumi.Resource] = None,
+                 after: Sequence[pulumi.Resource] = (), opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("strata:platform:MlflowTracking", name, None, opts)
+        deps = list(after)
+        child = pulumi.ResourceOptions(parent=self, depends_on=deps)
+        ns = args.namespace
+        app = "mlflow"
+        match = selector_labels(app)
+        version = IMAGES["mlflow"].tag
+
+        annotations = {"eks.amazonaws.com/role-arn": args.role_arn} if args.role_arn is not None else None
+        self.service_account = k8s.core.v1.ServiceAccount(
+            f"{name}-sa", metadata={"name": app, "namespace": ns, "labels": labels(app, "tracking-server"),
+                                    **({"annotations": annotations} if annotations else {})},
+            automount_service_account_token=False, opts=child)
+
+        # --- backend store credentials: one Secret, built from secret Outputs --------------
+        secret_opts = child
+        if args.backend is MlflowBackend.IN_CLUSTER_DB:
+            host: pulumi.Input[str] = f"mlflow-postgres.{ns}.svc.cluster.local"
+            port: pulumi.Input[int] = 5432
+            user, database = DB_USER, DB_NAME
+            if args.database_password is not None:
+                password = pulumi.Output.secret(args.database_password)
+            else:
+                # Generated on first `up` and kept: the Secret ignores later changes, so the
+                # password lives only in the cluster and the (encrypted) Pulumi state.
+                password = pulumi.Output.secret(_secrets.token_urlsafe(32))
+                secret_opts = pulumi.ResourceOptions(parent=self, depends_on=deps, ignore_changes=["stringData", "data"])
+        else:
+            db = args.database
+            host, port, user, database = db.host, db.port, db.username, db.database
+            password = pulumi.Output.secret(db.password)
+        uri = pulumi.Output.all(host, port, password).apply(
+            lambda v: f"postgresql://{quote(user, safe='')}:{quote(str(v[2]), safe='')}@{v[0]}:{int(v[1])}/{database}"
+                      "?sslmode=prefer")
+        self.db_secret = k8s.core.v1.Secret(
+            f"{name}-db-credentials",
+            metadata={"name": "mlflow-db", "namespace": ns, "labels": labels(app, "database")},
+            type="Opaque",
+            string_data={"username": user, "password": password, "backend-store-uri": pulumi.Output.secret(uri)},
+            opts=secret_opts,
+        )
+
+        if args.backend is MlflowBackend.IN_CLUSTER_DB:
+            self._postgres(name, args, child)
+
+        # --- artifacts ----------------------------------------------------------------------
+        volumes: list[dict[str, Any]] = [empty_dir("tmp", "1Gi")]
+        mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+        replicas = args.replicas
+        if args.artifacts_bucket is not None:
+            artifact_args: list[pulumi.Input[str]] = [
+                "--default-artifact-root", pulumi.Output.concat("s3://", args.artifacts_bucket, "/mlflow"),
+                "--no-serve-artifacts"]
+        else:
+            pvc_spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"],
+                                        "resources": {"requests": {"storage": f"{args.artifacts_storage_gib}Gi"}}}
+            if args.storage_class:
+                pvc_spec["storageClassName"] = args.storage_class
+            self.artifacts_pvc = k8s.core.v1.PersistentVolumeClaim(
+                f"{name}-artifacts", metadata={"name": "mlflow-artifacts", "namespace": ns,
+                                               "labels": labels(app, "artifacts")},
+                spec=pvc_spec, opts=child)
+            volumes.append({"name": "artifacts", "persistentVolumeClaim": {"claimName": "mlflow-artifacts"}})
+            mounts.append({"name": "artifacts", "mountPath": ARTIFACTS_MOUNT})
+            artifact_args = ["--serve-artifacts", "--artifacts-destination", ARTIFACTS_MOUNT]
+            replicas = 1  # one writer on an RWO volume
+
+        service_hosts = [f"mlflow.{ns}.svc.cluster.local", f"mlflow.{ns}.svc", f"mlflow.{ns}", "mlflow"]
+        allowed_hosts = ",".join([*service_hosts, *(f"{h}:{PORT}" for h in service_hosts), "localhost", f"localhost:{PORT}"])
+        server = container(
+            name="mlflow",
+            image=args.image,
+            args=["mlflow", "server", "--host", "0.0.0.0", "--port", str(PORT), "--workers", str(args.workers),
+                  "--expose-prometheus", "/tmp/metrics", *artifact_args],
+            env=[
+                {"name": "MLFLOW_BACKEND_STORE_URI",
+                 "valueFrom": {"secretKeyRef": {"name": "mlflow-db", "key": "backend-store-uri"}}},
+                {"name": "MLFLOW_SERVER_ALLOWED_HOSTS", "value": allowed_hosts},
+                {"name": "HOME", "value": "/tmp"},
+            ],
+            ports=[{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+            resources=resources("250m", "512Mi", "1", "2Gi"),
+            liveness_probe=http_probe("/health", PORT, initial_delay=30, period=15, host_header="localhost"),
+            readiness_probe=http_probe("/health", PORT, initial_delay=5, period=5, host_header="localhost"),
+            volumeMounts=mounts,
+        )
+        pod_labels = labels(app, "tracking-server", version=version)
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-server",
+            metadata={"name": app, "namespace": ns, "labels": pod_labels},
+            spec={
+                "replicas": replicas,
+                "selector": {"matchLabels": match},
+                "strategy": {"type": "Recreate"} if replicas == 1 and args.artifacts_bucket is None
+                else {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                "template": {
+                    "metadata": {"labels": pod_labels},
+                    "spec": {
+                        "serviceAccountName": app,
+                        # The API token is not needed; IRSA's web-identity token is a separate projected volume.
+                        "automountServiceAccountToken": False,
+                        "securityContext": restricted_pod_security_context(),
+                        "topologySpreadConstraints": topology_spread(match),
+                        "containers": [server],
+                        "volumes": volumes,
+                    },
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*deps, self.db_secret, self.service_account]),
+        )
+        self.service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata={"name": app, "namespace": ns, "labels": labels(app, "tracking-server")},
+            spec={"selector": match, "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}]},
+            opts=child)
+        if replicas > 1:
+            k8s.policy.v1.PodDisruptionBudget(
+                f"{name}-pdb", metadata={"name": app, "namespace": ns, "labels": labels(app, "tracking-server")},
+                spec=pod_disruption_budget_spec(match), opts=child)
+        if prometheus_operator is not None:
+            prometheus_crds.service_monitor(
+                f"{name}-service-monitor", name=app, namespace=ns, operator=prometheus_operator, opts=child,
+                labels=labels(app, "tracking-server"),
+                spec=prometheus_crds.ServiceMonitorSpec(
+                    selector=prometheus_crds.LabelSelector(match_labels=labels(app, "tracking-server")),
+                    endpoints=[prometheus_crds.Endpoint(port="http", path="/metrics", interval="30s")]))
+
+        self.tracking_uri = pulumi.Output.concat("http://", self.service.metadata["name"], f".{ns}.svc.cluster.local:{PORT}")
+        self.register_outputs({"trackingUri": self.tracking_uri})
+
+    def _postgres(self, name: str, args: MlflowTrackingArgs, child: pulumi.ResourceOptions) -> None:
+        ns, app = args.namespace, "mlflow-postgres"
+        match = selector_labels(app)
+        pod_labels = labels(app, "database", version=args.postgres_image.rsplit(":", 1)[-1])
+        self.postgres_service = k8s.core.v1.Service(
+            f"{name}-postgres-service",
+            metadata={"name": app, "namespace": ns, "labels": labels(app, "database")},
+            spec={"clusterIP": "None", "selector": match,
+                  "ports": [{"name": "postgres", "port": 5432, "targetPort": "postgres", "protocol": "TCP"}]},
+            opts=child)
+        secret_env = lambda env, key: {"name": env, "valueFrom": {"secretKeyRef": {"name": "mlflow-db", "key": key}}}  # noqa: E731
+        ready = ["pg_isready", "-h", "127.0.0.1", "-U", DB_USER, "-d", DB_NAME]
+        pvc_spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"],
+                                    "resources": {"requests": {"storage": f"{args.database_storage_gib}Gi"}}}
+        if args.storage_class:
+            pvc_spec["storageClassName"] = args.storage_class
+        db = container(
+            name="postgres",
+            image=args.postgres_image,
+            env=[secret_env("POSTGRES_USER", "username"), secret_env("POSTGRES_PASSWORD", "password"),
+                 {"name": "POSTGRES_DB", "value": DB_NAME},
+                 {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"}],
+            ports=[{"name": "postgres", "containerPort": 5432, "protocol": "TCP"}],
+            resources=resources("250m", "512Mi", "1", "1Gi"),
+            liveness_probe=exec_probe(ready, initial_delay=30, period=15),
+            readiness_probe=exec_probe(ready, initial_delay=5, period=5),
+            run_as_user=POSTGRES_UID,
+            volumeMounts=[{"name": "data", "mountPath": "/var/lib/postgresql/data"},
+                          {"name": "run", "mountPath": "/var/run/postgresql"},
+                          {"name": "tmp", "mountPath": "/tmp"}],
+        )
+        self.postgres = k8s.apps.v1.StatefulSet(
+            f"{name}-postgres",
+            metadata={"name": app, "namespace": ns, "labels": pod_labels},
+            spec={
+                "serviceName": app,
+                "replicas": 1,
+                "selector": {"matchLabels": match},
+                "template": {
+                    "metadata": {"labels": pod_labels},
+                    "spec": {
+                        "automountServiceAccountToken": False,
+                        "securityContext": restricted_pod_security_context(POSTGRES_UID),
+                        "containers": [db],
+                        "volumes": [empty_dir("run", "16Mi"), empty_dir("tmp", "256Mi")],
+                    },
+                },
+                "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": pvc_spec}],
+                "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*child.depends_on, self.db_secret]))
