@@ -40,6 +40,13 @@ def existing_cluster(spec: StackSpec, secrets: StackSecrets) -> ClusterHandle:
     )
 
 
+def import_layers() -> None:
+    """Import the layers' modules (pulumi_aws alone takes seconds the first time)."""
+    import infra.cloud  # noqa: F401
+    import infra.models  # noqa: F401
+    import infra.platform  # noqa: F401
+
+
 def build(spec: StackSpec, secrets: StackSecrets) -> dict[str, object]:
     """Create every resource of the stack; returns the stack outputs."""
     from infra.cloud import build_cloud

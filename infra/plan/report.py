@@ -91,6 +91,7 @@ def to_json(report: PlanReport) -> dict[str, Any]:
         "mode": plan.spec.mode.value,
         "region": plan.spec.region,
         "evaluationSeconds": round(plan.seconds, 3),
+        "importSeconds": round(plan.import_seconds, 3),
         "counts": dict(sorted(Counter(r.type for r in plan.resources).items())),
         "resources": [
             {
@@ -182,4 +183,4 @@ def print_table(report: PlanReport, console: Console) -> None:
     console.print(f"spot share of compute: {cost.spot_share:.0%}; not estimated: {', '.join(cost.not_estimated)}")
     for note in report.notes:
         console.print(f"[yellow]note[/] {note}")
-    console.print(f"evaluated under mocks in {plan.seconds:.2f} s")
+    console.print(f"evaluated under mocks in {plan.seconds:.2f} s (+{plan.import_seconds:.2f} s importing the program)")
