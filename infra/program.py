@@ -40,11 +40,28 @@ def existing_cluster(spec: StackSpec, secrets: StackSecrets) -> ClusterHandle:
     )
 
 
+# The providers' SDKs load submodules lazily, on first attribute access: seconds of
+# imports that would otherwise land inside the first program evaluation.
+PROVIDER_SUBMODULES = (
+    "pulumi_aws.cloudwatch", "pulumi_aws.ec2", "pulumi_aws.ecr", "pulumi_aws.eks", "pulumi_aws.iam",
+    "pulumi_aws.kms", "pulumi_aws.rds", "pulumi_aws.s3", "pulumi_aws.secretsmanager", "pulumi_aws.sqs",
+    "pulumi_aws.vpc", "pulumi_kubernetes.apiextensions", "pulumi_kubernetes.apps.v1",
+    "pulumi_kubernetes.core.v1", "pulumi_kubernetes.helm.v3", "pulumi_kubernetes.meta.v1",
+    "pulumi_kubernetes.networking.v1", "pulumi_kubernetes.policy.v1", "pulumi_kubernetes.rbac.v1",
+    "pulumi_kubernetes.storage.v1",
+)
+
+
 def import_layers() -> None:
-    """Import the layers' modules (pulumi_aws alone takes seconds the first time)."""
+    """Import the layers' modules and the provider submodules they use."""
+    import importlib
+
     import infra.cloud  # noqa: F401
     import infra.models  # noqa: F401
     import infra.platform  # noqa: F401
+
+    for module in PROVIDER_SUBMODULES:
+        dir(importlib.import_module(module))  # attribute access runs a lazily loaded module
 
 
 def build(spec: StackSpec, secrets: StackSecrets) -> dict[str, object]:
