@@ -106,10 +106,68 @@ def schema(
     console.print(f"wrote {MODEL_SPEC_SCHEMA_FILE.relative_to(PROJECT_ROOT)}")
 
 
+@app.command()
+def serve(
+    model: str = typer.Argument(..., help="Model name (workloads/examples/<name> or a stack's models map)"),
+    alias: str = typer.Option("champion", "--alias", help="Registry alias to serve: champion or challenger"),
+    port: int = typer.Option(19100, "--port", help="REST port on 127.0.0.1 (gRPC: port+1000, Seldon metrics: port+2000)"),
+    stack: Optional[str] = typer.Option(None, "--stack", help="Read the model spec from this stack"),
+) -> None:
+    """Serve MODEL locally with the Seldon wrapper (REST + gRPC), from the local registry export."""
+    from workloads.serving import launch
+    from workloads.training.cli import resolve_spec
+
+    try:
+        spec, _ = resolve_spec(model, stack)
+    except SpecError as error:
+        _fail(error, f"model {model!r}")
+    realtime = spec.serving.realtime
+    raise typer.Exit(launch.main([
+        "--model", spec.name, "--alias", alias, "--team", spec.team, "--http-port", str(port),
+        "--grpc-port", str(port + 1000), "--metrics-port", str(port + 2000),
+        "--max-batch-rows", str(realtime.max_batch_rows), "--max-payload-bytes", str(realtime.max_payload_bytes),
+        "--latency-target-ms", str(spec.slos.latency_p99_ms),
+    ]))
+
+
+@app.command()
+def stream(
+    model: str = typer.Argument(..., help="Model name"),
+    bootstrap: str = typer.Option("127.0.0.1:19092", "--bootstrap", envvar="STRATA_KAFKA_BOOTSTRAP", help="Kafka bootstrap servers"),
+    alias: str = typer.Option("champion", "--alias"),
+    metrics_port: int = typer.Option(19200, "--metrics-port", help="Prometheus metrics on 127.0.0.1"),
+    stack: Optional[str] = typer.Option(None, "--stack", help="Read the model spec from this stack"),
+) -> None:
+    """Run the Kafka stream worker for MODEL: input topic -> scores, bad records -> dead-letter topic."""
+    from workloads.streaming.worker import main as worker_main
+    from workloads.training.cli import resolve_spec
+
+    try:
+        spec, _ = resolve_spec(model, stack)
+    except SpecError as error:
+        _fail(error, f"model {model!r}")
+    raise typer.Exit(worker_main([
+        "--bootstrap", bootstrap, "--model", spec.name, "--alias", alias, "--team", spec.team,
+        "--batch-size", str(spec.serving.streaming.batch_size), "--metrics-port", str(metrics_port),
+    ]))
+
+
+@app.command()
+def generate(
+    check: bool = typer.Option(False, "--check", help="Exit 1 if the committed files are out of date"),
+) -> None:
+    """Regenerate alert/recording rules, Alertmanager config, dashboards and the runbook index."""
+    from workloads.monitoring.generate import main as generate_main
+
+    raise typer.Exit(generate_main(["--check"] if check else []))
+
+
 def _mount_subcommands() -> None:
     from workloads.local.cli import local_app
+    from workloads.training.cli import train_command
 
     app.add_typer(local_app, name="local", help="Local mode: start, check and stop the local services.")
+    app.command("train")(train_command)
 
 
 _mount_subcommands()
