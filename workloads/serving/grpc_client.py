@@ -1,0 +1,63 @@
+"""A gRPC client for the model server (serving environment: it needs Seldon's protos).
+
+    echo '[{"data": {"ndarray": [[...]]}}]' | python -m workloads.serving.grpc_client 127.0.0.1:20000
+
+reads a JSON list of Seldon messages (JSON form) on stdin, sends each with
+`seldon.protos.Model/Predict` (or `Seldon/Predict` with `--service seldon`) and prints a
+JSON list of `{"grpc_code": "OK", "response": {...}}` (or `{"client_error": "..."}` when a
+message cannot be expressed as a SeldonMessage at all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+
+def send_all(target: str, messages: list[Any], service: str = "model", timeout: float = 10.0,
+             repeat: int = 1) -> list[dict[str, Any]]:
+    import grpc
+    from google.protobuf import json_format
+    from seldon_core.proto import prediction_pb2, prediction_pb2_grpc
+
+    channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)])
+    grpc.channel_ready_future(channel).result(timeout=timeout)
+    stub = (prediction_pb2_grpc.SeldonStub if service == "seldon" else prediction_pb2_grpc.ModelStub)(channel)
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        try:
+            request = json_format.ParseDict(message, prediction_pb2.SeldonMessage())
+        except (json_format.ParseError, TypeError, ValueError) as error:
+            out.append({"client_error": f"{type(error).__name__}: {error}"})
+            continue
+        result: dict[str, Any] = {}
+        start = time.perf_counter()
+        for _ in range(max(repeat, 1)):
+            try:
+                response = stub.Predict(request, timeout=timeout)
+                result = {"grpc_code": "OK", "response": json_format.MessageToDict(response)}
+            except grpc.RpcError as error:
+                result = {"grpc_code": error.code().name, "details": error.details()}
+        result["seconds"] = (time.perf_counter() - start) / max(repeat, 1)
+        out.append(result)
+    channel.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("target")
+    parser.add_argument("--service", choices=("model", "seldon"), default="model")
+    parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--repeat", type=int, default=1)
+    args = parser.parse_args(argv)
+    messages = json.load(sys.stdin)
+    json.dump(send_all(args.target, messages, args.service, args.timeout, args.repeat), sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

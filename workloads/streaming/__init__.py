@@ -1,0 +1,1 @@
+"""Kafka stream inference: `worker` (consume -> score -> produce -> commit, at least once)."""

@@ -1,0 +1,5 @@
+import sys
+
+from workloads.streaming.worker import main
+
+sys.exit(main())

@@ -1,0 +1,20 @@
+"""Topic names of a model's stream (one place; the infra layer's KafkaTopics use the same)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Topics:
+    input: str
+    output: str
+    dead_letter: str
+
+    def all(self) -> tuple[str, str, str]:
+        return (self.input, self.output, self.dead_letter)
+
+
+def topics_for(model: str) -> Topics:
+    """`strata.<model>.input` -> `strata.<model>.scored`, bad records -> `strata.<model>.dlq`."""
+    return Topics(f"strata.{model}.input", f"strata.{model}.scored", f"strata.{model}.dlq")
