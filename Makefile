@@ -1,6 +1,6 @@
 # Strata: the two commands a newcomer needs.
 #   make demo   set up everything, then run the main job
-#   make test   set up everything, then run every test
+#   make test   set up everything, then run every test (benchmarks: make bench)
 SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
@@ -16,7 +16,7 @@ demo: setup
 
 # Set-up installed every service binary, so a missing one is a failure, not a skip.
 test: setup
-	@STRATA_REQUIRE_MONITORING_BINARIES=1 $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@STRATA_REQUIRE_MONITORING_BINARIES=1 $(PY) -m pytest --ignore=tests/benchmarks $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as failure"; exit 1; fi; \
 	exit $$rc
 

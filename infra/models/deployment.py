@@ -3,12 +3,29 @@
 This component is the fan-out target of the stack's `models` map (one per key, like
 terraform-aws-eks's `for_each`). It owns the model's identities and its spec as
 deployed; the training (RayJob), serving (SeldonDeployment, stream worker, KEDA,
-topics) and observability (rules, dashboards) sections add their children here.
+topics) and observability sections add their children here.
+
+Drift exporter (where `capabilities.drift_monitoring`): `python -m
+workloads.monitoring.drift_service` for the model's champion version, as a Deployment +
+Service `<model>-drift` + ServiceMonitor in the team namespace. The serving and stream
+workers of the model post their rows to it (same namespace); Prometheus scrapes it from
+the monitoring namespace, which the team namespace's `allow-explicit` NetworkPolicy
+admits (`infra.platform`: team ingress from the monitoring namespace). Inside the Istio
+mesh (team namespaces are injected) Prometheus, which has no sidecar, scrapes the
+sidecar's merged metrics endpoint (`:15020/stats/prometheus`, Istio's metrics merging:
+the app's own `/metrics` plus the proxy's), which works under STRICT mTLS; without a
+mesh it scrapes `/metrics` directly. All drift exporters share the Prometheus job
+`strata-drift` (`jobLabel`), which the `ScrapeTargetDown` alert watches.
+
+The reference profile is the one stored with the champion version: the container first
+downloads the version's artifacts (`models:/<model>@champion`) from MLflow into a
+scratch volume, then `exec`s the exporter. Not an init container: in the mesh an init
+container runs before the Istio proxy (no network without native sidecars), whereas a
+failed download here just restarts the container until MLflow is reachable.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Optional
 
@@ -16,10 +33,22 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.contracts import CloudOutputs, ClusterHandle, PlatformOutputs
+from infra.crds import prometheus as prometheus_crds
+from infra.k8s import container, empty_dir, http_probe, resources, restricted_pod_security_context
 from infra.modes import Capabilities, RolloutStrategy
+from infra.platform.observability import pinned_image
 from workloads.spec import ModelSpec
 
 SPEC_CONFIGMAP_KEY = "model.json"
+
+DRIFT_PORT = 9108  # workloads.monitoring.drift_service's default
+DRIFT_JOB = "strata-drift"  # the Prometheus job of every drift exporter
+JOB_LABEL = "strata.dev/job"  # Service label the ServiceMonitors take the job name from
+ISTIO_MERGED_METRICS_PORT = 15020  # istio-agent: app + proxy metrics, outside mTLS
+ISTIO_MERGED_METRICS_PATH = "/stats/prometheus"
+CHAMPION_ALIAS = "champion"  # workloads.training.tracking.CHAMPION
+PROFILE_DIR = "/profile"
+REFERENCE_PROFILE = f"{PROFILE_DIR}/reference_profile.npz"
 
 
 @dataclass(frozen=True)
@@ -98,11 +127,107 @@ class ModelDeployment(pulumi.ComponentResource):
             data={SPEC_CONFIGMAP_KEY: pulumi.Output.json_dumps(deployed_spec)},
             opts=child,
         )
+        self.drift_deployment: Optional[k8s.apps.v1.Deployment] = None
+        self.drift_service: Optional[k8s.core.v1.Service] = None
+        if caps.drift_monitoring:
+            self._drift_exporter(name, args, cluster, platform, cloud, child, labels)
+
         self.namespace = args.namespace
         self.register_outputs(
             {
                 "namespace": args.namespace,
                 "rolloutStrategy": self.rollout_strategy.value,
                 "specConfigMap": self.spec_config_map.metadata["name"],
+                "driftService": self.drift_service.metadata["name"] if self.drift_service else None,
             }
         )
+
+    def _drift_exporter(self, name: str, args: ModelDeploymentArgs, cluster: ClusterHandle, platform: PlatformOutputs,
+                        cloud: Optional[CloudOutputs], child: pulumi.ResourceOptions, labels: dict[str, str]) -> None:
+        model, caps, ns = args.model, args.capabilities, args.namespace
+        app = f"{model.name}-drift"
+        match = {"app.kubernetes.io/name": app, "app.kubernetes.io/instance": app}
+        drift_labels = {**labels, **match, "app.kubernetes.io/component": "drift-monitor",
+                        "app.kubernetes.io/managed-by": "pulumi"}
+        image = pinned_image("drift-monitor", cloud.storage.ecr_repositories if cloud is not None else None)
+
+        # Reads the model version's artifacts only: the serving identity (read-only S3).
+        role_arn = cloud.identities.role_for(f"serving/{model.team}") if cloud else None
+        self.drift_service_account = k8s.core.v1.ServiceAccount(
+            f"{name}-drift-sa",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=app, namespace=ns, labels={**drift_labels, "strata.dev/role": "drift"},
+                annotations={"eks.amazonaws.com/role-arn": role_arn} if role_arn is not None else None),
+            automount_service_account_token=False,
+            opts=child,
+        )
+        # Model names are DNS labels ([a-z0-9-]): safe to place in the shell line as they are.
+        fetch = f"mlflow artifacts download --artifact-uri models:/{model.name}@{CHAMPION_ALIAS} --dst-path {PROFILE_DIR}"
+        serve = (f"python -m workloads.monitoring.drift_service --model {model.name} --version {CHAMPION_ALIAS} "
+                 f"--team {model.team} --profile {REFERENCE_PROFILE} --host 0.0.0.0 --port {DRIFT_PORT} --interval 30")
+        exporter = container(
+            name="drift-monitor",
+            image=image,
+            command=["/bin/sh", "-c"],
+            args=[f"{fetch} && exec {serve}"],
+            env=[{"name": "MLFLOW_TRACKING_URI", "value": platform.mlflow_tracking_uri},
+                 {"name": "HOME", "value": "/tmp"}],
+            ports=[{"name": "http", "containerPort": DRIFT_PORT, "protocol": "TCP"}],
+            resources=resources("250m", "512Mi", "1", "1Gi"),
+            # The download comes first: liveness waits for it (up to ~2 minutes).
+            liveness_probe=http_probe("/healthz", "http", initial_delay=60, period=15, failures=4),
+            readiness_probe=http_probe("/healthz", "http", initial_delay=5, period=5),
+            volumeMounts=[{"name": "profile", "mountPath": PROFILE_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
+        )
+        pod_annotations = None
+        if caps.istio:
+            # Istio's metrics merging: the agent serves these under :15020/stats/prometheus.
+            # The profile download needs the proxy up: start the app only once it is.
+            pod_annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(DRIFT_PORT),
+                               "prometheus.io/path": "/metrics",
+                               "proxy.istio.io/config": '{"holdApplicationUntilProxyStarts": true}'}
+        self.drift_deployment = k8s.apps.v1.Deployment(
+            f"{name}-drift",
+            metadata={"name": app, "namespace": ns, "labels": drift_labels},
+            spec={
+                # One replica: the live window is the state of this one process.
+                "replicas": 1,
+                "strategy": {"type": "Recreate"},
+                "selector": {"matchLabels": match},
+                "template": {
+                    "metadata": {"labels": drift_labels,
+                                 **({"annotations": pod_annotations} if pod_annotations else {})},
+                    "spec": {
+                        "serviceAccountName": app,
+                        "automountServiceAccountToken": False,
+                        "securityContext": restricted_pod_security_context(),
+                        "containers": [exporter],
+                        "volumes": [empty_dir("profile", "1Gi"), empty_dir("tmp", "256Mi")],
+                    },
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider,
+                                        depends_on=[self.drift_service_account]),
+        )
+        ports = [{"name": "http", "port": DRIFT_PORT, "targetPort": "http", "protocol": "TCP"}]
+        if caps.istio:
+            ports.append({"name": "http-merged-metrics", "port": ISTIO_MERGED_METRICS_PORT,
+                          "targetPort": ISTIO_MERGED_METRICS_PORT, "protocol": "TCP"})
+        service_labels = {**drift_labels, JOB_LABEL: DRIFT_JOB}
+        self.drift_service = k8s.core.v1.Service(
+            f"{name}-drift-service",
+            metadata={"name": app, "namespace": ns, "labels": service_labels},
+            spec={"selector": match, "ports": ports},
+            opts=child,
+        )
+        operator = platform.operators.get("prometheus")
+        if operator is not None:
+            endpoint = (prometheus_crds.Endpoint(port="http-merged-metrics", path=ISTIO_MERGED_METRICS_PATH,
+                                                 interval="30s")
+                        if caps.istio else prometheus_crds.Endpoint(port="http", path="/metrics", interval="30s"))
+            self.drift_service_monitor = prometheus_crds.service_monitor(
+                f"{name}-drift-service-monitor", name=app, namespace=ns, operator=operator, opts=child,
+                labels=drift_labels,
+                spec=prometheus_crds.ServiceMonitorSpec(
+                    selector=prometheus_crds.LabelSelector(match_labels=service_labels),
+                    endpoints=[endpoint], job_label=JOB_LABEL))

@@ -10,6 +10,7 @@ children are, per the mode's capabilities (`infra.modes`):
 | `strata:platform:Keda`                     | `capabilities.keda`           |
 | `strata:platform:KafkaCluster` (Strimzi)   | `capabilities.kafka`          |
 | `strata:platform:Monitoring`               | `capabilities.monitoring`     |
+| `strata:platform:Observability` (child of Monitoring: rules, dashboards, retrain trigger) | `capabilities.monitoring` |
 | `strata:platform:KubeRay`                  | always                        |
 | `strata:platform:SeldonCore` (v1)          | always                        |
 | `strata:platform:NvidiaDevicePlugin`       | GPU nodes                     |
@@ -56,13 +57,16 @@ from infra.platform.kafka import TLS_LISTENER_PORT, KafkaCluster, KafkaClusterAr
 from infra.platform.keda import Keda, KedaArgs
 from infra.platform.mlflow import PORT as MLFLOW_PORT
 from infra.platform.mlflow import MlflowTracking, MlflowTrackingArgs
+from infra.platform.mlflow import tracking_uri as mlflow_tracking_uri
 from infra.platform.monitoring import Monitoring, MonitoringArgs
+from infra.platform.observability import ObservabilityArgs, retrain_webhook_url
 from infra.platform.namespaces import (LimitRangeArgs, Peer, PlatformNamespace, PlatformNamespaceArgs, QuotaArgs,
                                        anywhere, api_server)
 from infra.platform.operators import (KubeRay, KubeRayArgs, NvidiaDevicePlugin, NvidiaDevicePluginArgs, SeldonCore,
                                       SeldonCoreArgs)
 
-from workloads.monitoring.alertmanager import alertmanager_config  # noqa: E402  (one source with the rules)
+from workloads.monitoring.alertmanager import AlertmanagerOptions, alertmanager_config  # noqa: E402  (one source with the rules)
+from workloads.spec import ModelSpec
 
 __all__ = ["Platform", "PlatformArgs", "build_platform"]
 
@@ -86,6 +90,7 @@ class PlatformArgs:
     aws: bool = True  # AWS load balancers / RDS / S3 (False: a kubeconfig target)
     vpc_cidr: Optional[str] = None  # narrows the RDS egress allow
     alertmanager_config: Mapping[str, Any] = field(default_factory=dict)  # generated from the model specs
+    models: tuple[ModelSpec, ...] = ()  # generated rules, dashboards, retraining trigger
     team_quota: QuotaArgs = field(default_factory=QuotaArgs)
     team_limits: LimitRangeArgs = field(default_factory=LimitRangeArgs)
 
@@ -204,11 +209,18 @@ class Platform(pulumi.ComponentResource):
         self.operators: dict[str, pulumi.Resource] = {}
         self.monitoring: Optional[Monitoring] = None
         if caps.monitoring:
+            storage = cloud.storage if cloud is not None else None
+            observability = ObservabilityArgs(
+                namespace=ns("monitoring"), models=args.models, team_namespaces=dict(self.team_namespaces),
+                retrain=caps.drift_monitoring, training_max_workers=caps.training_max_workers, gpus=args.gpu_nodes,
+                ecr_repositories=dict(storage.ecr_repositories) if storage is not None else {},
+                mlflow_tracking_uri=mlflow_tracking_uri(ns("mlflow")),
+            ) if args.models else None
             self.monitoring = Monitoring(
                 f"{name}-monitoring",
                 MonitoringArgs(namespace=ns("monitoring"), ha=caps.monitoring_ha,
-                               alertmanager_config=args.alertmanager_config),
-                pagerduty_routing_keys, after=placed("monitoring"), opts=child)
+                               alertmanager_config=args.alertmanager_config, observability=observability),
+                pagerduty_routing_keys, after=placed("monitoring"), opts=child, team_namespaces=team_components)
             self.operators["prometheus"] = self.monitoring.release
         prometheus = self.operators.get("prometheus")
         with_prometheus = [prometheus] if prometheus is not None else []
@@ -299,7 +311,10 @@ def build_platform(spec: StackSpec, cluster: ClusterHandle, cloud: Optional[Clou
                                                 cluster_config.gpu_on_demand_fallback_type))),
         aws=aws,
         vpc_cidr=spec.config.network.vpc_cidr if aws else None,
-        alertmanager_config=alertmanager_config(spec.models) if caps.monitoring else {},
+        alertmanager_config=alertmanager_config(spec.models, AlertmanagerOptions(
+            retrain_webhook_url=retrain_webhook_url(f"{spec.config.namespace_prefix}monitoring")))
+        if caps.monitoring else {},
+        models=tuple(spec.models),
         team_quota=QuotaArgs(gpus=caps.gpu_spot_max if cluster.gpu_nodes else 0),
     )
     platform = Platform(f"{spec.stack}-platform", args, cluster, cloud,

@@ -83,9 +83,16 @@ IMAGES: Mapping[str, ImagePin] = MappingProxyType({
     # Built from this repository (mlflow + psycopg2 + boto3; the upstream image has no DB
     # driver or S3 client) and pushed to the stack's ECR repository "mlflow" when the cloud
     # layer provides one; this name is what a kubeconfig target (preview, kind) loads.
-    "mlflow": ImagePin("strata/mlflow", "3.18.0"),
+    "mlflow": ImagePin("strata/mlflow", "3.17.2"),
     # The official PostgreSQL image (runs as uid 999 with a writable PGDATA and /var/run).
     "postgres": ImagePin("postgres", "17.6"),
+    # Built from this repository (workloads.monitoring + mlflow client + kubectl), pushed to the
+    # stack's ECR repository "drift-monitor": the per-model drift exporters and the retraining
+    # trigger run it. The tag is the project version.
+    "drift-monitor": ImagePin("strata/drift-monitor", "0.1.0"),
+    # Built from this repository (Ray + torch + workloads.training), ECR repository "training":
+    # the RayJobs the retraining trigger creates run it.
+    "training": ImagePin("strata/training", "0.1.0"),
 })
 
 

@@ -8,6 +8,11 @@ from the secret Output `strata:pagerdutyRoutingKeys` into ONE Kubernetes Secret
 (`strata-pagerduty-routing-keys`, one file per routingKeyName) that the Alertmanager
 pods mount (`alertmanagerSpec.secrets`) at exactly the directory the generated config
 reads. The keys therefore never appear in Helm values, plain inputs or the plan.
+
+With `MonitoringArgs.observability` (the stack's model specs), a child
+`strata:platform:Observability` (`infra.platform.observability`) deploys the generated
+PrometheusRules and dashboard ConfigMaps and, where the mode has drift monitoring, the
+retraining trigger that the Alertmanager config's `retrain-webhook` receiver calls.
 """
 
 from __future__ import annotations
@@ -21,11 +26,12 @@ import pulumi_kubernetes as k8s
 
 from infra.k8s import labels, resources
 from infra.platform.charts import helm_release
+from infra.platform.observability import (GRAFANA_DASHBOARD_LABEL, GRAFANA_FOLDER_ANNOTATION, Observability,
+                                          ObservabilityArgs, retrain_webhook_url)
 from workloads.monitoring.alertmanager import ROUTING_KEY_DIR
 
 ALERTMANAGER_SECRETS_DIR = "/etc/alertmanager/secrets"  # where prometheus-operator mounts `secrets`
 ROUTING_KEYS_SECRET = posixpath.basename(ROUTING_KEY_DIR)
-GRAFANA_DASHBOARD_LABEL = "grafana_dashboard"  # ConfigMaps labelled "1" are loaded, any namespace
 
 if posixpath.dirname(ROUTING_KEY_DIR) != ALERTMANAGER_SECRETS_DIR:  # the generated config must find the mount
     raise RuntimeError(f"ROUTING_KEY_DIR {ROUTING_KEY_DIR!r} is not under {ALERTMANAGER_SECRETS_DIR}")
@@ -40,6 +46,15 @@ def required_routing_keys(config: Mapping[str, Any]) -> tuple[str, ...]:
         if "routing_key_file" in pd
     }
     return tuple(sorted(names))
+
+
+def webhook_urls(config: Mapping[str, Any], receiver: str) -> tuple[str, ...]:
+    """The webhook URLs of one receiver of an Alertmanager configuration."""
+    return tuple(
+        hook["url"]
+        for r in config.get("receivers", []) if r.get("name") == receiver
+        for hook in r.get("webhook_configs", [])
+    )
 
 
 def routing_key_files(routing_keys: Any, required: Sequence[str]) -> tuple[dict[str, str], list[str]]:
@@ -61,11 +76,30 @@ class MonitoringArgs:
     alertmanager_storage_gib: int = 5
     storage_class: Optional[str] = None
     alertmanager_config: Mapping[str, Any] = field(default_factory=dict)  # workloads.monitoring.alertmanager
+    # The generated rules/dashboards (+ retraining trigger) of the stack's models; None: none deployed.
+    observability: Optional[ObservabilityArgs] = None
+
+    def __post_init__(self) -> None:
+        obs = self.observability
+        if obs is None:
+            return
+        if obs.namespace != self.namespace:
+            raise ValueError(f"MonitoringArgs.observability.namespace: {obs.namespace!r} is not the monitoring "
+                             f"namespace {self.namespace!r}")
+        if obs.retrain and self.alertmanager_config:
+            expected = retrain_webhook_url(self.namespace)
+            urls = webhook_urls(self.alertmanager_config, "retrain-webhook")
+            if urls != (expected,):
+                raise ValueError(
+                    f"MonitoringArgs.alertmanager_config: receiver 'retrain-webhook' calls {list(urls)}, but the "
+                    f"retraining trigger is {expected}: generate the config with "
+                    f"AlertmanagerOptions(retrain_webhook_url=retrain_webhook_url({self.namespace!r}))")
 
 
 class Monitoring(pulumi.ComponentResource):
     def __init__(self, name: str, args: MonitoringArgs, pagerduty_routing_keys: pulumi.Output,
-                 after: Sequence[pulumi.Resource] = (), opts: Optional[pulumi.ResourceOptions] = None):
+                 after: Sequence[pulumi.Resource] = (), opts: Optional[pulumi.ResourceOptions] = None,
+                 team_namespaces: Sequence[pulumi.Resource] = ()):
         super().__init__("strata:platform:Monitoring", name, None, opts)
         if pagerduty_routing_keys is None:
             raise ValueError("strata:pagerdutyRoutingKeys: required where monitoring is enabled "
@@ -137,7 +171,7 @@ class Monitoring(pulumi.ComponentResource):
                     "sidecar": {
                         "resources": resources("50m", "64Mi", "200m", "256Mi"),
                         "dashboards": {"enabled": True, "label": GRAFANA_DASHBOARD_LABEL, "labelValue": "1",
-                                       "searchNamespace": "ALL", "folderAnnotation": "strata.dev/grafana-folder",
+                                       "searchNamespace": "ALL", "folderAnnotation": GRAFANA_FOLDER_ANNOTATION,
                                        "provider": {"foldersFromFilesStructure": True}},
                         "datasources": {"enabled": True},
                     },
@@ -146,4 +180,10 @@ class Monitoring(pulumi.ComponentResource):
                 "prometheus-node-exporter": {"resources": resources("50m", "64Mi", "200m", "128Mi")},
             })
         self.namespace = args.namespace
-        self.register_outputs({"release": self.release.status, "namespace": args.namespace})
+        self.observability: Optional[Observability] = None
+        if args.observability is not None:
+            self.observability = Observability(
+                f"{name}-observability", args.observability, prometheus_operator=self.release, after=after,
+                team_namespaces=team_namespaces, opts=pulumi.ResourceOptions(parent=self))
+        self.register_outputs({"release": self.release.status, "namespace": args.namespace,
+                               "retrainWebhookUrl": self.observability.webhook_url if self.observability else None})

@@ -1,0 +1,349 @@
+"""`Observability`: the generated monitoring artifacts and the retraining trigger on the cluster.
+
+Child of `Monitoring` (kube-prometheus-stack), created where the mode has monitoring and
+the stack has models. Everything is generated from the SAME source as the committed
+files (`workloads.monitoring.generate`), from this stack's own model specs, so the
+cluster and the repository cannot disagree:
+
+| object (monitoring namespace)                  | from                                          |
+|------------------------------------------------|-----------------------------------------------|
+| one `PrometheusRule` per rule group            | `workloads.monitoring.rules.rule_groups`      |
+| one dashboard `ConfigMap` per dashboard        | `workloads.monitoring.dashboards.dashboards`  |
+|   (label `grafana_dashboard: "1"`, loaded by the Grafana sidecar into folder "Strata")          |
+| the Alertmanager config                        | `workloads.monitoring.alertmanager` (Monitoring's Helm values) |
+
+Where the mode has drift monitoring (`capabilities.drift_monitoring`), the retraining
+trigger too: `python -m workloads.monitoring.retrain` behind the Service
+`strata-retrain-trigger` (the generated Alertmanager config's `retrain-webhook`
+receiver must point at `retrain_webhook_url(<monitoring namespace>)`; `Monitoring`
+refuses a config that does not). Its action is `kubectl create` of the model's RayJob
+manifest (`retrain_rayjob`, one per model, mounted from a ConfigMap; `generateName`, so
+every retrain is a new RayJob). Least privilege: ONE Role per team namespace that owns
+models, allowing only create/get/list on `rayjobs.ray.io`, bound to the trigger's
+ServiceAccount; nothing cluster-wide.
+
+Prometheus selects every PrometheusRule in the cluster (`ruleSelectorNilUsesHelmValues:
+false` in `Monitoring`), so no release label is needed; the rules carry the recommended
+labels only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.crds import prometheus as prometheus_crds
+from infra.k8s import (DEFAULT_UID, container, empty_dir, http_probe, labels, resources,
+                       restricted_container_security_context, restricted_pod_security_context, selector_labels)
+from infra.platform.charts import IMAGES
+from infra.platform.mlflow import tracking_uri
+from workloads.monitoring import dashboards as dash
+from workloads.monitoring.generate import to_json
+from workloads.monitoring.rules import RuleOptions, rule_groups
+from workloads.spec import ModelSpec
+
+__all__ = [
+    "DASHBOARD_FOLDER", "GRAFANA_DASHBOARD_LABEL", "RETRAIN_APP", "RETRAIN_PORT", "RETRAIN_JOBS_DIR",
+    "Observability", "ObservabilityArgs", "dashboard_config_map_name", "pinned_image", "retrain_rayjob",
+    "retrain_webhook_url",
+]
+
+GRAFANA_DASHBOARD_LABEL = "grafana_dashboard"  # the kube-prometheus-stack sidecar's label (value "1")
+GRAFANA_FOLDER_ANNOTATION = "strata.dev/grafana-folder"  # the sidecar's folderAnnotation
+DASHBOARD_FOLDER = "Strata"
+
+RETRAIN_APP = "strata-retrain-trigger"  # Service name: also the Prometheus job (matches `strata-.+`)
+RETRAIN_PORT = 8080
+RETRAIN_WEBHOOK_PATH = "/v1/alertmanager"
+RETRAIN_JOBS_DIR = "/etc/strata/retrain-jobs"  # one `<model>.json` RayJob manifest per model
+RETRAIN_STATE_DIR = "/var/lib/strata-retrain"
+RETRAIN_COOLDOWN_S = 6 * 3600  # = AlertmanagerOptions.retrain_repeat_interval
+RAY_VERSION = "2.60.0"  # the Ray of the training image (workloads' lock)
+
+
+def retrain_webhook_url(namespace: str) -> str:
+    """Where Alertmanager (same namespace) reaches the retraining trigger."""
+    return f"http://{RETRAIN_APP}.{namespace}.svc:{RETRAIN_PORT}{RETRAIN_WEBHOOK_PATH}"
+
+
+def pinned_image(key: str, ecr_repositories: Mapping[str, pulumi.Input[str]] | None = None) -> pulumi.Input[str]:
+    """`IMAGES[key]`, from the stack's ECR repository of the same name where there is one."""
+    pin = IMAGES[key]
+    if ecr_repositories and key in ecr_repositories:
+        return pulumi.Output.concat(ecr_repositories[key], ":", pin.tag)
+    return pin.ref
+
+
+def dashboard_config_map_name(file_name: str) -> str:
+    """`strata-model.json` -> `strata-dashboard-model` (a DNS-1123 name)."""
+    stem = file_name.removesuffix(".json").removeprefix("strata-")
+    name = re.sub(r"[^a-z0-9-]+", "-", f"strata-dashboard-{stem}".lower()).strip("-")
+    return name[:63].rstrip("-")
+
+
+def _gib(value: float) -> str:
+    return f"{int(round(value * 1024))}Mi"
+
+
+def _cpu(value: float) -> str:
+    return f"{int(round(value * 1000))}m"
+
+
+def retrain_rayjob(model: ModelSpec, namespace: str, image: str, tracking_uri: str,
+                   max_workers: int = 1, gpus: bool = False) -> dict[str, Any]:
+    """The RayJob the trigger creates for one retrain of `model` (`kubectl create`).
+
+    `generateName` makes every retrain its own object; the cluster is torn down when the
+    job ends and the object is deleted a day later. Hardened like every other pod.
+    """
+    res = model.training.resources
+    gpu = res.gpu if gpus else 0
+    workers = max(1, min(model.training.workers, max_workers))
+    limits = {"cpu": _cpu(res.cpu), "memory": _gib(res.memory_gib)}
+    if gpu:
+        limits["nvidia.com/gpu"] = str(gpu)
+    worker_resources = {"requests": dict(limits), "limits": dict(limits)}
+    pod_labels = {
+        "app.kubernetes.io/part-of": "strata",
+        "strata.dev/model": model.name,
+        "strata.dev/team": model.team,
+        "strata.dev/trigger": "retrain",
+    }
+
+    def pod(role: str, res_: Mapping[str, Any]) -> dict[str, Any]:
+        ray = {
+            "name": "ray-head" if role == "head" else "ray-worker",
+            "image": image,
+            "imagePullPolicy": "IfNotPresent",
+            "resources": dict(res_),
+            "securityContext": restricted_container_security_context(),
+            "env": [{"name": "MLFLOW_TRACKING_URI", "value": tracking_uri}, {"name": "HOME", "value": "/tmp"}],
+            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        }
+        spec: dict[str, Any] = {
+            "serviceAccountName": f"{model.name}-training",
+            "automountServiceAccountToken": False,
+            "securityContext": restricted_pod_security_context(),
+            "containers": [ray],
+            "volumes": [empty_dir("tmp", "8Gi")],
+        }
+        if gpu and role == "worker":
+            spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        return {"metadata": {"labels": {**pod_labels, "strata.dev/ray-role": role}}, "spec": spec}
+
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": {"generateName": f"{model.name}-retrain-", "namespace": namespace, "labels": pod_labels},
+        "spec": {
+            "entrypoint": f"python -m workloads.training.cli {model.name} --cluster --json",
+            "shutdownAfterJobFinishes": True,
+            "ttlSecondsAfterFinished": 86400,
+            "activeDeadlineSeconds": model.training.active_deadline_seconds,
+            "backoffLimit": 0,
+            "submissionMode": "K8sJobMode",
+            # KubeRay's default submitter pod has no securityContext: restricted PSA would
+            # refuse it. KubeRay fills in the `ray job submit` command of this container.
+            "submitterPodTemplate": {
+                "metadata": {"labels": {**pod_labels, "strata.dev/ray-role": "submitter"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "securityContext": restricted_pod_security_context(),
+                    "containers": [{
+                        "name": "ray-job-submitter",
+                        "image": image,
+                        "imagePullPolicy": "IfNotPresent",
+                        "resources": resources("100m", "256Mi", "500m", "512Mi"),
+                        "securityContext": restricted_container_security_context(),
+                        "env": [{"name": "HOME", "value": "/tmp"}],
+                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                    }],
+                    "volumes": [empty_dir("tmp", "64Mi")],
+                },
+            },
+            "rayClusterSpec": {
+                "rayVersion": RAY_VERSION,
+                "headGroupSpec": {
+                    "rayStartParams": {"num-cpus": "0"},  # the driver only; work goes to the workers
+                    "template": pod("head", resources("500m", "2Gi", "1", "4Gi")),
+                },
+                "workerGroupSpecs": [{
+                    "groupName": "workers",
+                    "replicas": workers,
+                    "minReplicas": workers,
+                    "maxReplicas": workers,
+                    "rayStartParams": {},
+                    "template": pod("worker", worker_resources),
+                }],
+            },
+        },
+    }
+
+
+@dataclass(frozen=True)
+class ObservabilityArgs:
+    """Defaults: no retraining trigger, the committed runbook base URL, images from `IMAGES`."""
+
+    namespace: str  # the monitoring namespace
+    models: tuple[ModelSpec, ...]
+    team_namespaces: Mapping[str, str] = field(default_factory=dict)  # team -> namespace (retrain RBAC)
+    retrain: bool = False  # capabilities.drift_monitoring
+    rule_options: RuleOptions = RuleOptions()
+    ecr_repositories: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    mlflow_tracking_uri: pulumi.Input[str] = tracking_uri("mlflow")  # infra.platform.mlflow in <prefix>mlflow
+    training_max_workers: int = 1  # capabilities.training_max_workers
+    gpus: bool = False  # GPU nodes exist (RayJob workers may request GPUs)
+    retrain_cooldown_s: int = RETRAIN_COOLDOWN_S
+
+    def __post_init__(self) -> None:
+        if self.retrain:
+            missing = sorted({m.team for m in self.models} - set(self.team_namespaces))
+            if missing:
+                raise ValueError(f"ObservabilityArgs.team_namespaces: no namespace for team(s) {', '.join(missing)}")
+
+
+class Observability(pulumi.ComponentResource):
+    def __init__(self, name: str, args: ObservabilityArgs, prometheus_operator: pulumi.Resource,
+                 after: Sequence[pulumi.Resource] = (), team_namespaces: Sequence[pulumi.Resource] = (),
+                 opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("strata:platform:Observability", name, None, opts)
+        deps = list(after)
+        child = pulumi.ResourceOptions(parent=self, depends_on=deps)
+        ns = args.namespace
+        specs = tuple(sorted(args.models, key=lambda m: m.name))
+
+        # --- rules: one PrometheusRule per generated group --------------------------------
+        self.groups = rule_groups(specs, args.rule_options)
+        self.rules: dict[str, k8s.apiextensions.CustomResource] = {}
+        for group in self.groups["groups"]:
+            self.rules[group["name"]] = prometheus_crds.prometheus_rule(
+                f"{name}-rules-{group['name']}", name=group["name"], namespace=ns,
+                spec=prometheus_crds.PrometheusRuleSpec.model_validate({"groups": [group]}),
+                operator=prometheus_operator, opts=child, labels=labels("strata-rules", "alerting-rules"))
+
+        # --- dashboards: ConfigMaps for the Grafana sidecar -------------------------------
+        self.dashboards: dict[str, k8s.core.v1.ConfigMap] = {}
+        for file_name, dashboard in dash.dashboards(specs).items():
+            cm_name = dashboard_config_map_name(file_name)
+            self.dashboards[file_name] = k8s.core.v1.ConfigMap(
+                f"{name}-{cm_name}",
+                metadata={"name": cm_name, "namespace": ns,
+                          "labels": {**labels("strata-dashboards", "dashboard"), GRAFANA_DASHBOARD_LABEL: "1"},
+                          "annotations": {GRAFANA_FOLDER_ANNOTATION: DASHBOARD_FOLDER}},
+                data={file_name: to_json(dashboard)},
+                opts=child)
+
+        self.webhook_url: Optional[str] = None
+        if args.retrain:
+            self._retrain_trigger(name, args, specs, prometheus_operator, deps, team_namespaces)
+        self.register_outputs({
+            "rules": sorted(self.rules),
+            "dashboards": sorted(self.dashboards),
+            "retrainWebhookUrl": self.webhook_url,
+        })
+
+    def _retrain_trigger(self, name: str, args: ObservabilityArgs, specs: tuple[ModelSpec, ...],
+                         prometheus_operator: pulumi.Resource, deps: list[pulumi.Resource],
+                         team_namespaces: Sequence[pulumi.Resource]) -> None:
+        ns, app = args.namespace, RETRAIN_APP
+        child = pulumi.ResourceOptions(parent=self, depends_on=deps)
+        match = selector_labels(app)
+        meta_labels = labels(app, "retrain-trigger")
+        image = pinned_image("drift-monitor", args.ecr_repositories)
+        training_image = pinned_image("training", args.ecr_repositories)
+
+        self.retrain_service_account = k8s.core.v1.ServiceAccount(
+            f"{name}-retrain-sa", metadata={"name": app, "namespace": ns, "labels": meta_labels},
+            automount_service_account_token=False, opts=child)
+
+        # RBAC: per team namespace, create/get/list RayJobs and nothing else.
+        in_teams = pulumi.ResourceOptions(parent=self, depends_on=[*deps, *team_namespaces])
+        self.retrain_roles: dict[str, k8s.rbac.v1.Role] = {}
+        for team in sorted({m.team for m in specs}):
+            team_ns = args.team_namespaces[team]
+            role = k8s.rbac.v1.Role(
+                f"{name}-retrain-role-{team}",
+                metadata={"name": app, "namespace": team_ns, "labels": meta_labels},
+                rules=[{"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["create", "get", "list"]}],
+                opts=in_teams)
+            k8s.rbac.v1.RoleBinding(
+                f"{name}-retrain-binding-{team}",
+                metadata={"name": app, "namespace": team_ns, "labels": meta_labels},
+                role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": app},
+                subjects=[{"kind": "ServiceAccount", "name": app, "namespace": ns}],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[*deps, *team_namespaces, role]))
+            self.retrain_roles[team] = role
+
+        # One RayJob manifest per model, mounted as <model>.json.
+        manifests = pulumi.Output.all(training_image, args.mlflow_tracking_uri).apply(lambda v: {
+            f"{m.name}.json": json.dumps(
+                retrain_rayjob(m, args.team_namespaces[m.team], v[0], v[1], args.training_max_workers, args.gpus),
+                indent=2, sort_keys=True) + "\n"
+            for m in specs
+        })
+        self.retrain_jobs = k8s.core.v1.ConfigMap(
+            f"{name}-retrain-jobs", metadata={"name": f"{app}-jobs", "namespace": ns, "labels": meta_labels},
+            data=manifests, opts=child)
+
+        command = f"kubectl create --filename {RETRAIN_JOBS_DIR}/{{model}}.json --output name"
+        trigger = container(
+            name="retrain-trigger",
+            image=image,
+            args=["python", "-m", "workloads.monitoring.retrain", "--host", "0.0.0.0", "--port", str(RETRAIN_PORT),
+                  "--command", command, "--cooldown", str(args.retrain_cooldown_s),
+                  "--state-file", f"{RETRAIN_STATE_DIR}/state.json", "--log-dir", f"{RETRAIN_STATE_DIR}/logs"],
+            env=[{"name": "HOME", "value": "/tmp"}],  # kubectl's discovery cache
+            ports=[{"name": "http", "containerPort": RETRAIN_PORT, "protocol": "TCP"}],
+            resources=resources("50m", "128Mi", "500m", "256Mi"),
+            liveness_probe=http_probe("/healthz", "http", initial_delay=10, period=15),
+            readiness_probe=http_probe("/healthz", "http", initial_delay=3, period=5),
+            volumeMounts=[{"name": "jobs", "mountPath": RETRAIN_JOBS_DIR, "readOnly": True},
+                          {"name": "state", "mountPath": RETRAIN_STATE_DIR},
+                          {"name": "tmp", "mountPath": "/tmp"}],
+        )
+        pod_labels = labels(app, "retrain-trigger", version=IMAGES["drift-monitor"].tag)
+        self.retrain_deployment = k8s.apps.v1.Deployment(
+            f"{name}-retrain-trigger",
+            metadata={"name": app, "namespace": ns, "labels": pod_labels},
+            spec={
+                # ONE replica, replaced not surged: "one retrain per model at a time" is the
+                # state of this one process.
+                "replicas": 1,
+                "strategy": {"type": "Recreate"},
+                "selector": {"matchLabels": match},
+                "template": {
+                    "metadata": {"labels": pod_labels},
+                    "spec": {
+                        "serviceAccountName": app,
+                        "automountServiceAccountToken": True,  # kubectl talks to the API server
+                        "securityContext": restricted_pod_security_context(DEFAULT_UID),
+                        "containers": [trigger],
+                        "volumes": [
+                            {"name": "jobs", "configMap": {"name": f"{app}-jobs"}},
+                            empty_dir("state", "64Mi"),
+                            empty_dir("tmp", "64Mi"),
+                        ],
+                    },
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*deps, self.retrain_service_account,
+                                                                 self.retrain_jobs]))
+        self.retrain_service = k8s.core.v1.Service(
+            f"{name}-retrain-service",
+            metadata={"name": app, "namespace": ns, "labels": meta_labels},
+            spec={"selector": match,
+                  "ports": [{"name": "http", "port": RETRAIN_PORT, "targetPort": "http", "protocol": "TCP"}]},
+            opts=child)
+        prometheus_crds.service_monitor(
+            f"{name}-retrain-service-monitor", name=app, namespace=ns, operator=prometheus_operator, opts=child,
+            labels=meta_labels,
+            spec=prometheus_crds.ServiceMonitorSpec(
+                selector=prometheus_crds.LabelSelector(match_labels=meta_labels),
+                endpoints=[prometheus_crds.Endpoint(port="http", path="/metrics", interval="30s")]))
+        self.webhook_url = retrain_webhook_url(ns)

@@ -1,0 +1,358 @@
+"""The observability objects on the cluster, per mode (Pulumi mocks):
+
+- the PrometheusRules ARE the generator's rule groups for the stack's own models
+  (`workloads.monitoring.rules.rule_groups`, the source of the committed file);
+- one dashboard ConfigMap per generated dashboard, labelled for the Grafana sidecar;
+- the retraining trigger that the generated Alertmanager config calls, with RBAC limited
+  to create/get/list on RayJobs in the team namespaces that own models;
+- one drift exporter per model (Deployment + Service + ServiceMonitor) in its team
+  namespace, scrapeable from the monitoring namespace;
+- all of it valid against the real schemas and clean under the policy pack.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from infra.plan.harness import Plan, PlannedResource
+from infra.plan.schemas import ensure_crd_schemas, validate_custom, validate_resource
+from infra.platform.charts import IMAGES
+from infra.platform.monitoring import MonitoringArgs
+from infra.platform.observability import (GRAFANA_DASHBOARD_LABEL, RETRAIN_APP, RETRAIN_JOBS_DIR, RETRAIN_PORT,
+                                          ObservabilityArgs, dashboard_config_map_name, retrain_webhook_url)
+from infra.policy import evaluate
+from workloads.monitoring import dashboards as dash
+from workloads.monitoring.alertmanager import alertmanager_config
+from workloads.monitoring.generate import to_json
+from workloads.monitoring.rules import RuleOptions, rule_groups
+
+OBSERVABILITY = "strata:platform:Observability"
+MODEL_DEPLOYMENT = "strata:models:ModelDeployment"
+MONITORED = ("standard", "enterprise")
+RAYJOB_SCHEMA = ("ray.io", "v1", "RayJob")
+
+
+def by_urn(plan: Plan) -> dict[str, PlannedResource]:
+    return {r.urn: r for r in plan.resources}
+
+
+def descendants(plan: Plan, root: PlannedResource) -> list[PlannedResource]:
+    index = by_urn(plan)
+
+    def under(resource: PlannedResource) -> bool:
+        parent = index.get(resource.parent_urn or "")
+        while parent is not None:
+            if parent.urn == root.urn:
+                return True
+            parent = index.get(parent.parent_urn or "")
+        return False
+
+    return [r for r in plan.resources if under(r)]
+
+
+def observability(plan: Plan) -> PlannedResource:
+    found = plan.by_type(OBSERVABILITY)
+    assert len(found) == 1, f"{plan.stack}: expected one {OBSERVABILITY}, got {[r.name for r in found]}"
+    return found[0]
+
+
+def monitoring_namespace(plan: Plan) -> str:
+    return f"{plan.spec.config.namespace_prefix}monitoring"
+
+
+def team_namespace(plan: Plan, team: str) -> str:
+    return f"{plan.spec.config.namespace_prefix}team-{team}"
+
+
+def named(resources: list[PlannedResource], kind: str, name: str, namespace: str) -> PlannedResource:
+    found = [r for r in resources if r.is_kubernetes and r.kind == kind
+             and r.inputs["metadata"]["name"] == name and r.inputs["metadata"].get("namespace") == namespace]
+    assert len(found) == 1, f"expected one {kind} {namespace}/{name}, got {[r.name for r in found]}"
+    return found[0]
+
+
+def helm_values(plan: Plan) -> dict[str, Any]:
+    [release] = [r for r in plan.by_type("kubernetes:helm.sh/v3:Release") if r.inputs["chart"] == "kube-prometheus-stack"]
+    return release.inputs["values"]
+
+
+def pod_spec(deployment: PlannedResource) -> dict[str, Any]:
+    return deployment.inputs["spec"]["template"]["spec"]
+
+
+@pytest.fixture(scope="module")
+def crd_schemas():
+    return ensure_crd_schemas()
+
+
+# ------------------------------------------------------------------------------ quick
+
+
+def test_quick_deploys_no_observability(plans):
+    plan = plans["quick"]
+    assert not plan.by_type(OBSERVABILITY)
+    assert not plan.of_kind("PrometheusRule")
+    assert not [r for r in plan.of_kind("ConfigMap") if GRAFANA_DASHBOARD_LABEL in (r.inputs["metadata"].get("labels") or {})]
+    names = [r.inputs["metadata"]["name"] for kind in ("Deployment", "Service", "ServiceMonitor", "Role")
+             for r in plan.of_kind(kind)]
+    assert not [n for n in names if n.endswith("-drift") or n == RETRAIN_APP]
+
+
+# ------------------------------------------------------------------------------ rules
+
+
+@pytest.mark.parametrize("stack", MONITORED)
+def test_prometheus_rules_are_the_generated_groups(plans, stack):
+    plan = plans[stack]
+    expected = rule_groups(plan.spec.models, RuleOptions())["groups"]
+    rules = [r for r in descendants(plan, observability(plan)) if r.kind == "PrometheusRule"]
+    deployed = {r.inputs["metadata"]["name"]: r for r in rules}
+    assert list(deployed) and sorted(deployed) == sorted(g["name"] for g in expected)
+    release = [r for r in plan.by_type("kubernetes:helm.sh/v3:Release") if r.inputs["chart"] == "kube-prometheus-stack"][0]
+    for group in expected:
+        rule = deployed[group["name"]]
+        assert rule.inputs["apiVersion"] == "monitoring.coreos.com/v1"
+        assert rule.inputs["metadata"]["namespace"] == monitoring_namespace(plan)
+        assert rule.inputs["spec"] == {"groups": [group]}, f"{group['name']} differs from the generator"
+        assert release.urn in rule.dependencies, "a PrometheusRule waits for the release serving its CRD"
+    # Every model has its group, and no alert lost its runbook or routing labels on the way.
+    assert {f"strata-model-{m.name}" for m in plan.spec.models} <= set(deployed)
+    for rule in rules:
+        for entry in rule.inputs["spec"]["groups"][0]["rules"]:
+            if "alert" in entry:
+                assert {"severity", "team", "pagerduty"} <= set(entry["labels"])
+                assert entry["annotations"]["runbook_url"].endswith(f"{entry['alert']}.md")
+
+
+@pytest.mark.parametrize("stack", MONITORED)
+def test_prometheus_selects_the_rules_without_release_labels(plans, stack):
+    spec = helm_values(plans[stack])["prometheus"]["prometheusSpec"]
+    assert spec["ruleSelectorNilUsesHelmValues"] is False  # every PrometheusRule in the cluster
+    assert spec["serviceMonitorSelectorNilUsesHelmValues"] is False  # and every ServiceMonitor
+
+
+# ------------------------------------------------------------------------------ dashboards
+
+
+@pytest.mark.parametrize("stack", MONITORED)
+def test_one_dashboard_config_map_per_generated_dashboard(plans, stack):
+    plan = plans[stack]
+    generated = dash.dashboards(plan.spec.models)
+    sidecar = helm_values(plan)["grafana"]["sidecar"]["dashboards"]
+    maps = [r for r in descendants(plan, observability(plan))
+            if r.kind == "ConfigMap" and (r.inputs["metadata"].get("labels") or {}).get(sidecar["label"]) == sidecar["labelValue"]]
+    assert len(maps) == len(generated)
+    by_file = {next(iter(m.inputs["data"])): m for m in maps}
+    assert set(by_file) == set(generated)
+    uids = set()
+    for file_name, dashboard in generated.items():
+        config_map = by_file[file_name]
+        assert config_map.inputs["metadata"]["name"] == dashboard_config_map_name(file_name)
+        assert config_map.inputs["metadata"]["namespace"] == monitoring_namespace(plan)
+        assert config_map.inputs["metadata"]["annotations"][sidecar["folderAnnotation"]] == "Strata"
+        assert config_map.inputs["data"] == {file_name: to_json(dashboard)}  # the committed files' exact bytes
+        uids.add(json.loads(config_map.inputs["data"][file_name])["uid"])
+    assert len(uids) == len(generated), "explicit, distinct UIDs"
+
+
+def test_dashboard_config_map_names_are_dns_names():
+    assert dashboard_config_map_name("strata-platform-overview.json") == "strata-dashboard-platform-overview"
+    assert dashboard_config_map_name("Weird_Name.json") == "strata-dashboard-weird-name"
+
+
+# ------------------------------------------------------------------------------ retrain trigger
+
+
+@pytest.mark.parametrize("stack", MONITORED)
+def test_alertmanager_calls_the_in_cluster_retrain_trigger(plans, stack):
+    plan = plans[stack]
+    namespace = monitoring_namespace(plan)
+    config = helm_values(plan)["alertmanager"]["config"]
+    [receiver] = [r for r in config["receivers"] if r["name"] == "retrain-webhook"]
+    assert [hook["url"] for hook in receiver["webhook_configs"]] == [retrain_webhook_url(namespace)]
+    assert retrain_webhook_url(namespace) == f"http://{RETRAIN_APP}.{namespace}.svc:{RETRAIN_PORT}/v1/alertmanager"
+
+    resources = descendants(plan, observability(plan))
+    service = named(resources, "Service", RETRAIN_APP, namespace)
+    deployment = named(resources, "Deployment", RETRAIN_APP, namespace)
+    [port] = service.inputs["spec"]["ports"]
+    assert port["port"] == RETRAIN_PORT
+    pod_labels = deployment.inputs["spec"]["template"]["metadata"]["labels"]
+    assert service.inputs["spec"]["selector"].items() <= pod_labels.items()
+    [container] = pod_spec(deployment)["containers"]
+    assert port["targetPort"] in {p["name"] for p in container["ports"]}
+    assert {p["containerPort"] for p in container["ports"]} == {RETRAIN_PORT}
+
+
+@pytest.mark.parametrize("stack", MONITORED)
+def test_retrain_trigger_runs_the_workload_hardened_from_a_pinned_image(plans, stack):
+    plan = plans[stack]
+    deployment = named(descendants(plan, observability(plan)), "Deployment", RETRAIN_APP, monitoring_namespace(plan))
+    spec = deployment.inputs["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}  # one process holds "one per model"
+    pod = pod_spec(deployment)
+    [container] = pod["containers"]
+    args = container["args"]
+    assert args[:3] == ["python", "-m", "workloads.monitoring.retrain"]
+    assert args[args.index("--port") + 1] == str(RETRAIN_PORT) and args[args.index("--host") + 1] == "0.0.0.0"
+    command = args[args.index("--command") + 1]
+    assert command.startswith("kubectl create") and f"{RETRAIN_JOBS_DIR}/{{model}}.json" in command
+    assert container["image"].endswith(f":{IMAGES['drift-monitor'].tag}") and not container["image"].endswith(":latest")
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"]
+    assert security["allowPrivilegeEscalation"] is False and security["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert set(container["resources"]) == {"requests", "limits"}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert pod["serviceAccountName"] == RETRAIN_APP
+
+
+@pytest.mark.parametrize("stack", MONITORED)
+def test_retrain_trigger_rbac_is_least_privilege(plans, stack):
+    plan = plans[stack]
+    namespace = monitoring_namespace(plan)
+    resources = descendants(plan, observability(plan))
+    teams = sorted({m.team for m in plan.spec.models})
+    roles = [r for r in resources if r.kind == "Role"]
+    assert sorted(r.inputs["metadata"]["namespace"] for r in roles) == sorted(team_namespace(plan, t) for t in teams)
+    for role in roles:
+        assert role.inputs["rules"] == [{"apiGroups": ["ray.io"], "resources": ["rayjobs"],
+                                         "verbs": ["create", "get", "list"]}]
+    bindings = [r for r in resources if r.kind == "RoleBinding"]
+    assert len(bindings) == len(roles)
+    for binding in bindings:
+        assert binding.inputs["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": RETRAIN_APP}
+        assert binding.inputs["subjects"] == [{"kind": "ServiceAccount", "name": RETRAIN_APP, "namespace": namespace}]
+    # Nothing cluster-wide, anywhere in the stack, grants RayJobs or wildcards to the trigger.
+    for kind in ("ClusterRole", "ClusterRoleBinding"):
+        assert not [r for r in resources if r.kind == kind]
+    # Each Role is created after its team namespace exists.
+    team_namespaces = {r.inputs["metadata"]["name"]: r for r in plan.of_kind("Namespace")}
+    index = by_urn(plan)
+    for role in roles:
+        namespace_urn = team_namespaces[role.inputs["metadata"]["namespace"]].urn
+        component = index[namespace_urn].parent_urn
+        assert component in role.dependencies or namespace_urn in role.dependencies
+
+
+@pytest.mark.parametrize("stack", MONITORED)
+def test_retrain_rayjobs_validate_and_pass_the_policies(plans, stack, crd_schemas):
+    plan = plans[stack]
+    config_map = named(descendants(plan, observability(plan)), "ConfigMap", f"{RETRAIN_APP}-jobs",
+                       monitoring_namespace(plan))
+    data = config_map.inputs["data"]
+    assert set(data) == {f"{m.name}.json" for m in plan.spec.models}
+    version = plan.spec.config.cluster.kubernetes_version
+    for model in plan.spec.models:
+        job = json.loads(data[f"{model.name}.json"])
+        assert job["kind"] == "RayJob" and job["metadata"]["namespace"] == team_namespace(plan, model.team)
+        assert job["metadata"]["generateName"] == f"{model.name}-retrain-"  # a new RayJob per retrain
+        assert f"workloads.training.cli {model.name}" in job["spec"]["entrypoint"]
+        submitter = job["spec"]["submitterPodTemplate"]["spec"]  # restricted PSA admits it
+        assert submitter["securityContext"]["runAsNonRoot"] and submitter["restartPolicy"] == "Never"
+        assert submitter["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        errors = validate_custom(job, crd_schemas[RAYJOB_SCHEMA], version)
+        assert not errors, f"{model.name}: {errors}"
+        as_planned = PlannedResource(urn=f"urn:pulumi:{stack}::strata::kubernetes:ray.io/v1:RayJob::{model.name}-retrain",
+                                     type="kubernetes:ray.io/v1:RayJob", name=f"{model.name}-retrain", parent_urn=None,
+                                     custom=True, inputs=job)
+        violations = evaluate([as_planned], plan.spec.capabilities.policy_enforcement)
+        assert [v.format() for v in violations] == []
+
+
+def test_monitoring_refuses_an_alertmanager_config_that_misses_the_trigger(plans):
+    models = plans["standard"].spec.models
+    teams = {m.team: f"team-{m.team}" for m in models}
+    obs = ObservabilityArgs(namespace="monitoring", models=tuple(models), team_namespaces=teams, retrain=True)
+    with pytest.raises(ValueError, match="retrain-webhook.*retrain_webhook_url"):
+        # The generator's default URL names another namespace.
+        MonitoringArgs(namespace="monitoring", alertmanager_config=alertmanager_config(models), observability=obs)
+    with pytest.raises(ValueError, match="team_namespaces"):
+        ObservabilityArgs(namespace="monitoring", models=tuple(models), retrain=True)
+
+
+# ------------------------------------------------------------------------------ drift exporters
+
+
+@pytest.mark.parametrize("stack", MONITORED)
+def test_one_drift_exporter_per_model_in_its_team_namespace(plans, stack):
+    plan = plans[stack]
+    assert plan.spec.capabilities.drift_monitoring
+    istio = plan.spec.capabilities.istio
+    deployments = {r.name: r for r in plan.by_type(MODEL_DEPLOYMENT)}
+    release = [r for r in plan.by_type("kubernetes:helm.sh/v3:Release") if r.inputs["chart"] == "kube-prometheus-stack"][0]
+    for model in plan.spec.models:
+        namespace = team_namespace(plan, model.team)
+        children = descendants(plan, deployments[model.name])
+        app = f"{model.name}-drift"
+        deployment = named(children, "Deployment", app, namespace)
+        service = named(children, "Service", app, namespace)
+        monitor = named(children, "ServiceMonitor", app, namespace)
+
+        pod = pod_spec(deployment)
+        [container] = pod["containers"]
+        assert container["command"] == ["/bin/sh", "-c"]
+        fetch, serve = container["args"][0].split(" && exec ")
+        assert fetch.startswith("mlflow artifacts download") and f"models:/{model.name}@champion" in fetch
+        serve = serve.split()
+        assert serve[:3] == ["python", "-m", "workloads.monitoring.drift_service"]
+        assert serve[serve.index("--model") + 1] == model.name and serve[serve.index("--team") + 1] == model.team
+        assert serve[serve.index("--host") + 1] == "0.0.0.0"
+        assert container["image"].endswith(f":{IMAGES['drift-monitor'].tag}")
+        assert container["livenessProbe"] and container["readinessProbe"] and container["resources"]["limits"]
+        assert "initContainers" not in pod
+        assert pod["serviceAccountName"] == app and pod["automountServiceAccountToken"] is False
+
+        pod_labels = deployment.inputs["spec"]["template"]["metadata"]["labels"]
+        assert service.inputs["spec"]["selector"].items() <= pod_labels.items()
+        service_labels = service.inputs["metadata"]["labels"]
+        spec = monitor.inputs["spec"]
+        assert spec["selector"]["matchLabels"].items() <= service_labels.items()
+        assert service_labels[spec["jobLabel"]] == "strata-drift"  # watched by ScrapeTargetDown (strata-.+)
+        [endpoint] = spec["endpoints"]
+        ports = {p["name"]: p for p in service.inputs["spec"]["ports"]}
+        assert endpoint["port"] in ports
+        if istio:  # Prometheus has no sidecar: it scrapes Istio's merged metrics, outside mTLS
+            assert ports[endpoint["port"]]["port"] == 15020 and endpoint["path"] == "/stats/prometheus"
+            annotations = deployment.inputs["spec"]["template"]["metadata"]["annotations"]
+            assert annotations["prometheus.io/port"] == str(int(ports["http"]["port"]))
+        else:
+            assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
+        assert release.urn in monitor.dependencies
+
+
+@pytest.mark.parametrize("stack", MONITORED)
+def test_team_namespaces_admit_scrapes_from_monitoring(plans, stack):
+    plan = plans[stack]
+    monitoring = monitoring_namespace(plan)
+    for team in {m.team for m in plan.spec.models}:
+        allow = named(plan.of_kind("NetworkPolicy"), "NetworkPolicy", "allow-explicit", team_namespace(plan, team))
+        sources = [peer for rule in allow.inputs["spec"]["ingress"] for peer in rule["from"]
+                   if "ports" not in rule]  # every port
+        assert any(monitoring in expr.get("values", [])
+                   for peer in sources for expr in (peer.get("namespaceSelector") or {}).get("matchExpressions", []))
+
+
+# ------------------------------------------------------------------------------ schemas + policies
+
+
+@pytest.mark.parametrize("stack", MONITORED)
+def test_observability_objects_validate_and_pass_the_policy_pack(plans, stack, crd_schemas):
+    plan = plans[stack]
+    ours = descendants(plan, observability(plan))
+    for deployment in plan.by_type(MODEL_DEPLOYMENT):
+        ours += [r for r in descendants(plan, deployment) if "drift" in r.name]
+    assert ours
+    version = plan.spec.config.cluster.kubernetes_version
+    for resource in ours:
+        if not resource.custom:
+            continue
+        finding = validate_resource(resource, version, crd_schemas)
+        assert finding is not None and finding.ok, f"{resource.name}: {finding.errors if finding else 'not validated'}"
+    urns = {r.urn for r in ours}
+    violations = [v for v in evaluate(plan.resources, plan.spec.capabilities.policy_enforcement) if v.urn in urns]
+    assert [v.format() for v in violations] == []
