@@ -11,8 +11,11 @@ PYTEST_ARGS ?=
 setup:
 	@.ci/setup
 
+# Until the local pipeline lands (strata local up --demo): the three offline plans, then
+# a real local training run of the digits example (Ray Train, MLflow, evaluation gate).
 demo: setup
 	@for stack in quick standard enterprise; do $(VENV)/bin/strata plan --stack $$stack || exit $$?; done
+	@$(VENV)/bin/strata train digits --local --smoke
 
 # Set-up installed every service binary, so a missing one is a failure, not a skip.
 test: setup

@@ -22,7 +22,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from infra.cloud.common import child_opts, managed_policy_arn, service_principal, with_name
-from infra.cloud.iam import IrsaRole, IrsaRoleArgs, service_account_subject, service_trust_policy
+from infra.cloud.iam import IrsaRole, IrsaRoleArgs, node_role, service_account_subject, service_trust_policy
 from infra.modes import EndpointAccess
 
 CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")
@@ -375,22 +375,7 @@ class ManagedNodeGroups(pulumi.ComponentResource):
     def __init__(self, name: str, args: ManagedNodeGroupsArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("strata:cloud:ManagedNodeGroups", name, None, opts)
         tags = dict(args.tags)
-        self.node_role = aws.iam.Role(
-            f"{name}-node-role",
-            description="EKS managed node groups",
-            assume_role_policy=service_trust_policy(service_principal("ec2", args.region)),
-            tags=tags,
-            opts=child_opts(self),
-        )
-        attachments = [
-            aws.iam.RolePolicyAttachment(
-                f"{name}-node-role-{policy.lower()}",
-                role=self.node_role.name,
-                policy_arn=managed_policy_arn(policy, args.region),
-                opts=child_opts(self),
-            )
-            for policy in NODE_ROLE_POLICIES
-        ]
+        self.node_role, attachments = node_role(self, name, "EKS managed node groups", args.region, tags)
         self.launch_templates: dict[str, aws.ec2.LaunchTemplate] = {}
         self.node_groups: dict[str, aws.eks.NodeGroup] = {}
         for group in args.groups:
@@ -438,14 +423,6 @@ def _version(latest: Optional[int]) -> Optional[str]:
     which `update_default_version` keeps equal to the latest.)
     """
     return None if latest is None else str(latest)
-
-
-NODE_ROLE_POLICIES = (
-    "AmazonEKSWorkerNodePolicy",
-    "AmazonEKS_CNI_Policy",
-    "AmazonEC2ContainerRegistryPullOnly",
-    "AmazonSSMManagedInstanceCore",  # Session Manager instead of SSH keys
-)
 
 
 def hardened_launch_template(root_volume_gib: int, instance_tags: Mapping[str, str]) -> dict[str, object]:

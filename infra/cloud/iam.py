@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import pulumi
 import pulumi_aws as aws
 
-from infra.cloud.common import child_opts
+from infra.cloud.common import child_opts, managed_policy_arn, service_principal
 
 POLICY_VERSION = "2012-10-17"
 IRSA_AUDIENCE = "sts.amazonaws.com"
@@ -282,3 +282,36 @@ class WorkloadRoles(pulumi.ComponentResource):
         self.roles = roles
         self.arns: dict[str, pulumi.Output[str]] = {k: r.arn for k, r in roles.items()}
         self.register_outputs({"roles": self.arns})
+
+
+# The managed policies every EKS worker node needs (managed node groups and Karpenter's).
+NODE_ROLE_POLICIES = (
+    "AmazonEKSWorkerNodePolicy",
+    "AmazonEKS_CNI_Policy",
+    "AmazonEC2ContainerRegistryPullOnly",
+    "AmazonSSMManagedInstanceCore",  # Session Manager instead of SSH keys
+)
+
+
+def node_role(
+    parent: pulumi.Resource, name: str, description: str, region: str, tags: Mapping[str, str]
+) -> tuple[aws.iam.Role, list[aws.iam.RolePolicyAttachment]]:
+    """An EC2 node role with the worker-node managed policies attached (children of `parent`)."""
+    role = aws.iam.Role(
+        f"{name}-node-role",
+        description=description,
+        assume_role_policy=service_trust_policy(service_principal("ec2", region)),
+        tags=dict(tags),
+        opts=child_opts(parent),
+    )
+    attachments = [
+        aws.iam.RolePolicyAttachment(
+            f"{name}-node-role-{policy.lower()}",
+            role=role.name,
+            policy_arn=managed_policy_arn(policy, region),
+            opts=child_opts(parent),
+        )
+        for policy in NODE_ROLE_POLICIES
+    ]
+    return role, attachments
+

@@ -18,8 +18,8 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra.cloud.common import child_opts, managed_policy_arn, partition_of, service_principal
-from infra.cloud.iam import IrsaRole, IrsaRoleArgs, document, service_account_subject, service_trust_policy, statement
+from infra.cloud.common import child_opts, partition_of, service_principal
+from infra.cloud.iam import IrsaRole, IrsaRoleArgs, document, node_role, service_account_subject, statement
 from infra.crds.karpenter import KARPENTER_VERSION, cpu_spot_node_pool, ec2_node_class, to_manifest
 
 KARPENTER_CHART = "oci://public.ecr.aws/karpenter/karpenter"
@@ -48,14 +48,6 @@ EC2_DESCRIBE_ACTIONS = (
     "ec2:DescribeSpotPriceHistory",
     "ec2:DescribeSubnets",
 )
-NODE_POLICIES = (
-    "AmazonEKSWorkerNodePolicy",
-    "AmazonEKS_CNI_Policy",
-    "AmazonEC2ContainerRegistryPullOnly",
-    "AmazonSSMManagedInstanceCore",
-)
-
-
 @dataclass(frozen=True)
 class KarpenterArgs:
     """Karpenter for one EKS cluster. Defaults stated; the chart version is the CRD contract."""
@@ -176,22 +168,8 @@ class Karpenter(pulumi.ComponentResource):
         tags = dict(args.tags)
 
         # --- nodes: role, instance profile, access entry ---------------------------------
-        self.node_role = aws.iam.Role(
-            f"{name}-node-role",
-            description=f"Nodes launched by Karpenter in {args.cluster_name}",
-            assume_role_policy=service_trust_policy(service_principal("ec2", args.region)),
-            tags=tags,
-            opts=child_opts(self),
-        )
-        node_attachments = [
-            aws.iam.RolePolicyAttachment(
-                f"{name}-node-role-{policy.lower()}",
-                role=self.node_role.name,
-                policy_arn=managed_policy_arn(policy, args.region),
-                opts=child_opts(self),
-            )
-            for policy in NODE_POLICIES
-        ]
+        self.node_role, node_attachments = node_role(
+            self, name, f"Nodes launched by Karpenter in {args.cluster_name}", args.region, tags)
         self.instance_profile_name = f"{args.cluster_name}-karpenter-node"
         self.instance_profile = aws.iam.InstanceProfile(
             f"{name}-node-profile",

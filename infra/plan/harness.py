@@ -171,7 +171,6 @@ def make_mocks(region: str, records: list[PlannedResource]):
             response = super().RegisterResource(request)
             if request.type != "pulumi:pulumi:Stack":
                 from pulumi.runtime import rpc
-                from pulumi.runtime.sync_await import _sync_await  # noqa: F401  (loop already ensured)
 
                 secret_paths: list[str] = []
                 raw = rpc.deserialize_properties(request.object, keep_unknowns=True)
