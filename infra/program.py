@@ -46,7 +46,7 @@ PROVIDER_SUBMODULES = (
     "pulumi_aws.cloudwatch", "pulumi_aws.ec2", "pulumi_aws.ecr", "pulumi_aws.eks", "pulumi_aws.iam",
     "pulumi_aws.kms", "pulumi_aws.rds", "pulumi_aws.s3", "pulumi_aws.secretsmanager", "pulumi_aws.sqs",
     "pulumi_aws.vpc", "pulumi_kubernetes.apiextensions", "pulumi_kubernetes.apps.v1",
-    "pulumi_kubernetes.core.v1", "pulumi_kubernetes.helm.v3", "pulumi_kubernetes.meta.v1",
+    "pulumi_kubernetes.batch.v1", "pulumi_kubernetes.core.v1", "pulumi_kubernetes.helm.v3", "pulumi_kubernetes.meta.v1",
     "pulumi_kubernetes.networking.v1", "pulumi_kubernetes.policy.v1", "pulumi_kubernetes.rbac.v1",
     "pulumi_kubernetes.storage.v1",
 )

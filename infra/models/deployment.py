@@ -36,6 +36,7 @@ from infra.contracts import CloudOutputs, ClusterHandle, PlatformOutputs
 from infra.crds import prometheus as prometheus_crds
 from infra.k8s import container, empty_dir, http_probe, resources, restricted_pod_security_context
 from infra.modes import Capabilities, RolloutStrategy
+from infra.models.training import TrainingJob, TrainingJobArgs
 from infra.platform.observability import pinned_image
 from workloads.spec import ModelSpec
 
@@ -109,6 +110,15 @@ class ModelDeployment(pulumi.ComponentResource):
         # One identity per role: training writes checkpoints/artifacts, serving only reads.
         self.training_service_account = service_account("training", f"training/{model.team}")
         self.serving_service_account = service_account("serving", f"serving/{model.team}")
+
+        # Training on the cluster: a RayJob (+ its schedule) built from the same spec.
+        self.training = TrainingJob(
+            f"{name}-training",
+            TrainingJobArgs(model=model, capabilities=caps, namespace=args.namespace),
+            cluster, platform, cloud,
+            after=(self.training_service_account,),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
 
         deployed_spec = {
             "spec": model.model_dump(mode="json", by_alias=True),

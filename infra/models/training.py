@@ -390,8 +390,8 @@ class TrainingJob(pulumi.ComponentResource):
                              {"name": "tmp", "mountPath": "/tmp"}],
         }
         self.cron_job = k8s.batch.v1.CronJob(
-            f"{name}-retrain",
-            metadata={"name": f"{model.name}-retrain", "namespace": ns, "labels": submit_labels},
+            f"{name}-schedule",
+            metadata={"name": f"{model.name}-train-schedule", "namespace": ns, "labels": submit_labels},
             spec={
                 "schedule": model.training.schedule,
                 "timeZone": "Etc/UTC",
