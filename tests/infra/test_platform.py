@@ -347,7 +347,8 @@ def test_kubeconfig_target_serves_artifacts_from_a_volume(mode):
     assert server.inputs["spec"]["replicas"] == 1
     args = server.inputs["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--serve-artifacts" in args
-    assert one(plan.of_kind("PersistentVolumeClaim"), "artifacts PVC").inputs["metadata"]["name"] == "mlflow-artifacts"
+    claims = [c for c in plan.of_kind("PersistentVolumeClaim") if c.inputs["metadata"]["namespace"] == "pr-42-mlflow"]
+    assert one(claims, "artifacts PVC").inputs["metadata"]["name"] == "mlflow-artifacts"
     account = one([r for r in plan.of_kind("ServiceAccount") if r.inputs["metadata"]["name"] == "mlflow"], "mlflow SA")
     assert "annotations" not in account.inputs["metadata"]
     assert all(ns.startswith("pr-42-") for ns in (r.inputs["metadata"]["name"] for r in plan.of_kind("Namespace")))
