@@ -18,7 +18,11 @@ real CRD schema of 1.6.0.
 
 Values only known at deploy time (an ECR repository URL, a bucket name, the MLflow URI)
 are written into the typed model as `{{key}}` markers and filled in from `values` by
-`ray_job()` after validation, so the model never holds a `pulumi.Output`.
+`ray_job()` / `manifest()` after validation, so the model never holds a `pulumi.Output`.
+
+`manifest()` renders the object for something other than Pulumi to create (a ConfigMap
+that a CronJob or the retraining trigger copies): with a fixed `name`, or with a
+`generate_name` prefix so that every `kubectl create` makes a new RayJob.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ OPERATOR_VERSION = "1.6.0"
 KIND = "RayJob"
 # utils.MaxRayJobNameLength = MaxRayClusterNameLength (53) - 6: the RayCluster gets a suffix.
 MAX_RAYJOB_NAME_LENGTH = 47
+# The API server appends 5 random characters to `metadata.generateName`
+# (k8s.io/apiserver's names.SimpleNameGenerator).
+GENERATED_SUFFIX_LENGTH = 5
 
 
 class SubmissionMode(str, enum.Enum):
@@ -149,21 +156,45 @@ def fill(value: Any, values: Mapping[str, pulumi.Input[str]]) -> Any:
     return parts[0] if len(parts) == 1 else pulumi.Output.concat(*parts)
 
 
-def manifest(*, name: str, namespace: str, spec: RayJobSpec, values: Mapping[str, pulumi.Input[str]] | None = None,
+def manifest(*, namespace: str, spec: RayJobSpec, name: str | None = None, generate_name: str | None = None,
+             values: Mapping[str, pulumi.Input[str]] | None = None,
              labels: dict[str, str] | None = None) -> dict[str, Any]:
-    """The whole RayJob object (apiVersion, kind, metadata, spec), markers filled in."""
+    """The whole RayJob object (apiVersion, kind, metadata, spec), markers filled in.
+
+    Exactly one of `name` (a fixed name) and `generate_name` (a prefix the API server
+    completes with 5 random characters: every create is a new object).
+    """
+    if (name is None) == (generate_name is None):
+        raise ValueError("a RayJob manifest needs exactly one of name and generate_name")
+    metadata = (_meta(name, namespace, labels) if name is not None
+                else _generated_meta(generate_name, namespace, labels))  # type: ignore[arg-type]
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "metadata": _meta(name, namespace, labels).render(),
+        "metadata": metadata.render(),
         "spec": fill(spec.render(), values or {}),
     }
+
+
+class GeneratedObjectMeta(CrdModel):
+    """`metadata` of an object named by the API server from a `generateName` prefix."""
+
+    generate_name: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*)?$")
+    namespace: str | None = None
+    labels: dict[str, str] | None = None
 
 
 def _meta(name: str, namespace: str, labels: dict[str, str] | None) -> ObjectMeta:
     if len(name) > MAX_RAYJOB_NAME_LENGTH:
         raise ValueError(f"RayJob name {name!r} is longer than {MAX_RAYJOB_NAME_LENGTH} characters (KubeRay refuses it)")
     return ObjectMeta(name=name, namespace=namespace, labels=labels)
+
+
+def _generated_meta(prefix: str, namespace: str, labels: dict[str, str] | None) -> GeneratedObjectMeta:
+    if len(prefix) + GENERATED_SUFFIX_LENGTH > MAX_RAYJOB_NAME_LENGTH:
+        raise ValueError(f"RayJob generateName {prefix!r} leaves names longer than {MAX_RAYJOB_NAME_LENGTH} characters "
+                         f"(the API server adds {GENERATED_SUFFIX_LENGTH}; KubeRay refuses them)")
+    return GeneratedObjectMeta(generate_name=prefix, namespace=namespace, labels=labels)
 
 
 def ray_job(resource_name: str, *, name: str, namespace: str, spec: RayJobSpec, operator: pulumi.Resource,

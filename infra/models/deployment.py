@@ -111,15 +111,6 @@ class ModelDeployment(pulumi.ComponentResource):
         self.training_service_account = service_account("training", f"training/{model.team}")
         self.serving_service_account = service_account("serving", f"serving/{model.team}")
 
-        # Training on the cluster: a RayJob (+ its schedule) built from the same spec.
-        self.training = TrainingJob(
-            f"{name}-training",
-            TrainingJobArgs(model=model, capabilities=caps, namespace=args.namespace),
-            cluster, platform, cloud,
-            after=(self.training_service_account,),
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-
         deployed_spec = {
             "spec": model.model_dump(mode="json", by_alias=True),
             "mode": caps.mode.value,
@@ -137,6 +128,15 @@ class ModelDeployment(pulumi.ComponentResource):
             data={SPEC_CONFIGMAP_KEY: pulumi.Output.json_dumps(deployed_spec)},
             opts=child,
         )
+        # Training on the cluster: a RayJob (+ its schedule) built from the same spec.
+        self.training = TrainingJob(
+            f"{name}-training",
+            TrainingJobArgs(model=model, capabilities=caps, namespace=args.namespace),
+            cluster, platform, cloud,
+            after=(self.training_service_account, self.spec_config_map),  # the head mounts the spec
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
         self.drift_deployment: Optional[k8s.apps.v1.Deployment] = None
         self.drift_service: Optional[k8s.core.v1.Service] = None
         if caps.drift_monitoring:

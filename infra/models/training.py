@@ -6,9 +6,14 @@ Ray Train workers when > 1), Ray Tune HPO only where the mode has `training_hpo`
 spec has a search space, GPUs only where the mode has `training_gpu`. The container runs
 the same CLI as a laptop, `python -m workloads.training.cli MODEL --cluster --json`: in
 `HTTPMode` KubeRay posts the entrypoint to the head's dashboard once the cluster is up,
-and the job driver finds the cluster through `RAY_ADDRESS`. What the mode turns off is
+and the job driver (on the head) finds the cluster through `RAY_ADDRESS`.
+
+The spec trained is the spec DEPLOYED: `ModelDeployment`'s ConfigMap `<model>-spec`
+(key `model.json`: `{"spec": <ModelSpec>, ...}`) is mounted read-only into the head pod
+at `SPEC_FILE` and passed as `--spec-file`, so a stack's overrides of an example spec,
+and models defined only in a stack file, train as deployed. What the mode turns off is
 turned off on the command line (`--set training.hpo=null`, `--set training.workers=N`,
-`--set training.resources.gpu=0`), so the spec's own file stays the single source.
+`--set training.resources.gpu=0`), so the spec stays the single source.
 
 Placement (EKS): the head (GCS, dashboard, the job driver) on on-demand nodes, the Ray
 workers on spot capacity; GPU workers require a GPU node, prefer spot and fall back to
@@ -28,6 +33,13 @@ Services a sidecar could route; the team namespace's NetworkPolicies still apply
 `python -m workloads.training.submit`, which creates a timestamped copy of the RayJob
 from a template (ConfigMap) through the Kubernetes API, with a service account that may
 only create/get `rayjobs.ray.io` in this namespace.
+
+Where the mode has drift monitoring and the platform a monitoring namespace, the
+retraining trigger's manifest too (`infra.platform.observability.retrain_rayjob`): the
+SAME typed spec and deploy-time values, with `generateName`, in the ConfigMap
+`retrain_job_config_map_name(<model>)` of the monitoring namespace, which the trigger
+mounts. Deploy-time RayJob, scheduled template and retrain manifest are thus one spec
+from one builder (`ray_job_spec`), differing only in metadata.
 
 A change to the RayJob's spec (image, resources, spec file) replaces it: a deploy with
 a new training definition trains once with it.
@@ -56,6 +68,7 @@ from infra.k8s import (
 )
 from infra.modes import Capabilities
 from infra.platform.charts import IMAGES
+from infra.platform.observability import retrain_job_config_map_name, retrain_job_file, retrain_rayjob
 from workloads.spec import ModelSpec
 
 IMAGE_KEY = "training"  # IMAGES / ECR repository
@@ -67,6 +80,9 @@ ISTIO_INJECT_LABEL = "sidecar.istio.io/inject"
 CHECKPOINT_MOUNT = "/checkpoints"  # kubeconfig target: the PVC
 TEMPLATE_MOUNT = "/etc/strata/training"
 TEMPLATE_KEY = "rayjob.json"
+SPEC_CONFIG_MAP_KEY = "model.json"  # = infra.models.deployment.SPEC_CONFIGMAP_KEY (ModelDeployment's `<model>-spec`)
+SPEC_MOUNT = "/etc/strata/spec"
+SPEC_FILE = f"{SPEC_MOUNT}/{SPEC_CONFIG_MAP_KEY}"  # the CLI's --spec-file on the head
 STATE_DIR = "/tmp/strata"  # the CLI's state (MLflow fallbacks, registry cache): the root FS is read-only
 HEAD_MEMORY_GIB = 4.0  # GCS + dashboard + the job driver (data validation, evaluation, MLflow logging)
 HEAD_PORTS = (("gcs-server", 6379), ("dashboard", 8265), ("client", 10001), ("metrics", 8080))
@@ -99,13 +115,17 @@ def training_plan(model: ModelSpec, caps: Capabilities) -> TrainingPlan:
 
 @dataclass(frozen=True)
 class TrainingJobArgs:
-    """One model's training. Defaults: no stack file (the CLI reads the example spec),
-    one retry (a new RayCluster), the cluster deleted 5 minutes after the job ends."""
+    """One model's training. Defaults: the spec read from ModelDeployment's `<model>-spec`
+    ConfigMap (mounted on the head, `--spec-file`), one retry (a new RayCluster), the
+    cluster deleted 5 minutes after the job ends."""
 
     model: ModelSpec
     capabilities: Capabilities
     namespace: str  # the owning team's namespace
-    stack: Optional[str] = None  # `--stack`: read the spec from stacks/Pulumi.<stack>.yaml in the image
+    # True: mount the `<model>-spec` ConfigMap (the spec as deployed) and train that.
+    # False: the CLI reads `--stack` (below) or the example spec baked into the image.
+    spec_from_config_map: bool = True
+    stack: Optional[str] = None  # `--stack` (only without the spec ConfigMap): stacks/Pulumi.<stack>.yaml in the image
     backoff_limit: int = 1
     ttl_seconds_after_finished: int = 300
 
@@ -117,6 +137,10 @@ class TrainingJobArgs:
     def service_account(self) -> str:
         return f"{self.model.name}-training"  # ModelDeployment's, IRSA role "training/<team>"
 
+    @property
+    def spec_config_map(self) -> str:
+        return f"{self.model.name}-spec"  # ModelDeployment's spec as deployed
+
 
 def _cpu(value: float) -> str:
     return f"{int(round(value * 1000))}m"
@@ -126,10 +150,16 @@ def _mib(gib: float) -> str:
     return f"{int(round(gib * 1024))}Mi"
 
 
-def entrypoint(model: ModelSpec, plan: TrainingPlan, stack: Optional[str] = None) -> str:
-    """The job driver's command: the CLI, with what the mode turns off turned off."""
+def entrypoint(model: ModelSpec, plan: TrainingPlan, stack: Optional[str] = None,
+               spec_file: Optional[str] = None) -> str:
+    """The job driver's command: the CLI on the spec file (else the stack's or the
+    example spec), with what the mode turns off turned off."""
+    if spec_file and stack:
+        raise ValueError("entrypoint: pass a spec file or a stack, not both (the CLI refuses both)")
     argv = ["python", "-m", "workloads.training.cli", model.name, "--cluster", "--json"]
-    if stack:
+    if spec_file:
+        argv += ["--spec-file", spec_file]
+    elif stack:
         argv += ["--stack", stack]
     argv += ["--set", f"training.workers={plan.workers}"]
     if model.training.hpo is not None and not plan.hpo:
@@ -165,7 +195,8 @@ def ray_job_spec(args: TrainingJobArgs, *, on_eks: bool, s3_checkpoints: bool) -
     ]
 
     def pod(role: str, container_resources: dict[str, Any], memory_gib: float, scratch: str,
-            ports: Sequence[tuple[str, int]] = (), placement: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+            ports: Sequence[tuple[str, int]] = (), placement: Optional[dict[str, Any]] = None,
+            spec_file: bool = False) -> dict[str, Any]:
         mounts = [{"name": "tmp", "mountPath": "/tmp"}, {"name": "shm", "mountPath": "/dev/shm"}]
         # Ray's object store lives in /dev/shm (30% of memory by default); memory-backed,
         # so it counts against the container's memory limit.
@@ -173,6 +204,11 @@ def ray_job_spec(args: TrainingJobArgs, *, on_eks: bool, s3_checkpoints: bool) -
         if not s3_checkpoints:
             mounts.append({"name": "checkpoints", "mountPath": CHECKPOINT_MOUNT})
             volumes.append({"name": "checkpoints", "persistentVolumeClaim": {"claimName": f"{model.name}-checkpoints"}})
+        if spec_file:  # the job driver's --spec-file: the spec as deployed, read-only
+            mounts.append({"name": "model-spec", "mountPath": SPEC_MOUNT, "readOnly": True})
+            volumes.append({"name": "model-spec", "configMap": {
+                "name": args.spec_config_map,
+                "items": [{"key": SPEC_CONFIG_MAP_KEY, "path": SPEC_CONFIG_MAP_KEY}]}})
         container: dict[str, Any] = {
             "name": f"ray-{role}",
             "image": marker(IMAGE),
@@ -221,7 +257,7 @@ def ray_job_spec(args: TrainingJobArgs, *, on_eks: bool, s3_checkpoints: bool) -
         # The head runs GCS, the dashboard and the job driver; training goes to the workers.
         ray_start_params={"num-cpus": "0", "dashboard-host": "0.0.0.0"},
         template=pod("head", resources("1", _mib(HEAD_MEMORY_GIB), "2", _mib(HEAD_MEMORY_GIB)),
-                     HEAD_MEMORY_GIB, "8Gi", HEAD_PORTS, head_placement),
+                     HEAD_MEMORY_GIB, "8Gi", HEAD_PORTS, head_placement, spec_file=args.spec_from_config_map),
     )
     workers = WorkerGroupSpec(
         group_name="gpu-workers" if plan.gpus_per_worker else "workers",
@@ -238,7 +274,8 @@ def ray_job_spec(args: TrainingJobArgs, *, on_eks: bool, s3_checkpoints: bool) -
         "STRATA_TRAINING_WORKERS": str(plan.workers),
     }}
     return RayJobSpec(
-        entrypoint=entrypoint(model, plan, args.stack),
+        entrypoint=entrypoint(model, plan, None if args.spec_from_config_map else args.stack,
+                              SPEC_FILE if args.spec_from_config_map else None),
         runtime_env_yaml=yaml.safe_dump(runtime_env, sort_keys=True),
         ray_cluster_spec=RayClusterSpec(ray_version=RAY_VERSION, head_group_spec=head, worker_group_specs=[workers]),
         submission_mode=SubmissionMode.HTTP,
@@ -320,6 +357,18 @@ class TrainingJob(pulumi.ComponentResource):
         if model.training.schedule:
             self._schedule(name, args, cluster, operator, image, values, labels, needs, child)
 
+        # The retraining trigger's manifest: this spec, these values, a generated name.
+        self.retrain_config_map: Optional[k8s.core.v1.ConfigMap] = None
+        if caps.drift_monitoring and platform.monitoring_namespace:
+            retrain = retrain_rayjob(self.spec, model=model, namespace=ns, values=values, labels=labels)
+            self.retrain_config_map = k8s.core.v1.ConfigMap(
+                f"{name}-retrain",
+                metadata={"name": retrain_job_config_map_name(model.name), "namespace": platform.monitoring_namespace,
+                          "labels": {**labels, "strata.dev/role": "retrain-job"}},
+                data={retrain_job_file(model.name): pulumi.Output.json_dumps(retrain)},
+                opts=child,
+            )
+
         self.register_outputs({
             "rayJob": args.ray_job_name,
             "workers": self.plan.workers,
@@ -327,6 +376,7 @@ class TrainingJob(pulumi.ComponentResource):
             "gpusPerWorker": self.plan.gpus_per_worker,
             "schedule": model.training.schedule,
             "cronJob": self.cron_job.metadata["name"] if self.cron_job else None,
+            "retrainConfigMap": self.retrain_config_map.metadata["name"] if self.retrain_config_map else None,
         })
 
     def _schedule(self, name: str, args: TrainingJobArgs, cluster: ClusterHandle, operator: pulumi.Resource,

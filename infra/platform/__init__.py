@@ -57,7 +57,6 @@ from infra.platform.kafka import TLS_LISTENER_PORT, KafkaCluster, KafkaClusterAr
 from infra.platform.keda import Keda, KedaArgs
 from infra.platform.mlflow import PORT as MLFLOW_PORT
 from infra.platform.mlflow import MlflowTracking, MlflowTrackingArgs
-from infra.platform.mlflow import tracking_uri as mlflow_tracking_uri
 from infra.platform.monitoring import Monitoring, MonitoringArgs
 from infra.platform.observability import ObservabilityArgs, retrain_webhook_url
 from infra.platform.namespaces import (LimitRangeArgs, Peer, PlatformNamespace, PlatformNamespaceArgs, QuotaArgs,
@@ -212,9 +211,8 @@ class Platform(pulumi.ComponentResource):
             storage = cloud.storage if cloud is not None else None
             observability = ObservabilityArgs(
                 namespace=ns("monitoring"), models=args.models, team_namespaces=dict(self.team_namespaces),
-                retrain=caps.drift_monitoring, training_max_workers=caps.training_max_workers, gpus=args.gpu_nodes,
+                retrain=caps.drift_monitoring,
                 ecr_repositories=dict(storage.ecr_repositories) if storage is not None else {},
-                mlflow_tracking_uri=mlflow_tracking_uri(ns("mlflow")),
             ) if args.models else None
             self.monitoring = Monitoring(
                 f"{name}-monitoring",

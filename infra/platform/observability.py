@@ -17,9 +17,17 @@ trigger too: `python -m workloads.monitoring.retrain` behind the Service
 `strata-retrain-trigger` (the generated Alertmanager config's `retrain-webhook`
 receiver must point at `retrain_webhook_url(<monitoring namespace>)`; `Monitoring`
 refuses a config that does not). Its action is `kubectl create` of the model's RayJob
-manifest (`retrain_rayjob`, one per model, mounted from a ConfigMap; `generateName`, so
-every retrain is a new RayJob). Least privilege: ONE Role per team namespace that owns
-models, allowing only create/get/list on `rayjobs.ray.io`, bound to the trigger's
+manifest, `<RETRAIN_JOBS_DIR>/<model>.json`. That manifest is NOT built here: it is the
+model's own training RayJob (`infra.models.training.ray_job_spec`, the one typed
+builder: same plan, placement, image, checkpoint URI, service account, security
+context, spec file as the deploy-time and scheduled RayJobs) with retrain metadata
+(`retrain_rayjob`: `generateName`, so every retrain is a new RayJob). Each model's
+`TrainingJob`, which holds the deploy-time values (ECR image, checkpoints bucket, MLflow
+URI), writes it to the ConfigMap `retrain_job_config_map_name(<model>)` in this
+namespace; the trigger mounts all of them, by name, as one projected volume (each
+source optional: a model's ConfigMap may land after the trigger starts, and the kubelet
+adds it to the volume when it does). Least privilege: ONE Role per team namespace that
+owns models, allowing only create/get/list on `rayjobs.ray.io`, bound to the trigger's
 ServiceAccount; nothing cluster-wide.
 
 Prometheus selects every PrometheusRule in the cluster (`ruleSelectorNilUsesHelmValues:
@@ -29,7 +37,6 @@ labels only.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
@@ -37,11 +44,11 @@ from typing import Any, Mapping, Optional, Sequence
 import pulumi
 import pulumi_kubernetes as k8s
 
+from infra.crds import kuberay
 from infra.crds import prometheus as prometheus_crds
 from infra.k8s import (DEFAULT_UID, container, empty_dir, http_probe, labels, resources,
-                       restricted_container_security_context, restricted_pod_security_context, selector_labels)
+                       restricted_pod_security_context, selector_labels)
 from infra.platform.charts import IMAGES
-from infra.platform.mlflow import tracking_uri
 from workloads.monitoring import dashboards as dash
 from workloads.monitoring.generate import to_json
 from workloads.monitoring.rules import RuleOptions, rule_groups
@@ -49,8 +56,8 @@ from workloads.spec import ModelSpec
 
 __all__ = [
     "DASHBOARD_FOLDER", "GRAFANA_DASHBOARD_LABEL", "RETRAIN_APP", "RETRAIN_PORT", "RETRAIN_JOBS_DIR",
-    "Observability", "ObservabilityArgs", "dashboard_config_map_name", "pinned_image", "retrain_rayjob",
-    "retrain_webhook_url",
+    "Observability", "ObservabilityArgs", "dashboard_config_map_name", "pinned_image", "retrain_job_config_map_name",
+    "retrain_job_file", "retrain_rayjob", "retrain_webhook_url",
 ]
 
 GRAFANA_DASHBOARD_LABEL = "grafana_dashboard"  # the kube-prometheus-stack sidecar's label (value "1")
@@ -63,7 +70,7 @@ RETRAIN_WEBHOOK_PATH = "/v1/alertmanager"
 RETRAIN_JOBS_DIR = "/etc/strata/retrain-jobs"  # one `<model>.json` RayJob manifest per model
 RETRAIN_STATE_DIR = "/var/lib/strata-retrain"
 RETRAIN_COOLDOWN_S = 6 * 3600  # = AlertmanagerOptions.retrain_repeat_interval
-RAY_VERSION = "2.60.0"  # the Ray of the training image (workloads' lock)
+RETRAIN_TRIGGER_LABEL = "strata.dev/trigger"  # "deploy" | "schedule" | "retrain" on training RayJobs
 
 
 def retrain_webhook_url(namespace: str) -> str:
@@ -86,104 +93,30 @@ def dashboard_config_map_name(file_name: str) -> str:
     return name[:63].rstrip("-")
 
 
-def _gib(value: float) -> str:
-    return f"{int(round(value * 1024))}Mi"
+def retrain_job_file(model_name: str) -> str:
+    """The manifest's file name under `RETRAIN_JOBS_DIR` (and its ConfigMap key)."""
+    return f"{model_name}.json"
 
 
-def _cpu(value: float) -> str:
-    return f"{int(round(value * 1000))}m"
+def retrain_job_config_map_name(model_name: str) -> str:
+    """The ConfigMap (monitoring namespace) holding `model_name`'s retrain RayJob manifest."""
+    return f"{RETRAIN_APP}-{model_name}"
 
 
-def retrain_rayjob(model: ModelSpec, namespace: str, image: str, tracking_uri: str,
-                   max_workers: int = 1, gpus: bool = False) -> dict[str, Any]:
+def retrain_rayjob(spec: kuberay.RayJobSpec, *, model: ModelSpec, namespace: str,
+                   values: Mapping[str, pulumi.Input[str]] | None = None,
+                   labels: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The RayJob the trigger creates for one retrain of `model` (`kubectl create`).
 
-    `generateName` makes every retrain its own object; the cluster is torn down when the
-    job ends and the object is deleted a day later. Hardened like every other pod.
+    `spec` is the model's training RayJob spec (`infra.models.training.ray_job_spec`),
+    deploy-time markers filled from `values`; only the metadata is the retrain's own:
+    `generateName` `<model>-retrain-` (every retrain is its own object; a spec name is at
+    most 32 characters, so the generated names fit KubeRay's 47) and the label
+    `strata.dev/trigger: retrain`.
     """
-    res = model.training.resources
-    gpu = res.gpu if gpus else 0
-    workers = max(1, min(model.training.workers, max_workers))
-    limits = {"cpu": _cpu(res.cpu), "memory": _gib(res.memory_gib)}
-    if gpu:
-        limits["nvidia.com/gpu"] = str(gpu)
-    worker_resources = {"requests": dict(limits), "limits": dict(limits)}
-    pod_labels = {
-        "app.kubernetes.io/part-of": "strata",
-        "strata.dev/model": model.name,
-        "strata.dev/team": model.team,
-        "strata.dev/trigger": "retrain",
-    }
-
-    def pod(role: str, res_: Mapping[str, Any]) -> dict[str, Any]:
-        ray = {
-            "name": "ray-head" if role == "head" else "ray-worker",
-            "image": image,
-            "imagePullPolicy": "IfNotPresent",
-            "resources": dict(res_),
-            "securityContext": restricted_container_security_context(),
-            "env": [{"name": "MLFLOW_TRACKING_URI", "value": tracking_uri}, {"name": "HOME", "value": "/tmp"}],
-            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-        }
-        spec: dict[str, Any] = {
-            "serviceAccountName": f"{model.name}-training",
-            "automountServiceAccountToken": False,
-            "securityContext": restricted_pod_security_context(),
-            "containers": [ray],
-            "volumes": [empty_dir("tmp", "8Gi")],
-        }
-        if gpu and role == "worker":
-            spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-        return {"metadata": {"labels": {**pod_labels, "strata.dev/ray-role": role}}, "spec": spec}
-
-    return {
-        "apiVersion": "ray.io/v1",
-        "kind": "RayJob",
-        "metadata": {"generateName": f"{model.name}-retrain-", "namespace": namespace, "labels": pod_labels},
-        "spec": {
-            "entrypoint": f"python -m workloads.training.cli {model.name} --cluster --json",
-            "shutdownAfterJobFinishes": True,
-            "ttlSecondsAfterFinished": 86400,
-            "activeDeadlineSeconds": model.training.active_deadline_seconds,
-            "backoffLimit": 0,
-            "submissionMode": "K8sJobMode",
-            # KubeRay's default submitter pod has no securityContext: restricted PSA would
-            # refuse it. KubeRay fills in the `ray job submit` command of this container.
-            "submitterPodTemplate": {
-                "metadata": {"labels": {**pod_labels, "strata.dev/ray-role": "submitter"}},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "securityContext": restricted_pod_security_context(),
-                    "containers": [{
-                        "name": "ray-job-submitter",
-                        "image": image,
-                        "imagePullPolicy": "IfNotPresent",
-                        "resources": resources("100m", "256Mi", "500m", "512Mi"),
-                        "securityContext": restricted_container_security_context(),
-                        "env": [{"name": "HOME", "value": "/tmp"}],
-                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                    }],
-                    "volumes": [empty_dir("tmp", "64Mi")],
-                },
-            },
-            "rayClusterSpec": {
-                "rayVersion": RAY_VERSION,
-                "headGroupSpec": {
-                    "rayStartParams": {"num-cpus": "0"},  # the driver only; work goes to the workers
-                    "template": pod("head", resources("500m", "2Gi", "1", "4Gi")),
-                },
-                "workerGroupSpecs": [{
-                    "groupName": "workers",
-                    "replicas": workers,
-                    "minReplicas": workers,
-                    "maxReplicas": workers,
-                    "rayStartParams": {},
-                    "template": pod("worker", worker_resources),
-                }],
-            },
-        },
-    }
+    return kuberay.manifest(generate_name=f"{model.name}-retrain-", namespace=namespace, spec=spec, values=values,
+                            labels={**(labels or {}), "strata.dev/model": model.name, "strata.dev/team": model.team,
+                                    RETRAIN_TRIGGER_LABEL: "retrain"})
 
 
 @dataclass(frozen=True)
@@ -196,9 +129,8 @@ class ObservabilityArgs:
     retrain: bool = False  # capabilities.drift_monitoring
     rule_options: RuleOptions = RuleOptions()
     ecr_repositories: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
-    mlflow_tracking_uri: pulumi.Input[str] = tracking_uri("mlflow")  # infra.platform.mlflow in <prefix>mlflow
-    training_max_workers: int = 1  # capabilities.training_max_workers
-    gpus: bool = False  # GPU nodes exist (RayJob workers may request GPUs)
+    # Not read here any more: each model's TrainingJob renders its retrain RayJob with the
+    # mode's own plan and values (see the module docstring). Kept for the platform's call.
     retrain_cooldown_s: int = RETRAIN_COOLDOWN_S
 
     def __post_init__(self) -> None:
@@ -256,7 +188,6 @@ class Observability(pulumi.ComponentResource):
         match = selector_labels(app)
         meta_labels = labels(app, "retrain-trigger")
         image = pinned_image("drift-monitor", args.ecr_repositories)
-        training_image = pinned_image("training", args.ecr_repositories)
 
         self.retrain_service_account = k8s.core.v1.ServiceAccount(
             f"{name}-retrain-sa", metadata={"name": app, "namespace": ns, "labels": meta_labels},
@@ -280,16 +211,12 @@ class Observability(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[*deps, *team_namespaces, role]))
             self.retrain_roles[team] = role
 
-        # One RayJob manifest per model, mounted as <model>.json.
-        manifests = pulumi.Output.all(training_image, args.mlflow_tracking_uri).apply(lambda v: {
-            f"{m.name}.json": json.dumps(
-                retrain_rayjob(m, args.team_namespaces[m.team], v[0], v[1], args.training_max_workers, args.gpus),
-                indent=2, sort_keys=True) + "\n"
-            for m in specs
-        })
-        self.retrain_jobs = k8s.core.v1.ConfigMap(
-            f"{name}-retrain-jobs", metadata={"name": f"{app}-jobs", "namespace": ns, "labels": meta_labels},
-            data=manifests, opts=child)
+        # One RayJob manifest per model, <model>.json, from the ConfigMap its TrainingJob writes.
+        jobs_volume = {"name": "jobs", "projected": {"sources": [
+            {"configMap": {"name": retrain_job_config_map_name(m.name),
+                           "items": [{"key": retrain_job_file(m.name), "path": retrain_job_file(m.name)}],
+                           "optional": True}}
+            for m in specs]}}
 
         command = f"kubectl create --filename {RETRAIN_JOBS_DIR}/{{model}}.json --output name"
         trigger = container(
@@ -325,15 +252,14 @@ class Observability(pulumi.ComponentResource):
                         "securityContext": restricted_pod_security_context(DEFAULT_UID),
                         "containers": [trigger],
                         "volumes": [
-                            {"name": "jobs", "configMap": {"name": f"{app}-jobs"}},
+                            jobs_volume,
                             empty_dir("state", "64Mi"),
                             empty_dir("tmp", "64Mi"),
                         ],
                     },
                 },
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*deps, self.retrain_service_account,
-                                                                 self.retrain_jobs]))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*deps, self.retrain_service_account]))
         self.retrain_service = k8s.core.v1.Service(
             f"{name}-retrain-service",
             metadata={"name": app, "namespace": ns, "labels": meta_labels},

@@ -4,7 +4,9 @@
   (`workloads.monitoring.rules.rule_groups`, the source of the committed file);
 - one dashboard ConfigMap per generated dashboard, labelled for the Grafana sidecar;
 - the retraining trigger that the generated Alertmanager config calls, with RBAC limited
-  to create/get/list on RayJobs in the team namespaces that own models;
+  to create/get/list on RayJobs in the team namespaces that own models; the RayJob it
+  creates per model IS the model's training RayJob (one typed builder), with a generated
+  name, and trains the spec as deployed (`--spec-file` on the `<model>-spec` ConfigMap);
 - one drift exporter per model (Deployment + Service + ServiceMonitor) in its team
   namespace, scrapeable from the monitoring namespace;
 - all of it valid against the real schemas and clean under the policy pack.
@@ -22,7 +24,8 @@ from infra.plan.schemas import ensure_crd_schemas, validate_custom, validate_res
 from infra.platform.charts import IMAGES
 from infra.platform.monitoring import MonitoringArgs
 from infra.platform.observability import (GRAFANA_DASHBOARD_LABEL, RETRAIN_APP, RETRAIN_JOBS_DIR, RETRAIN_PORT,
-                                          ObservabilityArgs, dashboard_config_map_name, retrain_webhook_url)
+                                          ObservabilityArgs, dashboard_config_map_name, retrain_job_config_map_name,
+                                          retrain_job_file, retrain_webhook_url)
 from infra.policy import evaluate
 from workloads.monitoring import dashboards as dash
 from workloads.monitoring.alertmanager import alertmanager_config
@@ -239,22 +242,74 @@ def test_retrain_trigger_rbac_is_least_privilege(plans, stack):
         assert component in role.dependencies or namespace_urn in role.dependencies
 
 
+def deployed_rayjob(plan: Plan, model) -> PlannedResource:
+    """The model's deploy-time RayJob (TrainingJob under its ModelDeployment)."""
+    [deployment] = [r for r in plan.by_type(MODEL_DEPLOYMENT) if r.name == model.name]
+    [job] = [r for r in descendants(plan, deployment) if r.kind == "RayJob"]
+    return job
+
+
+def retrain_manifest(plan: Plan, model) -> tuple[PlannedResource, dict[str, Any]]:
+    config_map = named(plan.of_kind("ConfigMap"), "ConfigMap", retrain_job_config_map_name(model.name),
+                       monitoring_namespace(plan))
+    assert set(config_map.inputs["data"]) == {retrain_job_file(model.name)} == {f"{model.name}.json"}
+    return config_map, json.loads(config_map.inputs["data"][retrain_job_file(model.name)])
+
+
+@pytest.mark.parametrize("stack", MONITORED)
+def test_retrain_trigger_mounts_every_models_manifest(plans, stack):
+    plan = plans[stack]
+    deployment = named(descendants(plan, observability(plan)), "Deployment", RETRAIN_APP, monitoring_namespace(plan))
+    pod = pod_spec(deployment)
+    [jobs] = [v for v in pod["volumes"] if v["name"] == "jobs"]
+    sources = {s["configMap"]["name"]: s["configMap"] for s in jobs["projected"]["sources"]}
+    assert set(sources) == {retrain_job_config_map_name(m.name) for m in plan.spec.models}
+    for model in plan.spec.models:
+        source = sources[retrain_job_config_map_name(model.name)]
+        assert source["items"] == [{"key": f"{model.name}.json", "path": f"{model.name}.json"}]
+        assert source["optional"] is True  # written by the model's TrainingJob, possibly after the trigger starts
+        config_map, _ = retrain_manifest(plan, model)
+        [owner] = [r for r in plan.by_type(MODEL_DEPLOYMENT) if r.name == model.name]
+        assert config_map in descendants(plan, owner)
+    [container] = pod["containers"]
+    assert {"name": "jobs", "mountPath": RETRAIN_JOBS_DIR, "readOnly": True} in container["volumeMounts"]
+
+
 @pytest.mark.parametrize("stack", MONITORED)
 def test_retrain_rayjobs_validate_and_pass_the_policies(plans, stack, crd_schemas):
+    from infra.cloud.cluster import CAPACITY_LABEL
+    from infra.models.training import SPEC_FILE, SPEC_MOUNT
+
     plan = plans[stack]
-    config_map = named(descendants(plan, observability(plan)), "ConfigMap", f"{RETRAIN_APP}-jobs",
-                       monitoring_namespace(plan))
-    data = config_map.inputs["data"]
-    assert set(data) == {f"{m.name}.json" for m in plan.spec.models}
     version = plan.spec.config.cluster.kubernetes_version
     for model in plan.spec.models:
-        job = json.loads(data[f"{model.name}.json"])
+        _, job = retrain_manifest(plan, model)
         assert job["kind"] == "RayJob" and job["metadata"]["namespace"] == team_namespace(plan, model.team)
         assert job["metadata"]["generateName"] == f"{model.name}-retrain-"  # a new RayJob per retrain
-        assert f"workloads.training.cli {model.name}" in job["spec"]["entrypoint"]
-        submitter = job["spec"]["submitterPodTemplate"]["spec"]  # restricted PSA admits it
-        assert submitter["securityContext"]["runAsNonRoot"] and submitter["restartPolicy"] == "Never"
-        assert submitter["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert "name" not in job["metadata"]
+        assert job["metadata"]["labels"]["strata.dev/trigger"] == "retrain"
+        assert job["metadata"]["labels"]["strata.dev/model"] == model.name
+        # ONE builder: the retrain RayJob's spec is the deploy-time RayJob's, value for value
+        # (plan, placement, image, checkpoint URI, service account, security context).
+        deployed = deployed_rayjob(plan, model)
+        assert job["spec"] == deployed.inputs["spec"]
+        spec = job["spec"]
+        entrypoint = spec["entrypoint"].split()
+        assert f"workloads.training.cli {model.name}" in spec["entrypoint"]
+        assert entrypoint[entrypoint.index("--spec-file") + 1] == SPEC_FILE and "--stack" not in entrypoint
+        assert spec["submissionMode"] == "HTTPMode" and "submitterPodTemplate" not in spec  # no submitter pod
+        head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+        assert head["nodeSelector"] == {CAPACITY_LABEL: "on-demand"}  # AWS stacks
+        assert {"name": "model-spec", "mountPath": SPEC_MOUNT, "readOnly": True} in head["containers"][0]["volumeMounts"]
+        for pod in [head] + [g["template"]["spec"] for g in spec["rayClusterSpec"]["workerGroupSpecs"]]:
+            assert pod["serviceAccountName"] == f"{model.name}-training"
+            assert pod["securityContext"]["runAsNonRoot"] and pod["automountServiceAccountToken"] is False
+            [container] = pod["containers"]
+            assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+            assert container["image"].endswith(f":{IMAGES['training'].tag}")
+            env = {e["name"]: e["value"] for e in container["env"]}
+            assert env["STRATA_CHECKPOINT_URI"].startswith("s3://") and env["STRATA_CHECKPOINT_URI"].endswith(f"/{model.name}/")
+            assert "{{" not in json.dumps(pod)  # every deploy-time marker filled
         errors = validate_custom(job, crd_schemas[RAYJOB_SCHEMA], version)
         assert not errors, f"{model.name}: {errors}"
         as_planned = PlannedResource(urn=f"urn:pulumi:{stack}::strata::kubernetes:ray.io/v1:RayJob::{model.name}-retrain",
@@ -262,6 +317,26 @@ def test_retrain_rayjobs_validate_and_pass_the_policies(plans, stack, crd_schema
                                      custom=True, inputs=job)
         violations = evaluate([as_planned], plan.spec.capabilities.policy_enforcement)
         assert [v.format() for v in violations] == []
+
+
+@pytest.mark.parametrize("stack", ("quick", *MONITORED))
+def test_training_reads_the_spec_as_deployed(plans, stack, tmp_path):
+    """The head mounts `<model>-spec`; what the CLI reads from it is the stack's spec."""
+    from infra.models.deployment import SPEC_CONFIGMAP_KEY
+    from infra.models.training import SPEC_CONFIG_MAP_KEY
+    from workloads.training.cli import load_spec_file
+
+    assert SPEC_CONFIG_MAP_KEY == SPEC_CONFIGMAP_KEY
+    plan = plans[stack]
+    for model in plan.spec.models:
+        head = deployed_rayjob(plan, model).inputs["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+        [volume] = [v for v in head["volumes"] if v["name"] == "model-spec"]
+        config_map = named(plan.of_kind("ConfigMap"), "ConfigMap", volume["configMap"]["name"],
+                           team_namespace(plan, model.team))
+        file = tmp_path / f"{model.name}.json"
+        file.write_text(config_map.inputs["data"][SPEC_CONFIGMAP_KEY])
+        spec, _ = load_spec_file(file, model.name)
+        assert spec == model  # stack overrides included
 
 
 def test_monitoring_refuses_an_alertmanager_config_that_misses_the_trigger(plans):

@@ -43,7 +43,8 @@ def enterprise_fraud():
     return next(m for m in load_stack("enterprise").models if m.name == "fraud")
 
 
-def build(model, mode: str, *, eks: bool = True, stack: str | None = None) -> Plan:
+def build(model, mode: str, *, eks: bool = True, stack: str | None = None,
+          monitoring_namespace: str | None = None) -> Plan:
     """Run a program that builds one TrainingJob under mocks; return the registrations."""
     import pulumi
     import pulumi_kubernetes as k8s
@@ -65,7 +66,7 @@ def build(model, mode: str, *, eks: bool = True, stack: str | None = None) -> Pl
         cluster = ClusterHandle(name="strata", provider=provider, kubernetes_version=K8S, gpu_nodes=caps.gpu)
         platform = PlatformOutputs(team_namespaces={model.team: NAMESPACE},
                                    mlflow_tracking_uri=pulumi.Output.from_input(TRACKING_URI),
-                                   operators={"kuberay": release})
+                                   operators={"kuberay": release}, monitoring_namespace=monitoring_namespace)
         cloud = None
         if eks:
             out = pulumi.Output.from_input
@@ -242,7 +243,55 @@ def test_kubeconfig_target_checkpoints_on_a_volume(plans):
         assert {"name": "checkpoints", "persistentVolumeClaim": {"claimName": "fraud-checkpoints"}} in pod["volumes"]
         assert "nodeSelector" not in pod and "affinity" not in pod  # no Strata node pools there
         assert pod["containers"][0]["image"] == "strata/training:0.1.0"
-    assert "--stack standard" in spec["entrypoint"]
+    # the deployed spec (ConfigMap) is the source, not the stack file baked into the image
+    assert "--spec-file /etc/strata/spec/model.json" in spec["entrypoint"] and "--stack" not in spec["entrypoint"]
+
+
+# ------------------------------------------------------------------------------ the spec as deployed
+
+
+@pytest.mark.parametrize("case", ["quick/fraud", "quick/fraud-gpu", "standard/digits", "enterprise/fraud",
+                                  "kubeconfig/fraud"])
+def test_head_mounts_the_spec_config_map_and_the_cli_reads_it(plans, case):
+    from infra.models.training import SPEC_FILE
+
+    spec = rayjob_spec(plans[case])
+    model = spec["metadata"]["model"]
+    head = head_pod(spec)
+    [volume] = [v for v in head["volumes"] if v["name"] == "model-spec"]
+    assert volume == {"name": "model-spec", "configMap": {"name": f"{model}-spec",
+                                                          "items": [{"key": "model.json", "path": "model.json"}]}}
+    [mount] = [m for m in head["containers"][0]["volumeMounts"] if m["name"] == "model-spec"]
+    assert mount["readOnly"] is True
+    assert SPEC_FILE == f"{mount['mountPath']}/{volume['configMap']['items'][0]['path']}" == "/etc/strata/spec/model.json"
+    argv = spec["entrypoint"].split()
+    assert argv[:4] == ["python", "-m", "workloads.training.cli", model]
+    assert argv[argv.index("--spec-file") + 1] == SPEC_FILE
+    # the job driver runs on the head: the workers need no copy
+    worker = worker_group(spec)["template"]["spec"]
+    assert not [v for v in worker["volumes"] if v["name"] == "model-spec"]
+    # what the mode turns off stays turned off on the command line
+    assert f"training.workers={int(worker_group(spec)['replicas'])}" in argv  # (the mocks' numbers are floats)
+
+
+def test_the_mode_overrides_stay_next_to_the_spec_file(plans):
+    argv = rayjob_spec(plans["quick/fraud-gpu"])["entrypoint"].split()
+    assert "--spec-file" in argv
+    overrides = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    assert overrides == ["training.workers=1", "training.hpo=null", "training.resources.gpu=0"]
+
+
+def test_without_the_spec_config_map_the_cli_reads_the_stack():
+    from infra.models.training import TrainingJobArgs, entrypoint, ray_job_spec, training_plan
+
+    model, caps = example("fraud"), capabilities("standard")
+    args = TrainingJobArgs(model=model, capabilities=caps, namespace=NAMESPACE, spec_from_config_map=False,
+                           stack="standard")
+    spec = ray_job_spec(args, on_eks=False, s3_checkpoints=False).render()
+    assert "--stack standard" in spec["entrypoint"] and "--spec-file" not in spec["entrypoint"]
+    assert not [v for v in head_pod(spec)["volumes"] if v["name"] == "model-spec"]
+    with pytest.raises(ValueError, match="not both"):
+        entrypoint(model, training_plan(model, caps), stack="standard", spec_file="/x.json")
 
 
 # ------------------------------------------------------------------------------ schedule + RBAC
@@ -278,6 +327,31 @@ def test_cronjob_rbac_grants_only_rayjob_create_and_get_in_its_namespace(plans, 
     assert cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]
     # the training pods' identity (IRSA, S3) is not the submitter's
     assert sa["metadata"]["name"] != rayjob_spec(plan)["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["serviceAccountName"]
+
+
+def test_retrain_manifest_is_the_rayjob_with_a_generated_name(crd_schemas):
+    """With a monitoring namespace and drift monitoring, the trigger's manifest is written too."""
+    plan = build(enterprise_fraud(), "enterprise", monitoring_namespace="strata-monitoring")
+    maps = {r.inputs["metadata"]["name"]: r for r in plan.by_type("kubernetes:core/v1:ConfigMap")}
+    retrain = maps["strata-retrain-trigger-fraud"]
+    assert retrain.inputs["metadata"]["namespace"] == "strata-monitoring"
+    job = json.loads(retrain.inputs["data"]["fraud.json"])
+    assert job["metadata"]["generateName"] == "fraud-retrain-" and job["metadata"]["namespace"] == NAMESPACE
+    assert job["metadata"]["labels"]["strata.dev/trigger"] == "retrain"
+    assert job["spec"] == rayjob_spec(plan)
+    template = json.loads(maps["fraud-training-template"].inputs["data"]["rayjob.json"])
+    assert template["spec"] == job["spec"]  # deploy, schedule, retrain: one spec
+    resource = PlannedResource(urn="urn:retrain", type=RAYJOB, name="retrain", parent_urn=None, custom=True,
+                               inputs={"metadata": {**job["metadata"], "name": "fraud-retrain-abcde"},
+                                       "spec": job["spec"]})
+    finding = validate_resource(resource, K8S, crd_schemas)
+    assert finding is not None and finding.errors == []
+    # no drift monitoring (quick), or no monitoring namespace: nothing to write
+    assert "strata-retrain-trigger-fraud" not in {
+        r.inputs["metadata"]["name"] for r in build(example("fraud"), "quick", monitoring_namespace="m").by_type(
+            "kubernetes:core/v1:ConfigMap")}
+    assert not [r for r in build(example("fraud"), "standard").by_type("kubernetes:core/v1:ConfigMap")
+                if r.inputs["metadata"]["name"].startswith("strata-retrain-trigger")]
 
 
 def test_template_is_the_rayjob_and_its_scheduled_copy_is_valid(plans, crd_schemas):
@@ -345,8 +419,17 @@ def test_builder_refuses_what_kuberay_refuses():
         kuberay.RayJobSpec(entrypoint="x", ray_cluster_spec=cluster, active_deadline_seconds=0)
     with pytest.raises(ValidationError, match="runtimeEnvYaml"):  # the wire name is runtimeEnvYAML
         kuberay.RayJobSpec.model_validate({"entrypoint": "x", "rayClusterSpec": cluster, "runtimeEnvYaml": "a: b"})
+    job = kuberay.RayJobSpec(entrypoint="x", ray_cluster_spec=cluster)
     with pytest.raises(ValueError, match="47"):
-        kuberay.manifest(name="x" * 48, namespace="n", spec=kuberay.RayJobSpec(entrypoint="x", ray_cluster_spec=cluster))
+        kuberay.manifest(name="x" * 48, namespace="n", spec=job)
+    with pytest.raises(ValueError, match="47"):  # the API server adds 5 characters
+        kuberay.manifest(generate_name="x" * 43, namespace="n", spec=job)
+    with pytest.raises(ValueError, match="exactly one of name and generate_name"):
+        kuberay.manifest(name="a", generate_name="a-", namespace="n", spec=job)
+    with pytest.raises(ValueError, match="exactly one of name and generate_name"):
+        kuberay.manifest(namespace="n", spec=job)
+    generated = kuberay.manifest(generate_name="x" * 42, namespace="n", spec=job)["metadata"]
+    assert generated == {"generateName": "x" * 42, "namespace": "n"}
     rendered = kuberay.RayJobSpec(entrypoint="x", ray_cluster_spec=cluster, runtime_env_yaml="a: b").render()
     assert rendered["runtimeEnvYAML"] == "a: b" and rendered["submissionMode"] == "K8sJobMode"
 

@@ -1,4 +1,10 @@
-"""`strata train MODEL [--stack NAME] [--local]`: train one onboarded model.
+"""`strata train MODEL [--stack NAME | --spec-file PATH] [--local]`: train one onboarded model.
+
+Where the spec comes from: `--spec-file PATH` (or `STRATA_MODEL_SPEC_FILE`), a YAML or
+JSON file holding either a bare model spec or the payload of the `<model>-spec`
+ConfigMap that `ModelDeployment` writes (`{"spec": {...}, "mode": ..., ...}`; on the
+cluster the RayJob mounts it and passes it here); else `--stack NAME`, the stack's
+`models` map; else the example `workloads/examples/MODEL/model.yaml`.
 
 The lead's CLI mounts `train_command` (typer); `train()` is the plain function behind
 it (tests and notebooks call it). Standalone: `python -m workloads.training.cli MODEL`.
@@ -26,13 +32,49 @@ from rich.table import Table
 from workloads.spec import ModelSpec, SpecError, parse_model_spec
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SPEC_FILE_ENV = "STRATA_MODEL_SPEC_FILE"
 EXIT_SPEC, EXIT_DATA, EXIT_TRAINING = 2, 3, 4
 
 console = Console(stderr=True)
 
 
-def resolve_spec(model_name: str, stack: str | None = None) -> tuple[ModelSpec, str]:
-    """(spec, property-path prefix): from a stack's `models` map, or the example folder."""
+def load_spec_file(file: Path | str, model_name: str | None = None) -> tuple[ModelSpec, str]:
+    """(spec, property-path prefix) from a YAML/JSON file: a bare model spec, or the
+    `<model>-spec` ConfigMap payload `{"spec": {...}, ...}` (its other keys are the
+    deployment's facts, not the spec). A spec without `name` takes `model_name`; a spec
+    naming another model is refused. Errors name `<file>:<property path>`."""
+    file = Path(file)
+    try:
+        text = file.read_text()
+    except OSError as error:
+        raise SpecError([(str(file), f"cannot read the spec file: {error.strerror or error}")]) from None
+    try:
+        raw = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as error:
+        raise SpecError([(str(file), f"neither JSON nor YAML: {error}")]) from None
+    if not isinstance(raw, dict):
+        raise SpecError([(str(file), "a model spec must be a mapping")])
+    prefix = f"{file}:"
+    if "spec" in raw and "spec" not in ModelSpec.model_fields:  # the ConfigMap payload
+        raw, prefix = raw["spec"], f"{file}:spec"
+        if not isinstance(raw, dict):
+            raise SpecError([(prefix, "the deployed spec must be a mapping")])
+    raw = dict(raw)
+    if model_name is not None:
+        raw.setdefault("name", model_name)
+        if raw["name"] != model_name:
+            where = f"{prefix}.name" if not prefix.endswith(":") else f"{prefix}name"
+            raise SpecError([(where, f"the file is the spec of {raw['name']!r}, not of {model_name!r}")])
+    return parse_model_spec(raw, prefix), prefix.removesuffix(":")
+
+
+def resolve_spec(model_name: str, stack: str | None = None,
+                 spec_file: Path | str | None = None) -> tuple[ModelSpec, str]:
+    """(spec, property-path prefix): from a spec file, a stack's `models` map, or the example folder."""
+    if spec_file is not None:
+        if stack is not None:
+            raise SpecError([("--spec-file", "pass a spec file or --stack, not both")])
+        return load_spec_file(spec_file, model_name)
     if stack is not None:
         from infra.config import load_stack  # lazily: the training image has no Pulumi
 
@@ -125,6 +167,7 @@ def train(
     storage: str | None = None,
     num_cpus: int | None = None,
     quiet: bool = False,
+    spec_file: Path | str | None = None,
 ) -> Any:
     """Train `model_name`; print run id, metrics, gate decision and registered version.
     Returns the runner's `TrainOutcome`. Raises SpecError / DataValidationError /
@@ -132,7 +175,7 @@ def train(
     from workloads.training.runner import TrainOptions, run_training
     from workloads.training.tracking import default_state_dir, default_tracking_uri
 
-    spec, prefix = resolve_spec(model_name, stack)
+    spec, prefix = resolve_spec(model_name, stack, spec_file)
     if local:
         os.environ.pop("RAY_ADDRESS", None)  # a local runtime, even inside a cluster shell
     elif not os.environ.get("RAY_ADDRESS"):
@@ -207,6 +250,9 @@ def summary(outcome: Any) -> dict[str, Any]:
 def train_command(
     model: str = typer.Argument(..., help="model name: an example under workloads/examples or a key of the stack's models map"),
     stack: Optional[str] = typer.Option(None, "--stack", help="read the model spec from stacks/Pulumi.<stack>.yaml"),
+    spec_file: Optional[Path] = typer.Option(
+        None, "--spec-file", envvar=SPEC_FILE_ENV,
+        help="read the model spec from a YAML/JSON file: a bare spec or the <model>-spec ConfigMap's {\"spec\": ...}"),
     local: bool = typer.Option(True, "--local/--cluster", help="start a local Ray runtime (default) or use RAY_ADDRESS"),
     smoke: bool = typer.Option(False, "--smoke", help="tiny settings: <=2 epochs, <=2 trials, <=20k synthetic rows"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override a spec value, e.g. --set training.epochs=3"),
@@ -219,7 +265,8 @@ def train_command(
     from workloads.training.runner import TrainingError
 
     try:
-        outcome = train(model, stack, local, smoke, tracking_uri, state_dir, parse_overrides(set_), quiet=json_out)
+        outcome = train(model, stack, local, smoke, tracking_uri, state_dir, parse_overrides(set_), quiet=json_out,
+                        spec_file=spec_file)
     except SpecError as error:
         console.print(f"[red]invalid spec:[/]\n{error}")
         raise typer.Exit(EXIT_SPEC) from None
