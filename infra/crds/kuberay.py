@@ -28,6 +28,7 @@ that a CronJob or the retraining trigger copies): with a fixed `name`, or with a
 from __future__ import annotations
 
 import enum
+import json
 import re
 from typing import Any, Mapping
 
@@ -156,10 +157,9 @@ def fill(value: Any, values: Mapping[str, pulumi.Input[str]]) -> Any:
     return parts[0] if len(parts) == 1 else pulumi.Output.concat(*parts)
 
 
-def manifest(*, namespace: str, spec: RayJobSpec, name: str | None = None, generate_name: str | None = None,
-             values: Mapping[str, pulumi.Input[str]] | None = None,
-             labels: dict[str, str] | None = None) -> dict[str, Any]:
-    """The whole RayJob object (apiVersion, kind, metadata, spec), markers filled in.
+def _document(*, namespace: str, spec: RayJobSpec, name: str | None, generate_name: str | None,
+              labels: dict[str, str] | None) -> dict[str, Any]:
+    """The whole RayJob object (apiVersion, kind, metadata, spec), markers still in place.
 
     Exactly one of `name` (a fixed name) and `generate_name` (a prefix the API server
     completes with 5 random characters: every create is a new object).
@@ -168,12 +168,38 @@ def manifest(*, namespace: str, spec: RayJobSpec, name: str | None = None, gener
         raise ValueError("a RayJob manifest needs exactly one of name and generate_name")
     metadata = (_meta(name, namespace, labels) if name is not None
                 else _generated_meta(generate_name, namespace, labels))  # type: ignore[arg-type]
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": metadata.render(),
-        "spec": fill(spec.render(), values or {}),
-    }
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata.render(), "spec": spec.render()}
+
+
+def manifest(*, namespace: str, spec: RayJobSpec, name: str | None = None, generate_name: str | None = None,
+             values: Mapping[str, pulumi.Input[str]] | None = None,
+             labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """The whole RayJob object with every marker filled in (Outputs where the values are)."""
+    document = _document(namespace=namespace, spec=spec, name=name, generate_name=generate_name, labels=labels)
+    document["spec"] = fill(document["spec"], values or {})
+    return document
+
+
+def manifest_json(*, namespace: str, spec: RayJobSpec, name: str | None = None, generate_name: str | None = None,
+                  values: Mapping[str, pulumi.Input[str]] | None = None,
+                  labels: dict[str, str] | None = None) -> pulumi.Output[str]:
+    """`manifest()` as one JSON string (a ConfigMap payload), filled through ONE Output.
+
+    `Output.json_dumps` of the filled dict would lift every nested value into an Output
+    of its own; substituting the markers in the rendered text costs one apply.
+    """
+    values = values or {}
+    text = json.dumps(_document(namespace=namespace, spec=spec, name=name, generate_name=generate_name, labels=labels))
+    keys = sorted(set(_MARKER.findall(text)))
+    missing = [key for key in keys if key not in values]
+    if missing:
+        raise KeyError(f"no value for marker(s) {', '.join(marker(k) for k in missing)}")
+
+    def substitute(resolved: list[Any]) -> str:
+        by_key = dict(zip(keys, resolved))
+        return _MARKER.sub(lambda match: json.dumps(str(by_key[match.group(1)]))[1:-1], text)
+
+    return pulumi.Output.all(*(values[key] for key in keys)).apply(substitute)
 
 
 class GeneratedObjectMeta(CrdModel):

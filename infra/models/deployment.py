@@ -26,6 +26,7 @@ failed download here just restarts the container until MLflow is reachable.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Optional
 
@@ -119,13 +120,15 @@ class ModelDeployment(pulumi.ComponentResource):
             "streaming": bool(model.serving.streaming.enabled and caps.kafka),
             "hpo": bool(model.training.hpo is not None and caps.training_hpo),
             "trainingWorkers": min(model.training.workers, caps.training_max_workers),
-            "mlflowTrackingUri": platform.mlflow_tracking_uri,
         }
+        # One apply for the one deploy-time value (Output.json_dumps would lift every leaf).
+        deployed_spec_json = pulumi.Output.from_input(platform.mlflow_tracking_uri).apply(
+            lambda uri: json.dumps({**deployed_spec, "mlflowTrackingUri": uri}))
         # The spec as deployed: the rollout controller and retraining trigger read this.
         self.spec_config_map = k8s.core.v1.ConfigMap(
             f"{name}-spec",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=f"{model.name}-spec", namespace=args.namespace, labels=labels),
-            data={SPEC_CONFIGMAP_KEY: pulumi.Output.json_dumps(deployed_spec)},
+            data={SPEC_CONFIGMAP_KEY: deployed_spec_json},
             opts=child,
         )
         # Training on the cluster: a RayJob (+ its schedule) built from the same spec.

@@ -360,12 +360,12 @@ class TrainingJob(pulumi.ComponentResource):
         # The retraining trigger's manifest: this spec, these values, a generated name.
         self.retrain_config_map: Optional[k8s.core.v1.ConfigMap] = None
         if caps.drift_monitoring and platform.monitoring_namespace:
-            retrain = retrain_rayjob(self.spec, model=model, namespace=ns, values=values, labels=labels)
+            retrain = retrain_rayjob(self.spec, model=model, namespace=ns, values=values, labels=labels)  # JSON text
             self.retrain_config_map = k8s.core.v1.ConfigMap(
                 f"{name}-retrain",
                 metadata={"name": retrain_job_config_map_name(model.name), "namespace": platform.monitoring_namespace,
                           "labels": {**labels, "strata.dev/role": "retrain-job"}},
-                data={retrain_job_file(model.name): pulumi.Output.json_dumps(retrain)},
+                data={retrain_job_file(model.name): retrain},
                 opts=child,
             )
 
@@ -385,12 +385,12 @@ class TrainingJob(pulumi.ComponentResource):
         model, caps, ns = args.model, args.capabilities, args.namespace
         submitter = f"{model.name}-training-submit"
         submit_labels = {**labels, "app.kubernetes.io/name": submitter, "strata.dev/role": "training-submit"}
-        template = kuberay.manifest(name=args.ray_job_name, namespace=ns, spec=self.spec, values=values,
-                                    labels={**labels, "strata.dev/trigger": "schedule"})
+        template = kuberay.manifest_json(name=args.ray_job_name, namespace=ns, spec=self.spec, values=values,
+                                         labels={**labels, "strata.dev/trigger": "schedule"})
         self.template_config_map = k8s.core.v1.ConfigMap(
             f"{name}-template",
             metadata={"name": f"{model.name}-training-template", "namespace": ns, "labels": labels},
-            data={TEMPLATE_KEY: pulumi.Output.json_dumps(template)},
+            data={TEMPLATE_KEY: template},
             opts=child,
         )
         self.submit_service_account = k8s.core.v1.ServiceAccount(

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -105,8 +105,8 @@ def retrain_job_config_map_name(model_name: str) -> str:
 
 def retrain_rayjob(spec: kuberay.RayJobSpec, *, model: ModelSpec, namespace: str,
                    values: Mapping[str, pulumi.Input[str]] | None = None,
-                   labels: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The RayJob the trigger creates for one retrain of `model` (`kubectl create`).
+                   labels: Mapping[str, str] | None = None) -> pulumi.Output[str]:
+    """The RayJob the trigger creates for one retrain of `model` (`kubectl create`), as JSON.
 
     `spec` is the model's training RayJob spec (`infra.models.training.ray_job_spec`),
     deploy-time markers filled from `values`; only the metadata is the retrain's own:
@@ -114,9 +114,9 @@ def retrain_rayjob(spec: kuberay.RayJobSpec, *, model: ModelSpec, namespace: str
     most 32 characters, so the generated names fit KubeRay's 47) and the label
     `strata.dev/trigger: retrain`.
     """
-    return kuberay.manifest(generate_name=f"{model.name}-retrain-", namespace=namespace, spec=spec, values=values,
-                            labels={**(labels or {}), "strata.dev/model": model.name, "strata.dev/team": model.team,
-                                    RETRAIN_TRIGGER_LABEL: "retrain"})
+    return kuberay.manifest_json(generate_name=f"{model.name}-retrain-", namespace=namespace, spec=spec, values=values,
+                                 labels={**(labels or {}), "strata.dev/model": model.name, "strata.dev/team": model.team,
+                                         RETRAIN_TRIGGER_LABEL: "retrain"})
 
 
 @dataclass(frozen=True)
