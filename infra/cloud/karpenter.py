@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -20,7 +20,9 @@ import pulumi_kubernetes as k8s
 
 from infra.cloud.common import child_opts, partition_of, service_principal
 from infra.cloud.iam import IrsaRole, IrsaRoleArgs, document, node_role, service_account_subject, statement
-from infra.crds.karpenter import KARPENTER_VERSION, cpu_spot_node_pool, ec2_node_class, to_manifest
+from infra.crds import ObjectMeta as CrObjectMeta
+from infra.crds import custom_resource
+from infra.crds.karpenter import KARPENTER_VERSION, EC2NodeClass, NodePool, cpu_spot_node_pool, ec2_node_class, to_manifest
 
 KARPENTER_CHART = "oci://public.ecr.aws/karpenter/karpenter"
 
@@ -316,9 +318,9 @@ class Karpenter(pulumi.ComponentResource):
             memory_limit_gib=args.memory_limit_gib,
             labels={"strata.dev/pool": "cpu-spot-karpenter", "strata.dev/capacity-type": "spot"},
         )
-        self.node_class = _custom_resource(f"{name}-node-class", to_manifest(node_class), self, args.provider, [self.release])
+        self.node_class = _custom_resource(f"{name}-node-class", node_class, self, args.provider, self.release)
         self.node_pool = _custom_resource(
-            f"{name}-cpu-spot-pool", to_manifest(node_pool), self, args.provider, [self.release, self.node_class]
+            f"{name}-cpu-spot-pool", node_pool, self, args.provider, self.release, after=[self.node_class]
         )
         self.controller_role_arn = self.controller_role.arn
         self.register_outputs(
@@ -332,13 +334,17 @@ class Karpenter(pulumi.ComponentResource):
 
 
 def _custom_resource(
-    name: str, manifest: dict, parent: pulumi.Resource, provider: k8s.Provider, depends_on: list[pulumi.Resource]
+    name: str, resource: NodePool | EC2NodeClass, parent: pulumi.Resource, provider: k8s.Provider,
+    operator: pulumi.Resource, after: Sequence[pulumi.Resource] = (),
 ) -> k8s.apiextensions.CustomResource:
-    return k8s.apiextensions.CustomResource(
+    """Through `infra.crds.custom_resource`, like every CR: registered after its operator's release."""
+    manifest = to_manifest(resource)
+    return custom_resource(
         name,
         api_version=manifest["apiVersion"],
         kind=manifest["kind"],
-        metadata=manifest["metadata"],
+        metadata=CrObjectMeta(**manifest["metadata"]),
         spec=manifest["spec"],
-        opts=child_opts(parent, provider=provider, depends_on=depends_on),
+        operator=operator,
+        opts=child_opts(parent, provider=provider, depends_on=list(after)),
     )

@@ -23,8 +23,9 @@ from __future__ import annotations
 import re
 from typing import Literal, Mapping, Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, field_validator, model_validator
+
+from infra.crds import CrdModel
 
 KARPENTER_VERSION = "1.13.0"  # chart and CRD schema version (karpenter.sh/v1, karpenter.k8s.aws/v1)
 NODEPOOL_API_VERSION = "karpenter.sh/v1"
@@ -68,8 +69,6 @@ _AMI_ALIAS_FAMILIES = {
 }
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
 
 def _check_labels(labels: Mapping[str, str] | None) -> Mapping[str, str] | None:
@@ -81,7 +80,7 @@ def _check_labels(labels: Mapping[str, str] | None) -> Mapping[str, str] | None:
     return labels
 
 
-class ObjectMeta(_Model):
+class ObjectMeta(CrdModel):
     name: str = Field(pattern=_DNS1123, max_length=253)
     labels: Optional[dict[str, str]] = None
     annotations: Optional[dict[str, str]] = None
@@ -95,7 +94,7 @@ class ObjectMeta(_Model):
 # --- karpenter.sh/v1 NodePool ---------------------------------------------------------------
 
 
-class NodeSelectorRequirementWithMinValues(_Model):
+class NodeSelectorRequirementWithMinValues(CrdModel):
     key: str = Field(max_length=316, pattern=_LABEL_KEY)
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt", "Gte", "Lte"]
     values: Optional[list[str]] = None
@@ -123,19 +122,19 @@ class NodeSelectorRequirementWithMinValues(_Model):
         return self
 
 
-class Taint(_Model):
+class Taint(CrdModel):
     key: str = Field(pattern=_LABEL_KEY)
     value: Optional[str] = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
 
 
-class NodeClassReference(_Model):
+class NodeClassReference(CrdModel):
     group: str = Field(min_length=1, pattern=r"^[^/]*$")
     kind: str = Field(min_length=1)
     name: str = Field(min_length=1)
 
 
-class NodeClaimTemplateMetadata(_Model):
+class NodeClaimTemplateMetadata(CrdModel):
     labels: Optional[dict[str, str]] = None
     annotations: Optional[dict[str, str]] = None
 
@@ -145,7 +144,7 @@ class NodeClaimTemplateMetadata(_Model):
         return _check_labels(labels)
 
 
-class NodeClaimTemplateSpec(_Model):
+class NodeClaimTemplateSpec(CrdModel):
     node_class_ref: NodeClassReference
     requirements: list[NodeSelectorRequirementWithMinValues] = Field(min_length=1, max_length=100)
     taints: Optional[list[Taint]] = None
@@ -154,12 +153,12 @@ class NodeClaimTemplateSpec(_Model):
     termination_grace_period: Optional[str] = Field(None, pattern=_DURATION)
 
 
-class NodeClaimTemplate(_Model):
+class NodeClaimTemplate(CrdModel):
     metadata: Optional[NodeClaimTemplateMetadata] = None
     spec: NodeClaimTemplateSpec
 
 
-class Budget(_Model):
+class Budget(CrdModel):
     nodes: str = Field("10%", pattern=_BUDGET_NODES)
     reasons: Optional[list[Literal["Underutilized", "Empty", "Drifted"]]] = Field(None, max_length=50)
     schedule: Optional[str] = None
@@ -172,14 +171,14 @@ class Budget(_Model):
         return self
 
 
-class Disruption(_Model):
+class Disruption(CrdModel):
     consolidate_after: str = Field(pattern=_DURATION_OR_NEVER)
     # "Balanced" arrived after 1.13.0: not offered here.
     consolidation_policy: Literal["WhenEmpty", "WhenEmptyOrUnderutilized"] = "WhenEmptyOrUnderutilized"
     budgets: list[Budget] = Field(default_factory=lambda: [Budget()], max_length=50)
 
 
-class NodePoolSpec(_Model):
+class NodePoolSpec(CrdModel):
     template: NodeClaimTemplate
     disruption: Disruption = Disruption(consolidate_after="0s")  # the CRD's default
     limits: Optional[dict[str, str]] = None
@@ -194,7 +193,7 @@ class NodePoolSpec(_Model):
         return limits
 
 
-class NodePool(_Model):
+class NodePool(CrdModel):
     api_version: Literal["karpenter.sh/v1"] = NODEPOOL_API_VERSION
     kind: Literal["NodePool"] = "NodePool"
     metadata: ObjectMeta
@@ -211,7 +210,7 @@ def _check_tag_map(tags: Optional[dict[str, str]]) -> Optional[dict[str, str]]:
     return tags
 
 
-class SubnetSelectorTerm(_Model):
+class SubnetSelectorTerm(CrdModel):
     tags: Optional[dict[str, str]] = None
     id: Optional[str] = Field(None, pattern=r"subnet-[0-9a-z]+")
 
@@ -227,7 +226,7 @@ class SubnetSelectorTerm(_Model):
         return self
 
 
-class SecurityGroupSelectorTerm(_Model):
+class SecurityGroupSelectorTerm(CrdModel):
     tags: Optional[dict[str, str]] = None
     id: Optional[str] = Field(None, pattern=r"sg-[0-9a-z]+")
     name: Optional[str] = None
@@ -244,7 +243,7 @@ class SecurityGroupSelectorTerm(_Model):
         return self
 
 
-class AMISelectorTerm(_Model):
+class AMISelectorTerm(CrdModel):
     alias: Optional[str] = Field(None, max_length=30)
     id: Optional[str] = Field(None, pattern=r"ami-[0-9a-z]+")
     name: Optional[str] = None
@@ -268,7 +267,7 @@ class AMISelectorTerm(_Model):
         return self
 
 
-class MetadataOptions(_Model):
+class MetadataOptions(CrdModel):
     """Defaults are the CRD's: IMDSv2 required, hop limit 1 (pods cannot reach the node role)."""
 
     http_endpoint: Literal["enabled", "disabled"] = "enabled"
@@ -277,7 +276,7 @@ class MetadataOptions(_Model):
     http_tokens: Literal["required", "optional"] = "required"
 
 
-class BlockDevice(_Model):
+class BlockDevice(CrdModel):
     delete_on_termination: Optional[bool] = None
     encrypted: Optional[bool] = None
     iops: Optional[int] = None
@@ -294,13 +293,13 @@ class BlockDevice(_Model):
         return self
 
 
-class BlockDeviceMapping(_Model):
+class BlockDeviceMapping(CrdModel):
     device_name: Optional[str] = None
     ebs: Optional[BlockDevice] = None
     root_volume: Optional[bool] = None
 
 
-class KubeletConfiguration(_Model):
+class KubeletConfiguration(CrdModel):
     max_pods: Optional[int] = Field(None, ge=0)
     pods_per_core: Optional[int] = Field(None, ge=0)
     system_reserved: Optional[dict[str, str]] = None
@@ -310,7 +309,7 @@ class KubeletConfiguration(_Model):
     image_gc_low_threshold_percent: Optional[int] = Field(None, ge=0, le=100, alias="imageGCLowThresholdPercent")
 
 
-class EC2NodeClassSpec(_Model):
+class EC2NodeClassSpec(CrdModel):
     ami_family: Optional[Literal["AL2", "AL2023", "Bottlerocket", "Custom", "Windows2019", "Windows2022", "Windows2025"]] = None
     ami_selector_terms: list[AMISelectorTerm] = Field(min_length=1, max_length=30)
     subnet_selector_terms: list[SubnetSelectorTerm] = Field(min_length=1, max_length=30)
@@ -349,7 +348,7 @@ class EC2NodeClassSpec(_Model):
         return self
 
 
-class EC2NodeClass(_Model):
+class EC2NodeClass(CrdModel):
     api_version: Literal["karpenter.k8s.aws/v1"] = EC2NODECLASS_API_VERSION
     kind: Literal["EC2NodeClass"] = "EC2NodeClass"
     metadata: ObjectMeta
@@ -361,7 +360,7 @@ class EC2NodeClass(_Model):
 
 def to_manifest(resource: NodePool | EC2NodeClass) -> dict:
     """The object as the API server takes it (camelCase, unset fields left out)."""
-    return resource.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return resource.render()
 
 
 def ec2_node_class(
