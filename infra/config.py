@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from infra.modes import Capabilities, Mode, capabilities
+from workloads.monitoring.rules import RUNBOOK_BASE_URL
 from workloads.spec import ModelSpec, SpecError, parse_model_spec, spec_error_from
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
@@ -138,6 +139,8 @@ class StackConfig(_Section):
     cluster: ClusterOverrides = ClusterOverrides()
     tags: dict[str, str] = Field(default_factory=dict)
     pagerduty_routing_keys: Any = None  # a Pulumi secret; only its presence is checked here
+    # Where alerts' runbook_url points: this repository's runbooks/ folder as your team browses it.
+    runbook_base_url: str = Field(RUNBOOK_BASE_URL, pattern=r"^https?://\S+/$")
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 

@@ -59,6 +59,7 @@ from infra.platform.mlflow import PORT as MLFLOW_PORT
 from infra.platform.mlflow import MlflowTracking, MlflowTrackingArgs
 from infra.platform.monitoring import Monitoring, MonitoringArgs
 from infra.platform.observability import ObservabilityArgs, retrain_webhook_url
+from workloads.monitoring.rules import RUNBOOK_BASE_URL, RuleOptions
 from infra.platform.namespaces import (LimitRangeArgs, Peer, PlatformNamespace, PlatformNamespaceArgs, QuotaArgs,
                                        anywhere, api_server)
 from infra.platform.operators import (KubeRay, KubeRayArgs, NvidiaDevicePlugin, NvidiaDevicePluginArgs, SeldonCore,
@@ -90,6 +91,7 @@ class PlatformArgs:
     vpc_cidr: Optional[str] = None  # narrows the RDS egress allow
     alertmanager_config: Mapping[str, Any] = field(default_factory=dict)  # generated from the model specs
     models: tuple[ModelSpec, ...] = ()  # generated rules, dashboards, retraining trigger
+    runbook_base_url: str = RUNBOOK_BASE_URL  # alerts' runbook_url = this + <Alert>.md
     team_quota: QuotaArgs = field(default_factory=QuotaArgs)
     team_limits: LimitRangeArgs = field(default_factory=LimitRangeArgs)
 
@@ -211,7 +213,7 @@ class Platform(pulumi.ComponentResource):
             storage = cloud.storage if cloud is not None else None
             observability = ObservabilityArgs(
                 namespace=ns("monitoring"), models=args.models, team_namespaces=dict(self.team_namespaces),
-                retrain=caps.drift_monitoring,
+                retrain=caps.drift_monitoring, rule_options=RuleOptions(runbook_base_url=args.runbook_base_url),
                 ecr_repositories=dict(storage.ecr_repositories) if storage is not None else {},
             ) if args.models else None
             self.monitoring = Monitoring(
@@ -313,6 +315,7 @@ def build_platform(spec: StackSpec, cluster: ClusterHandle, cloud: Optional[Clou
             retrain_webhook_url=retrain_webhook_url(f"{spec.config.namespace_prefix}monitoring")))
         if caps.monitoring else {},
         models=tuple(spec.models),
+        runbook_base_url=spec.config.runbook_base_url,
         team_quota=QuotaArgs(gpus=caps.gpu_spot_max if cluster.gpu_nodes else 0),
     )
     platform = Platform(f"{spec.stack}-platform", args, cluster, cloud,

@@ -109,3 +109,17 @@ def test_validate_checks_every_committed_stack():
     result = runner.invoke(app, ["validate"])
     assert result.exit_code == 0, result.output
     assert result.stdout.count("✓") == 3
+
+
+def test_alerts_link_the_runbooks_where_the_stack_says():
+    raw = stack_config_with_models("standard", 1)
+    raw["strata:runbookBaseUrl"] = "https://git.example.com/ml/strata/-/blob/main/runbooks/"
+    plan = run_program("standard", raw)
+    urls = [
+        rule["annotations"]["runbook_url"]
+        for resource in plan.of_kind("PrometheusRule")
+        for group in resource.inputs["spec"]["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+    assert urls and all(url.startswith("https://git.example.com/ml/strata/-/blob/main/runbooks/") for url in urls)

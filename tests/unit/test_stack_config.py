@@ -75,6 +75,7 @@ BAD_STACKS = [
     ("quick", _set("strata:cluster", {"endpointAllowlist": ["10.0.0.0/8"], "gpuSpotMax": 2}), "strata:cluster.gpuSpotMax", "no GPU pool"),
     ("quick", _set("strata:cluster", {"endpointAllowlist": ["10.0.0.0/8"], "cpuSpotInstanceTypes": []}), "strata:cluster.cpuSpotInstanceTypes", "at least one"),
     ("quick", _set("strata:colour", "blue"), "strata:colour", "unknown property"),
+    ("quick", _set("strata:runbookBaseUrl", "runbooks"), "strata:runbookBaseUrl", "pattern"),
     ("quick", _set("strata:target", "kubeconfig"), "strata:kubeconfig", "needs a kubeconfig"),
     ("quick", _model("fraud", specFile="workloads/examples/nope/model.yaml"), "strata:models.fraud.specFile", "file not found"),
     ("quick", _model("fraud", name="other"), "strata:models.fraud.name", "must equal its key"),
