@@ -50,7 +50,7 @@ ISTIO_MERGED_METRICS_PORT = 15020  # istio-agent: app + proxy metrics, outside m
 ISTIO_MERGED_METRICS_PATH = "/stats/prometheus"
 CHAMPION_ALIAS = "champion"  # workloads.training.tracking.CHAMPION
 PROFILE_DIR = "/profile"
-REFERENCE_PROFILE = f"{PROFILE_DIR}/reference_profile.npz"
+REFERENCE_PROFILE = f"{PROFILE_DIR}/extra_files/reference_profile.json"  # workloads.training.artifacts.PROFILE
 
 
 @dataclass(frozen=True)

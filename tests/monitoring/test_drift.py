@@ -137,3 +137,30 @@ def test_window_buffer_keeps_the_latest_rows():
     assert sorted(preds.tolist()) == [2, 3, 4, 5, 6]
     with pytest.raises(ValueError):
         buffer.append(np.zeros((2, 3)))
+
+
+def test_the_profile_a_model_version_ships_drives_the_monitor(tmp_path):
+    """Training writes reference_profile.json (workloads.data.profile); the drift monitor
+    reads that very file: same bins for PSI, its KS sample for KS."""
+    from workloads.data.profile import bin_index, build_profile, write_profile
+
+    rng = np.random.default_rng(3)
+    reference = rng.normal(size=(50_000, 2))
+    shipped = build_profile(reference, ["amount", "age"], bins=10, ks_sample_size=2048, seed=0)
+    path = write_profile(shipped, tmp_path / "reference_profile.json")
+    profile = load_profile(path)
+    assert profile.features == ("amount", "age") and profile.rows == 50_000
+    assert load_profile(path) is profile  # cached like a saved profile
+
+    live = rng.normal(size=(20_000, 2))
+    live[:, 1] += 0.5
+    report = evaluate(profile, live)
+    for j, name in enumerate(("amount", "age")):
+        feature = shipped["features"][name]
+        edges = np.asarray(feature["innerEdges"])
+        live_counts = np.bincount(bin_index(edges, live[:, j]), minlength=edges.size + 1)
+        ref_share = np.maximum(np.asarray(feature["counts"]) / 50_000, PSI_EPSILON)
+        live_share = np.maximum(live_counts / live.shape[0], PSI_EPSILON)
+        assert report.psi[j] == pytest.approx(float(np.sum((live_share - ref_share) * np.log(live_share / ref_share))))
+        assert report.ks[j] == stats.ks_2samp(np.asarray(feature["ksSample"]), live[:, j], method="asymp").statistic
+    assert report.psi[1] > 0.1 > report.psi[0]

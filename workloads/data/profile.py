@@ -47,6 +47,7 @@ def build_profile(
         "bins": bins,
         "binRule": "searchsorted(innerEdges, x, side='right'); outer bins open",
         "ksSampleSize": int(sample_index.size),
+        "featureOrder": list(names),  # the column order (the file is written with sorted keys)
         "features": {},
     }
     for column, name in enumerate(names):

@@ -23,12 +23,13 @@ that way.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -142,6 +143,25 @@ class ReferenceProfile:
         prediction = columns.pop() if count > len(features) else None
         return cls(features, tuple(columns), prediction, rows)
 
+    @classmethod
+    def from_version_profile(cls, raw: Mapping[str, Any]) -> "ReferenceProfile":
+        """The profile a registered model version ships (`reference_profile.json`, written by
+        `workloads.data.profile.build_profile`): its edges, bin counts and KS sample as they
+        are. Its bins use the same rule as `ColumnProfile` (searchsorted side="right")."""
+        names, columns = [], []
+        for name in raw.get("featureOrder") or list(raw["features"]):
+            feature = raw["features"][name]
+            sample = np.sort(np.asarray(feature["ksSample"], dtype=np.float64))
+            values, first = np.unique(sample, return_index=True)
+            columns.append(ColumnProfile(
+                np.asarray(feature["innerEdges"], dtype=np.float64),
+                np.asarray(feature["counts"], dtype=np.int64),
+                values,
+                np.append(first[1:], sample.size).astype(np.int64),
+            ))
+            names.append(name)
+        return cls(tuple(names), tuple(columns), None, int(raw.get("rows", 0)))
+
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
         for column in self.columns:
@@ -162,7 +182,10 @@ def load_profile(path: str | Path) -> ReferenceProfile:
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
     if cached is None:
-        cached = ReferenceProfile.load(path)
+        if path.suffix == ".json":  # what a model version ships (workloads.data.profile)
+            cached = ReferenceProfile.from_version_profile(json.loads(path.read_text()))
+        else:
+            cached = ReferenceProfile.load(path)
         with _CACHE_LOCK:
             _CACHE[key] = cached
     return cached

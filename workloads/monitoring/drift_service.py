@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--version", default="1")
     parser.add_argument("--team", required=True)
-    parser.add_argument("--profile", required=True, help="reference profile (.npz) of this version")
+    parser.add_argument("--profile", required=True, help="reference profile of this version: the reference_profile.json it ships, or a saved .npz")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9108)
     parser.add_argument("--interval", type=float, default=30.0, help="seconds between evaluations")
