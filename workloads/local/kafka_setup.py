@@ -147,12 +147,24 @@ def min_heap(heap: str) -> str:
     return "128m" if heap.endswith("m") and int(heap[:-1] or 0) > 128 else heap
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: URL-safe base64 of 16 bytes, never starting with '-'.
+
+    The storage tool's argument parser reads a leading '-' as an option (the same reason
+    Kafka's own ``Uuid.randomUuid`` redraws such ids).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def ensure_formatted(jars: Path, config: Path, data_dir: Path, log_path: Path) -> None:
     """Format the KRaft storage once (``meta.properties`` marks a formatted directory)."""
     if (data_dir / "meta.properties").exists():
         return
     data_dir.mkdir(parents=True, exist_ok=True)
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    cluster_id = new_cluster_id()
     # A short-lived tool: C1-only JIT and the serial GC start it faster.
     quick = ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xshare:auto", "-Xmx256m",
              f"-Dlog4j2.configurationFile={config.parent / 'log4j2.properties'}"]
