@@ -1,0 +1,1 @@
+"""Traffic between a model's two predictors: the split contract, the local proxy, the cluster router."""
