@@ -3,7 +3,15 @@
 This component is the fan-out target of the stack's `models` map (one per key, like
 terraform-aws-eks's `for_each`). It owns the model's identities and its spec as
 deployed; the training (RayJob), serving (SeldonDeployment, stream worker, KEDA,
-topics) and observability sections add their children here.
+topics) and observability sections add their children here:
+
+| child (type token)                    | when                                                  |
+|---------------------------------------|-------------------------------------------------------|
+| `strata:models:TrainingJob`           | always                                                |
+| `strata:models:ModelServing`          | `serving.realtime.enabled` (`infra.models.serving`)   |
+| `strata:models:ModelStreaming`        | `serving.streaming.enabled` and the mode has Kafka + KEDA (`infra.models.streaming`) |
+| `strata:models:RolloutController`     | real-time serving with a candidate slot, i.e. `effective_rollout` is not `none` (`infra.models.rollout`) |
+| drift exporter (Deployment, Service, ServiceMonitor) | `capabilities.drift_monitoring`        |
 
 Drift exporter (where `capabilities.drift_monitoring`): `python -m
 workloads.monitoring.drift_service` for the model's champion version, as a Deployment +
@@ -37,6 +45,9 @@ from infra.contracts import CloudOutputs, ClusterHandle, PlatformOutputs
 from infra.crds import prometheus as prometheus_crds
 from infra.k8s import container, empty_dir, http_probe, resources, restricted_pod_security_context
 from infra.modes import Capabilities, RolloutStrategy
+from infra.models.rollout import RolloutController, RolloutControllerArgs
+from infra.models.serving import ModelServing, ModelServingArgs
+from infra.models.streaming import DEFAULT_KAFKA_BROKERS, ModelStreaming, ModelStreamingArgs
 from infra.models.training import TrainingJob, TrainingJobArgs
 from infra.platform.observability import pinned_image
 from workloads.spec import ModelSpec
@@ -61,6 +72,7 @@ class ModelDeploymentArgs:
     capabilities: Capabilities
     namespace: str  # the owning team's namespace
     environment: str
+    kafka_brokers: int = DEFAULT_KAFKA_BROKERS  # caps the stream topics' replication
 
 
 def effective_rollout(model: ModelSpec, caps: Capabilities) -> RolloutStrategy:
@@ -140,6 +152,8 @@ class ModelDeployment(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
 
+        self._serving(name, args, cluster, platform, cloud, labels)
+
         self.drift_deployment: Optional[k8s.apps.v1.Deployment] = None
         self.drift_service: Optional[k8s.core.v1.Service] = None
         if caps.drift_monitoring:
@@ -152,8 +166,51 @@ class ModelDeployment(pulumi.ComponentResource):
                 "rolloutStrategy": self.rollout_strategy.value,
                 "specConfigMap": self.spec_config_map.metadata["name"],
                 "driftService": self.drift_service.metadata["name"] if self.drift_service else None,
+                "seldonDeployment": self.serving.seldon_deployment.metadata["name"] if self.serving else None,
+                "streamWorker": self.streaming.worker.metadata["name"] if self.streaming else None,
             }
         )
+
+    def _serving(self, name: str, args: ModelDeploymentArgs, cluster: ClusterHandle, platform: PlatformOutputs,
+                 cloud: Optional[CloudOutputs], labels: dict[str, str]) -> None:
+        """Real-time (SeldonDeployment), stream (worker + KEDA + topics) and the rollout controller."""
+        model, caps = args.model, args.capabilities
+        ecr = cloud.storage.ecr_repositories if cloud is not None else None
+        children = pulumi.ResourceOptions(parent=self)
+        self.serving: Optional[ModelServing] = None
+        if model.serving.realtime.enabled:
+            self.serving = ModelServing(
+                f"{name}-serving",
+                ModelServingArgs(model=model, capabilities=caps, namespace=args.namespace,
+                                 strategy=self.rollout_strategy, image=pinned_image("serving", ecr),
+                                 service_account=f"{model.name}-serving", labels=labels),
+                cluster, _operator(platform, "seldon", model), after=(self.serving_service_account,),
+                opts=children)
+
+        self.streaming: Optional[ModelStreaming] = None
+        if model.serving.streaming.enabled and caps.kafka and caps.keda:
+            if platform.kafka_namespace is None or platform.kafka_cluster_name is None:
+                raise ValueError(f"model {model.name!r}: serving.streaming needs the platform's Kafka "
+                                 "(PlatformOutputs.kafka_namespace / kafka_cluster_name are unset)")
+            self.streaming = ModelStreaming(
+                f"{name}-streaming",
+                ModelStreamingArgs(model=model, namespace=args.namespace, kafka_namespace=platform.kafka_namespace,
+                                   kafka_cluster=platform.kafka_cluster_name, image=pinned_image("stream-worker", ecr),
+                                   service_account=f"{model.name}-serving", labels=labels,
+                                   kafka_brokers=args.kafka_brokers),
+                cluster, _operator(platform, "strimzi", model), _operator(platform, "keda", model),
+                after=(self.serving_service_account,), opts=children)
+
+        self.rollout_controller: Optional[RolloutController] = None
+        if self.serving is not None and self.rollout_strategy is not RolloutStrategy.NONE:
+            self.rollout_controller = RolloutController(
+                f"{name}-rollout",
+                RolloutControllerArgs(model=model, namespace=args.namespace,
+                                      image=pinned_image("rollout-controller", ecr),
+                                      spec_config_map=f"{model.name}-spec", spec_config_map_key=SPEC_CONFIGMAP_KEY,
+                                      mlflow_tracking_uri=platform.mlflow_tracking_uri, labels=labels,
+                                      monitoring_namespace=platform.monitoring_namespace),
+                cluster, after=(self.spec_config_map, self.serving.seldon_deployment), opts=children)
 
     def _drift_exporter(self, name: str, args: ModelDeploymentArgs, cluster: ClusterHandle, platform: PlatformOutputs,
                         cloud: Optional[CloudOutputs], child: pulumi.ResourceOptions, labels: dict[str, str]) -> None:
@@ -244,3 +301,11 @@ class ModelDeployment(pulumi.ComponentResource):
                 spec=prometheus_crds.ServiceMonitorSpec(
                     selector=prometheus_crds.LabelSelector(match_labels=service_labels),
                     endpoints=[endpoint], job_label=JOB_LABEL))
+
+
+def _operator(platform: PlatformOutputs, key: str, model: ModelSpec) -> pulumi.Resource:
+    operator = platform.operators.get(key)
+    if operator is None:
+        raise ValueError(f"model {model.name!r}: needs the platform's {key!r} operator release "
+                         f"(PlatformOutputs.operators has {sorted(platform.operators)})")
+    return operator

@@ -93,6 +93,15 @@ IMAGES: Mapping[str, ImagePin] = MappingProxyType({
     # Built from this repository (Ray + torch + workloads.training), ECR repository "training":
     # the RayJobs the retraining trigger creates run it.
     "training": ImagePin("strata/training", "0.1.0"),
+    # Built from workloads/serving/Dockerfile (Seldon Core 1.19 wrapper, its own lock), ECR
+    # repository "serving": both predictors of every SeldonDeployment run it.
+    "serving": ImagePin("strata/serving", "0.1.0"),
+    # The main environment's kafka-python + torch + workloads.streaming, ECR repository
+    # "stream-worker": the per-model stream workers (`python -m workloads.streaming`).
+    "stream-worker": ImagePin("strata/stream-worker", "0.1.0"),
+    # workloads.rollout + its clients, ECR repository "rollout-controller": the per-model
+    # rollout controllers (`python -m workloads.rollout --cluster`).
+    "rollout-controller": ImagePin("strata/rollout-controller", "0.1.0"),
 })
 
 
