@@ -276,3 +276,19 @@ def test_sigterm_finishes_batch_commits_and_exits(kafka, registry_root, tmp_path
     # everything produced was committed and nothing was committed that was not produced
     assert committed == produced_upto, (committed, produced_upto)
     assert 0 < sum(committed.values()) <= 2000
+
+
+def test_tls_options_need_all_three_files_and_name_what_is_missing(tmp_path):
+    from workloads.streaming.worker import WorkerConfig
+
+    assert WorkerConfig(bootstrap="b", model="m").security_options() == {"security_protocol": "PLAINTEXT"}
+    with pytest.raises(ValueError, match="missing --ssl-keyfile"):
+        WorkerConfig(bootstrap="b", model="m", ssl_cafile="ca", ssl_certfile="crt").security_options()
+    with pytest.raises(ValueError, match=r"not found: ssl-cafile .*ca\.crt"):
+        WorkerConfig(bootstrap="b", model="m", ssl_cafile=str(tmp_path / "ca.crt"),
+                     ssl_certfile=str(tmp_path / "u.crt"), ssl_keyfile=str(tmp_path / "u.key")).security_options()
+    for name in ("ca.crt", "u.crt", "u.key"):
+        (tmp_path / name).write_text("x")
+    options = WorkerConfig(bootstrap="b", model="m", ssl_cafile=str(tmp_path / "ca.crt"),
+                           ssl_certfile=str(tmp_path / "u.crt"), ssl_keyfile=str(tmp_path / "u.key")).security_options()
+    assert options["security_protocol"] == "SSL" and options["ssl_keyfile"].endswith("u.key")

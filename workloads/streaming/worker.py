@@ -74,6 +74,24 @@ class WorkerConfig:
     client_id: str = ""
     max_produce_retries: int = 5
     include_features: bool = True
+    # mutual TLS to the cluster's Kafka listener (Strimzi: cluster CA + the KafkaUser's cert/key);
+    # all empty: PLAINTEXT, as the local broker on loopback
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+
+    def security_options(self) -> dict[str, Any]:
+        """kafka-python client options for the configured transport."""
+        given = {"ssl_cafile": self.ssl_cafile, "ssl_certfile": self.ssl_certfile, "ssl_keyfile": self.ssl_keyfile}
+        if not any(given.values()):
+            return {"security_protocol": "PLAINTEXT"}
+        missing = [f"--{k.replace('_', '-')}" for k, v in given.items() if not v]
+        if missing:
+            raise ValueError(f"mutual TLS needs --ssl-cafile, --ssl-certfile and --ssl-keyfile; missing {', '.join(missing)}")
+        absent = [f"{k.replace('_', '-')} {v}" for k, v in given.items() if not os.path.isfile(v)]
+        if absent:
+            raise ValueError(f"TLS file(s) not found: {'; '.join(absent)}")
+        return {"security_protocol": "SSL", "ssl_check_hostname": True, **given}
 
     def resolved_topics(self) -> Topics:
         return self.topics or topics_for(self.model)
@@ -159,6 +177,7 @@ class StreamWorker:
         from workloads.serving import registry
 
         cfg = self.config
+        security = cfg.security_options()  # before anything starts: a bad TLS setting fails fast
         self.loaded = model_mod.load(
             cfg.registry_dir or registry.default_root(), cfg.model,
             alias=None if cfg.version else cfg.alias, version=cfg.version or None,
@@ -174,14 +193,14 @@ class StreamWorker:
         self.producer = KafkaProducer(
             bootstrap_servers=cfg.bootstrap, client_id=client_id + "-p",
             acks="all", enable_idempotence=True, linger_ms=5, batch_size=256 * 1024,
-            max_in_flight_requests_per_connection=5,
+            max_in_flight_requests_per_connection=5, **security,
         )
         consumer_kwargs: dict[str, Any] = dict(
             bootstrap_servers=cfg.bootstrap, group_id=cfg.resolved_group(), client_id=client_id + "-c",
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=cfg.batch_size,
             session_timeout_ms=cfg.session_timeout_ms, heartbeat_interval_ms=max(cfg.session_timeout_ms // 4, 500),
             max_poll_interval_ms=cfg.max_poll_interval_ms,
-            fetch_max_wait_ms=cfg.poll_timeout_ms,
+            fetch_max_wait_ms=cfg.poll_timeout_ms, **security,
         )
         if cfg.instance_id:
             consumer_kwargs["group_instance_id"] = cfg.instance_id
@@ -419,6 +438,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-port", type=int, default=0)
     parser.add_argument("--metrics-host", default=os.environ.get("STRATA_METRICS_HOST", "127.0.0.1"))
     parser.add_argument("--instance-id", default=os.environ.get("STRATA_STREAM_INSTANCE_ID", ""))
+    parser.add_argument("--ssl-cafile", default=os.environ.get("STRATA_KAFKA_SSL_CAFILE", ""),
+                        help="CA bundle of the brokers' certificates (enables mutual TLS)")
+    parser.add_argument("--ssl-certfile", default=os.environ.get("STRATA_KAFKA_SSL_CERTFILE", ""))
+    parser.add_argument("--ssl-keyfile", default=os.environ.get("STRATA_KAFKA_SSL_KEYFILE", ""))
     parser.add_argument("--no-features", action="store_true", help="leave the input features out of the output")
     parser.add_argument("--log-level", default=os.environ.get("STRATA_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
@@ -436,8 +459,12 @@ def main(argv: list[str] | None = None) -> int:
         session_timeout_ms=args.session_timeout_ms, max_poll_interval_ms=args.max_poll_interval_ms,
         metrics_port=args.metrics_port, metrics_host=args.metrics_host,
         instance_id=args.instance_id, include_features=not args.no_features,
+        ssl_cafile=args.ssl_cafile, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
     ), stopper)
-    worker.start()
+    try:
+        worker.start()
+    except ValueError as error:
+        parser.error(str(error))
     print(f"stream worker ready: {topics.input} -> {topics.output} (dlq {topics.dead_letter})", flush=True)
     return worker.run()
 
