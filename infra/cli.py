@@ -72,9 +72,22 @@ def plan(
 @app.command()
 def validate(
     stack: Optional[list[str]] = typer.Option(None, "--stack", "-s", help="Only these stacks (default: all)"),
+    hooks: bool = typer.Option(False, "--hooks", help="Also import each model's entrypoint and check the spec against it"),
 ) -> None:
-    """Check every stack file and the model specs they reference; errors name the property path."""
+    """Check every stack file and every model spec file; errors name the file and property path."""
+    from rich.markup import escape
+
+    from infra.onboard import check_model_specs
+
     failed = False
+    specs, problems = check_model_specs(hooks=hooks)
+    if problems:
+        failed = True
+        errors.print("[red]✗ model specs[/]")
+        for path, message in problems:
+            errors.print(f"  [bold]{escape(path)}[/]: {escape(message)}", highlight=False)
+    if specs:
+        console.print(f"model spec files: {len(specs)} valid ({', '.join(s.name for s in specs)})")
     for name in stack or _stacks():
         try:
             spec = load_stack(name)
@@ -168,6 +181,13 @@ def _mount_subcommands() -> None:
 
     app.add_typer(local_app, name="local", help="Local mode: start, check and stop the local services.")
     app.command("train")(train_command)
+    from infra.onboard import codeowners_command, onboard_command
+    from infra.preview.cli import pr_comment_command, preview_app
+
+    app.add_typer(preview_app, name="preview")
+    app.command("pr-comment")(pr_comment_command)
+    app.command("onboard")(onboard_command)
+    app.command("codeowners")(codeowners_command)
 
 
 _mount_subcommands()

@@ -47,6 +47,13 @@ class Target(str, enum.Enum):
     KUBECONFIG = "kubeconfig"  # an existing cluster (preview environments, local clusters)
 
 
+class ClusterOperators(str, enum.Enum):
+    """Who installs the cluster-wide operators (KubeRay, Seldon: CRDs, webhooks, one per cluster)."""
+
+    INSTALL = "install"  # this stack installs them
+    SHARED = "shared"  # the cluster already runs them: preview stacks as namespaces on a shared cluster
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
@@ -127,6 +134,20 @@ class ClusterOverrides(_Section):
         return types
 
 
+_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti)?$"
+
+
+class TeamQuotaOverrides(_Section):
+    """The ResourceQuota of each team namespace; unset fields keep the platform's defaults."""
+
+    requests_cpu: str | None = Field(None, pattern=_QUANTITY)
+    requests_memory: str | None = Field(None, pattern=_QUANTITY)
+    limits_cpu: str | None = Field(None, pattern=_QUANTITY)
+    limits_memory: str | None = Field(None, pattern=_QUANTITY)
+    pods: int | None = Field(None, ge=1, le=10_000)
+    storage: str | None = Field(None, pattern=_QUANTITY)
+
+
 class StackConfig(_Section):
     """The `strata:*` keys of one stack file, already stripped of the `strata:` prefix."""
 
@@ -135,6 +156,8 @@ class StackConfig(_Section):
     target: Target = Target.AWS
     kubeconfig: Any = None  # a Pulumi secret: only its presence is checked here
     namespace_prefix: str = Field("", pattern=r"^([a-z][-a-z0-9]{0,20}-)?$")
+    cluster_operators: ClusterOperators = ClusterOperators.INSTALL
+    team_quota: TeamQuotaOverrides = TeamQuotaOverrides()
     network: NetworkOverrides = NetworkOverrides()
     cluster: ClusterOverrides = ClusterOverrides()
     tags: dict[str, str] = Field(default_factory=dict)
@@ -254,6 +277,7 @@ def parse_stack_config(
         raise SpecError([(f"{PROJECT}:kubeconfig", "target 'kubeconfig' needs a kubeconfig (set it as a secret)")])
     models = _model_specs(config.models, root)
     caps = _resolve_capabilities(config)
+    _check_shared_operators(config, caps)
     _check_models_fit_cluster(models, caps, config)
     return StackSpec(project=PROJECT, stack=stack, region=region, config=config, capabilities=caps, models=models)
 
@@ -271,6 +295,19 @@ def _resolve_capabilities(config: StackConfig) -> Capabilities:
     if updates.get("gpu_spot_max") and not caps.gpu_spot_pool:
         raise SpecError([(f"{PROJECT}:cluster.gpuSpotMax", f"mode {caps.mode.value!r} has no GPU pool")])
     return caps.model_copy(update=updates)
+
+
+def _check_shared_operators(config: StackConfig, caps: Capabilities) -> None:
+    """Shared operators suit only a kubeconfig target whose mode needs no other cluster-wide service."""
+    if config.cluster_operators is not ClusterOperators.SHARED:
+        return
+    path = f"{PROJECT}:clusterOperators"
+    if config.target is not Target.KUBECONFIG:
+        raise SpecError([(path, "'shared' needs strata:target: kubeconfig (an existing cluster that runs the operators)")])
+    cluster_wide = [name for name in ("istio", "keda", "kafka", "monitoring", "gpu_spot_pool") if getattr(caps, name)]
+    if cluster_wide:
+        raise SpecError([(path, f"mode {caps.mode.value!r} installs further cluster-wide services ({', '.join(cluster_wide)}); "
+                                "'shared' is for quick-mode previews")])
 
 
 def _check_models_fit_cluster(models: tuple[ModelSpec, ...], caps: Capabilities, config: StackConfig) -> None:

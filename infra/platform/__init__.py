@@ -48,7 +48,7 @@ from typing import Any, Mapping, Optional
 
 import pulumi
 
-from infra.config import StackSpec, Target
+from infra.config import ClusterOperators, StackSpec, Target
 from infra.contracts import CloudOutputs, ClusterHandle, PlatformOutputs
 from infra.k8s import PodSecurityLevel
 from infra.modes import Capabilities, MlflowBackend
@@ -63,7 +63,7 @@ from workloads.monitoring.rules import RUNBOOK_BASE_URL, RuleOptions
 from infra.platform.namespaces import (LimitRangeArgs, Peer, PlatformNamespace, PlatformNamespaceArgs, QuotaArgs,
                                        anywhere, api_server)
 from infra.platform.operators import (KubeRay, KubeRayArgs, NvidiaDevicePlugin, NvidiaDevicePluginArgs, SeldonCore,
-                                      SeldonCoreArgs)
+                                      SeldonCoreArgs, shared_operator)
 
 from workloads.monitoring.alertmanager import AlertmanagerOptions, alertmanager_config  # noqa: E402  (one source with the rules)
 from workloads.spec import ModelSpec
@@ -94,6 +94,9 @@ class PlatformArgs:
     runbook_base_url: str = RUNBOOK_BASE_URL  # alerts' runbook_url = this + <Alert>.md
     team_quota: QuotaArgs = field(default_factory=QuotaArgs)
     team_limits: LimitRangeArgs = field(default_factory=LimitRangeArgs)
+    # KubeRay and Seldon already run on the cluster (a shared preview cluster): reference
+    # their CRDs instead of installing a second copy that would clash with the first.
+    shared_operators: bool = False
 
     def ns(self, service: str) -> str:
         return f"{self.namespace_prefix}{service}"
@@ -115,8 +118,10 @@ class Platform(pulumi.ComponentResource):
         enabled = {
             "istio-system": caps.istio, "istio-ingress": caps.istio, "istio-cni": caps.istio,
             "keda": caps.keda, "kafka": caps.kafka, "monitoring": caps.monitoring,
-            "kuberay-system": True, "seldon-system": True, "nvidia-device-plugin": args.gpu_nodes, "mlflow": True,
+            "kuberay-system": not args.shared_operators, "seldon-system": not args.shared_operators,
+            "nvidia-device-plugin": args.gpu_nodes, "mlflow": True,
         }
+        kuberay_ns = "kuberay-system" if args.shared_operators else ns("kuberay-system")  # shared: the cluster's own
         teams = Peer(tenant=TEAM_TENANT)
 
         def scraped() -> tuple[Peer, ...]:
@@ -126,7 +131,7 @@ class Platform(pulumi.ComponentResource):
         mesh_egress = (Peer(namespaces=(ns("istio-system"),), ports=(15012, 15014)),) if caps.istio else ()
         team_ingress = (
             *((Peer(namespaces=(ns("istio-ingress"),)),) if caps.istio else ()),
-            Peer(namespaces=(ns("kuberay-system"),), ports=(8265,)),  # RayJob submission to the head
+            Peer(namespaces=(kuberay_ns,), ports=(8265,)),  # RayJob submission to the head
             *scraped(),
         )
         team_egress = (
@@ -249,15 +254,19 @@ class Platform(pulumi.ComponentResource):
                                       after=placed("kafka"), opts=child)
             self.operators["strimzi"] = self.kafka.operator
 
-        kuberay = KubeRay(f"{name}-kuberay", KubeRayArgs(namespace=ns("kuberay-system")),
-                          after=placed("kuberay-system"), opts=child)
-        self.operators["kuberay"] = kuberay.release
-        seldon = SeldonCore(
-            f"{name}-seldon",
-            SeldonCoreArgs(namespace=ns("seldon-system"), istio=caps.istio,
-                           istio_gateway=self.mesh.seldon_gateway_ref if self.mesh else "", keda=caps.keda),
-            after=[*placed("seldon-system"), *([self.mesh] if self.mesh else [])], opts=child)
-        self.operators["seldon"] = seldon.release
+        if args.shared_operators:
+            self.operators["kuberay"] = shared_operator(f"{name}-kuberay-crd", "kuberay", opts=child)
+            self.operators["seldon"] = shared_operator(f"{name}-seldon-crd", "seldon", opts=child)
+        else:
+            kuberay = KubeRay(f"{name}-kuberay", KubeRayArgs(namespace=ns("kuberay-system")),
+                              after=placed("kuberay-system"), opts=child)
+            self.operators["kuberay"] = kuberay.release
+            seldon = SeldonCore(
+                f"{name}-seldon",
+                SeldonCoreArgs(namespace=ns("seldon-system"), istio=caps.istio,
+                               istio_gateway=self.mesh.seldon_gateway_ref if self.mesh else "", keda=caps.keda),
+                after=[*placed("seldon-system"), *([self.mesh] if self.mesh else [])], opts=child)
+            self.operators["seldon"] = seldon.release
 
         if args.gpu_nodes:
             NvidiaDevicePlugin(f"{name}-gpu", NvidiaDevicePluginArgs(namespace=ns("nvidia-device-plugin"),
@@ -316,7 +325,9 @@ def build_platform(spec: StackSpec, cluster: ClusterHandle, cloud: Optional[Clou
         if caps.monitoring else {},
         models=tuple(spec.models),
         runbook_base_url=spec.config.runbook_base_url,
-        team_quota=QuotaArgs(gpus=caps.gpu_spot_max if cluster.gpu_nodes else 0),
+        team_quota=QuotaArgs(gpus=caps.gpu_spot_max if cluster.gpu_nodes else 0,
+                             **spec.config.team_quota.model_dump(exclude_none=True)),
+        shared_operators=spec.config.cluster_operators is ClusterOperators.SHARED,
     )
     platform = Platform(f"{spec.stack}-platform", args, cluster, cloud,
                         pagerduty_routing_keys=getattr(secrets, "pagerduty_routing_keys", None))

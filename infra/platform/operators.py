@@ -6,9 +6,26 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import pulumi
+import pulumi_kubernetes as k8s
 
 from infra.k8s import HELM_CONTAINER_SECURITY_CONTEXT, HELM_POD_SECURITY_CONTEXT, resources
 from infra.platform.charts import helm_release
+
+
+# The CRD each cluster-wide operator serves that the models' custom resources need.
+SHARED_OPERATOR_CRDS = {"kuberay": "rayjobs.ray.io", "seldon": "seldondeployments.machinelearning.seldon.io"}
+
+
+def shared_operator(name: str, operator: str, opts: Optional[pulumi.ResourceOptions] = None) -> pulumi.Resource:
+    """A read of the CRD that `operator`, already running on a shared cluster, installed.
+
+    Custom resources depend on it as they would on the operator's release, so a preview
+    on a cluster without the operator fails at the read, naming the missing CRD, and
+    `destroy` never deletes it (a read resource is not owned by the stack)."""
+    if operator not in SHARED_OPERATOR_CRDS:
+        raise ValueError(f"shared_operator: unknown operator {operator!r}; known: {', '.join(sorted(SHARED_OPERATOR_CRDS))}")
+    crd = SHARED_OPERATOR_CRDS[operator]
+    return k8s.apiextensions.v1.CustomResourceDefinition.get(name, crd, opts=opts)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ Where the spec comes from: `--spec-file PATH` (or `STRATA_MODEL_SPEC_FILE`), a Y
 JSON file holding either a bare model spec or the payload of the `<model>-spec`
 ConfigMap that `ModelDeployment` writes (`{"spec": {...}, "mode": ..., ...}`; on the
 cluster the RayJob mounts it and passes it here); else `--stack NAME`, the stack's
-`models` map; else the example `workloads/examples/MODEL/model.yaml`.
+`models` map; else the example `workloads/examples/MODEL/model.yaml` or the onboarded
+model's `workloads/models/<MODEL with - as _>/model.yaml` (`workloads.catalog`).
 
 The lead's CLI mounts `train_command` (typer); `train()` is the plain function behind
 it (tests and notebooks call it). Standalone: `python -m workloads.training.cli MODEL`.
@@ -84,10 +85,15 @@ def resolve_spec(model_name: str, stack: str | None = None,
                 return spec, f"strata:models.{model_name}"
         available = ", ".join(sorted(m.name for m in stack_spec.models)) or "none"
         raise SpecError([(f"strata:models.{model_name}", f"not in stack {stack!r}; models: {available}")])
-    file = EXAMPLES / model_name / "model.yaml"
-    if not file.is_file():
+    from workloads.catalog import MODELS_DIR, find_spec_file, model_names, package_name
+
+    file = find_spec_file(model_name)
+    if file is None:
         available = ", ".join(sorted(p.parent.name for p in EXAMPLES.glob("*/model.yaml")))
-        raise SpecError([(model_name, f"no spec at {file}; examples: {available} (or pass --stack)")])
+        onboarded = ", ".join(n for n in model_names() if n not in available.split(", ")) or "none"
+        raise SpecError([(model_name, f"no spec at {EXAMPLES / model_name / 'model.yaml'} or "
+                                      f"{MODELS_DIR / package_name(model_name) / 'model.yaml'}; examples: {available}; "
+                                      f"onboarded: {onboarded} (or pass --stack)")])
     raw = yaml.safe_load(file.read_text())
     if not isinstance(raw, dict):
         raise SpecError([(str(file), "a model spec must be a YAML mapping")])
