@@ -138,7 +138,9 @@ class Platform(pulumi.ComponentResource):
             Peer(namespaces=(ns("mlflow"),), ports=(MLFLOW_PORT,)),
             *((Peer(namespaces=(ns("kafka"),), ports=(TLS_LISTENER_PORT,)),) if caps.kafka else ()),
             *mesh_egress,
-            anywhere(443),  # S3 (data, artifacts, checkpoints), STS, ECR
+            # rollout controllers query Prometheus for their canary analysis
+            *((Peer(namespaces=(ns("monitoring"),), ports=(9090,)),) if caps.monitoring else ()),
+            anywhere(443),  # S3 (data, artifacts, checkpoints), STS, ECR; the API server on EKS
         )
         # A kubeconfig target has no RDS: MLflow falls back to the in-cluster database there.
         mlflow_backend = caps.mlflow_backend if args.aws else MlflowBackend.IN_CLUSTER_DB
@@ -168,7 +170,8 @@ class Platform(pulumi.ComponentResource):
             # hostPath mounts of /proc and /sys: only "privileged" admits it. warn/audit stay
             # "restricted", so every other pod here is still reported if it drifts.
             "monitoring": (PodSecurityLevel.PRIVILEGED,
-                           ((Peer(namespaces=(ns("keda"),), ports=(9090,)),) if caps.keda else ()),
+                           (*((Peer(namespaces=(ns("keda"),), ports=(9090,)),) if caps.keda else ()),
+                            Peer(tenant=TEAM_TENANT, ports=(9090,))),  # rollout controllers' queries
                            (Peer(all_namespaces=True), anywhere(443, 6443, 9100, 10250)), {}),
             "kuberay-system": (PodSecurityLevel.RESTRICTED, (anywhere(9443), *scraped()),
                                (api_server(), Peer(tenant=TEAM_TENANT, ports=(8265,))), {}),

@@ -371,3 +371,32 @@ def test_crd_models_reject_values_outside_the_schema():
     with pytest.raises(ValidationError):
         strimzi.KafkaNodePoolSpec(replicas=3, roles=["zookeeper"], storage=strimzi.JbodStorage(
             volumes=[strimzi.PersistentClaimVolume(id=0, size="1Gi")]))
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_rollout_controllers_can_reach_prometheus_and_nothing_wider(plans, stack):
+    """Team egress to the monitoring namespace on 9090 only, admitted by monitoring's ingress."""
+    plan = plans[stack]
+    teams = set(plan.outputs["teamNamespaces"].values())
+    monitoring = [ns.inputs["metadata"]["name"] for ns in plan.of_kind("Namespace")
+                  if ns.inputs["metadata"]["name"].endswith("monitoring")]
+    explicit = {p.inputs["metadata"]["namespace"]: p.inputs["spec"] for p in plan.of_kind("NetworkPolicy")
+                if p.inputs["metadata"]["name"] == "allow-explicit"}
+
+    def peers_on(rules, port):
+        return [rule for rule in rules if {"port": port, "protocol": "TCP"} in rule.get("ports", [])]
+
+    for team in teams:
+        to_prometheus = peers_on(explicit[team]["egress"], 9090)
+        if not monitoring:
+            assert not to_prometheus
+            continue
+        [rule] = to_prometheus
+        assert rule["ports"] == [{"port": 9090, "protocol": "TCP"}]
+        assert [peer["namespaceSelector"]["matchExpressions"] for peer in rule["to"]] == [
+            [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": [monitoring[0]]}]]
+    if monitoring:
+        from_teams = [rule for rule in peers_on(explicit[monitoring[0]]["ingress"], 9090)
+                      if any("strata.dev/tenant" in peer.get("namespaceSelector", {}).get("matchLabels", {})
+                             for peer in rule["from"])]
+        assert len(from_teams) == 1 and from_teams[0]["ports"] == [{"port": 9090, "protocol": "TCP"}]
