@@ -177,6 +177,7 @@ def generate(
 
 def _mount_subcommands() -> None:
     from workloads.local.cli import local_app
+    from workloads.traffic.cli import rollback_command, rollout_command, upstream_command
     from workloads.training.cli import train_command
 
     app.add_typer(local_app, name="local", help="Local mode: start, check and stop the local services.")
@@ -188,6 +189,9 @@ def _mount_subcommands() -> None:
     app.command("pr-comment")(pr_comment_command)
     app.command("onboard")(onboard_command)
     app.command("codeowners")(codeowners_command)
+    app.command("rollout")(rollout_command)
+    app.command("rollback")(rollback_command)
+    app.command("upstream")(upstream_command)
 
 
 _mount_subcommands()

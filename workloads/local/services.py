@@ -308,6 +308,8 @@ def _python_env(ctx: ServiceContext) -> dict[str, str]:
 
 
 def builtin_services() -> list[ServiceSpec]:
+    from workloads.traffic.local_proxy import proxy_service  # here: it builds on this module's ServiceSpec
+
     return [
         ServiceSpec(
             name="kafka",
@@ -368,6 +370,7 @@ def builtin_services() -> list[ServiceSpec]:
             prepare=_prometheus_prepare,
             start_timeout_s=60.0,
         ),
+        proxy_service(),
     ]
 
 
