@@ -182,6 +182,10 @@ def _mount_subcommands() -> None:
 
     app.add_typer(local_app, name="local", help="Local mode: start, check and stop the local services.")
     app.command("train")(train_command)
+    from workloads.rollout.cli import promote_command, rollout_status_command
+
+    app.command("promote")(promote_command)
+    app.command("rollout-status")(rollout_status_command)
     from infra.onboard import codeowners_command, onboard_command
     from infra.preview.cli import pr_comment_command, preview_app
 

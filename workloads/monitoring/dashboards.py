@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from workloads.monitoring import queries as q
 from workloads.monitoring import rules
 from workloads.spec import ModelSpec
 
@@ -201,6 +202,22 @@ def model_dashboard(specs: Sequence[ModelSpec]) -> dict[str, Any]:
         timeseries(l, "Rows per request (p50, p99)",
                    [(f"histogram_quantile({q}, sum by (le) (rate(strata_serving_batch_rows_bucket{{{m}}}[{RATE}])))", f"p{int(q * 100)}")
                     for q in (0.5, 0.99)], "short", 12),
+        l.row("Rollout (the controller's analysis queries)"),
+        timeseries(l, "Candidate traffic weight", [(q.rollout_weight("$model"), "{{strategy}}")], "percentunit", 8,
+                   description="Share of live traffic on the candidate predictor, set by the rollout controller."),
+        timeseries(l, "Rollout decisions by outcome", [(q.rollout_decisions("$model", RATE), "{{outcome}}")], "short", 8,
+                   description="Every decision is also in <registry>/<model>/decisions.jsonl (locally) or a Kubernetes Event."),
+        timeseries(l, "Seconds since the last rollout transition",
+                   [(q.rollout_seconds_since_transition("$model"), "{{strategy}}"),
+                    (q.rollout_active("$model"), "active v{{candidate_version}}"),
+                    (q.rollout_rollback_seconds("$model"), "last rollback: decision to 100% stable")], "s", 8,
+                   description="RolloutStuck fires after 3 analysis windows without a transition while active."),
+        timeseries(l, "Requests per second: stable vs candidate", [(q.request_rate("$model", RATE), "{{predictor}}")], "reqps", 8),
+        timeseries(l, "Error ratio (5xx): stable vs candidate", [(q.error_ratio("$model", RATE), "{{predictor}}")], "percentunit", 8),
+        timeseries(l, "p99 latency: stable vs candidate", [(q.latency_quantile("$model", RATE, 0.99), "{{predictor}}")], "s", 8),
+        timeseries(l, "Served score distribution by predictor",
+                   [(q.score_buckets("$model", RATE), "{{predictor}} le {{le}}")], "short", 24,
+                   description="The prediction-distribution shift the controller measures (PSI between arms)."),
         l.row("Drift"),
         timeseries(l, "Feature PSI", [(f"strata_drift_feature_psi{{{m}}}", "{{feature}} v{{version}}")], "short", 8),
         timeseries(l, "Feature KS statistic", [(f"strata_drift_feature_ks_statistic{{{m}}}", "{{feature}} v{{version}}")], "short", 8),

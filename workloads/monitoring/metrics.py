@@ -36,6 +36,7 @@ class Emitter(str, enum.Enum):
     DRIFT = "drift"  # workloads.monitoring.drift_service (drift + data quality + model quality)
     RETRAIN = "retrain"  # workloads.monitoring.retrain
     COST = "cost"  # the platform's cost/spot exporter (Karpenter + pricing)
+    ROLLOUT = "rollout"  # workloads.rollout (the rollout controller)
 
 
 # Units allowed as a name suffix (Prometheus base units; "ratio" for 0..1 values).
@@ -53,6 +54,9 @@ LABEL_DELAY_BUCKETS: tuple[float, ...] = (60, 300, 900, 3600, 4 * 3600, 12 * 360
 
 MODEL_LABELS = ("model", "version", "team")
 SERVING_LABELS = ("model", "version", "predictor", "team")
+ROLLOUT_LABELS = ("model", "team", "strategy")
+# Served-score histogram buckets (the prediction-distribution shift the controller compares).
+SCORE_BUCKETS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 21))
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,9 @@ CONTRACT: tuple[Metric, ...] = (
        "serving"),
     _m("serving_batch_rows", H, "rows", ("model", "predictor", "team"),
        "Rows per prediction request.", "serving", BATCH_ROWS_BUCKETS),
+    _m("serving_prediction_score", H, "", SERVING_LABELS,
+       "Served scores (P(positive) for binary models, top-class probability otherwise), per row.",
+       "serving", SCORE_BUCKETS),
     # ---------------------------------------------------------------- streaming
     _m("stream_messages_consumed_total", C, "messages", MODEL_LABELS + ("topic",),
        "Messages read from the input topic and processed (scored or dead-lettered).", "streaming"),
@@ -182,6 +189,19 @@ CONTRACT: tuple[Metric, ...] = (
        "Retraining requests by outcome (started|already_running|cooldown|failed).", "retrain"),
     _m("retrain_runs_in_progress", G, "runs", ("model", "team"),
        "Retraining runs started by the trigger and not finished yet.", "retrain"),
+    # ---------------------------------------------------------------- rollout controller
+    _m("rollout_active", G, "", ROLLOUT_LABELS + ("candidate_version",),
+       "1 while a rollout of the candidate version is in progress, 0 once it ended.", "rollout"),
+    _m("rollout_step", G, "", ROLLOUT_LABELS,
+       "Index of the current rollout step (canary: position in serving.rollout.steps; others: 0).", "rollout"),
+    _m("rollout_candidate_weight_ratio", G, "ratio", ROLLOUT_LABELS,
+       "Share of live traffic the controller routes to the candidate predictor (0 when shadowing).", "rollout"),
+    _m("rollout_decisions_total", C, "", ROLLOUT_LABELS + ("outcome",),
+       "Rollout decisions by outcome (start|advance|hold|promote|rollback|discard|no_winner).", "rollout"),
+    _m("rollout_last_transition_timestamp_seconds", G, "seconds", ROLLOUT_LABELS,
+       "Unix time of the controller's last state transition (a step, a promotion or a rollback).", "rollout"),
+    _m("rollout_rollback_duration_seconds", G, "seconds", ROLLOUT_LABELS,
+       "Seconds from the last rollback decision to 100% stable traffic.", "rollout"),
     # ---------------------------------------------------------------- cost and spot
     _m("node_hourly_cost_dollars", G, "dollars", ("node", "node_pool", "capacity_type", "instance_type"),
        "On-demand or current spot price of each node, per hour.", "cost"),

@@ -15,13 +15,21 @@ a command that creates a RayJob) or any callable (tests, embedding). Webhook rep
 2xx for everything well-formed (Alertmanager retries non-2xx), 400 for malformed bodies.
 
 Endpoints: `POST /v1/alertmanager`, `GET /v1/retrains`, `GET /metrics`, `GET /healthz`.
+
+The loop (`RolloutHandoff`, `--rollout-registry`): after a retrain that succeeded AND
+registered a new `challenger` in the registry export, the model's spec decides: with
+`serving.rollout.autoPromote` the rollout controller is started for it
+(`python -m workloads.rollout --model M --actor retrain-trigger`); otherwise the decision
+"waits for `strata promote M`" is recorded (decisions.jsonl + log line).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shlex
+import sys
 import signal
 import subprocess
 import threading
@@ -34,6 +42,8 @@ from typing import Any, Callable, Mapping, Protocol
 import prometheus_client as pc
 
 from workloads.monitoring import metrics as contract
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -80,7 +90,66 @@ class ModelState:
     last_finished_at: float | None = None
     last_exit_code: int | None = None
     last_reason: str = ""
+    last_rollout: str = ""  # what the handoff did with the retrain's challenger
     history: list[dict] = field(default_factory=list)
+
+
+class RolloutHandoff:
+    """What happens to the challenger a successful retrain registered (the closed loop)."""
+
+    def __init__(self, registry_root: str | Path, spec_for: Callable[[str], Any] | None = None,
+                 command: str | list[str] | None = None, log_dir: str | Path | None = None):
+        self.registry_root = Path(registry_root)
+        self.spec_for = spec_for or _example_spec
+        default = [sys.executable, "-m", "workloads.rollout", "--model", "{model}", "--registry",
+                   str(self.registry_root), "--actor", "retrain-trigger"]
+        self.command = shlex.split(command) if isinstance(command, str) else list(command or default)
+        self.log_dir = Path(log_dir) if log_dir else None
+        self.started: list[subprocess.Popen] = []
+
+    def challenger(self, model: str) -> str | None:
+        from workloads.serving.registry import read_aliases
+
+        aliases = read_aliases(self.registry_root, model)
+        challenger = aliases.get("challenger")
+        return challenger if challenger and challenger != aliases.get("champion") else None
+
+    def __call__(self, request: RetrainRequest, challenger_before: str | None) -> str:
+        """Returns what was done: no_new_challenger | rollout_started | waiting_for_promote."""
+        from workloads.rollout.record import Decision, JsonlSink
+
+        challenger = self.challenger(request.model)
+        if challenger is None or challenger == challenger_before:
+            log.info("retrain of %s registered no new challenger: nothing to roll out", request.model)
+            return "no_new_challenger"
+        spec = self.spec_for(request.model)
+        rollout = spec.serving.rollout
+        if rollout.auto_promote:
+            argv = [part.format(model=request.model) for part in self.command]
+            out: Any = subprocess.DEVNULL
+            if self.log_dir is not None:
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+                out = open(self.log_dir / f"rollout-{request.model}-{int(time.time())}.log", "ab")
+            try:
+                self.started.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+            finally:
+                if out is not subprocess.DEVNULL:
+                    out.close()
+            outcome, reason = "rollout_started", f"autoPromote: {rollout.strategy.value} rollout started ({' '.join(argv)})"
+        else:
+            outcome, reason = "waiting_for_promote", f"autoPromote is false: v{challenger} waits for `strata promote {request.model}`"
+        JsonlSink(self.registry_root).record(Decision(
+            model=request.model, strategy=rollout.strategy.value, candidate_version=challenger, stable_version=None,
+            step=0, weight=0, outcome=outcome, reason=f"retrain ({request.reason}) registered v{challenger}; {reason}",
+            actor="retrain-trigger"))
+        log.info("%s: %s", request.model, reason)
+        return outcome
+
+
+def _example_spec(model: str) -> Any:
+    from workloads.training.cli import resolve_spec
+
+    return resolve_spec(model)[0]
 
 
 class RetrainTrigger:
@@ -88,7 +157,8 @@ class RetrainTrigger:
 
     def __init__(self, action: Callable[[RetrainRequest], int], cooldown_s: float = 6 * 3600,
                  registry: Any = None, state_file: str | Path | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, handoff: RolloutHandoff | None = None):
+        self.handoff = handoff
         self.action = action
         self.cooldown_s = cooldown_s
         self.clock = clock
@@ -139,10 +209,13 @@ class RetrainTrigger:
 
     def _run(self, request: RetrainRequest, state: ModelState) -> None:
         code = -1
+        before = self.handoff.challenger(request.model) if self.handoff is not None else None
         try:
             code = int(self.action(request) or 0)
+            if code == 0 and self.handoff is not None:
+                state.last_rollout = self.handoff(request, before)
         except Exception as error:  # the action failed to start: record, don't crash the service
-            code = -1
+            code = code if code == 0 else -1
             state.history.append({"error": repr(error)})
         finally:
             with self._lock:
@@ -183,7 +256,7 @@ class RetrainTrigger:
                 model: {
                     "running": s.running, "started": s.started, "last_started_at": s.last_started_at,
                     "last_finished_at": s.last_finished_at, "last_exit_code": s.last_exit_code,
-                    "last_reason": s.last_reason,
+                    "last_reason": s.last_reason, "last_rollout": s.last_rollout,
                 }
                 for model, s in sorted(self.models.items())
             }
@@ -251,8 +324,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cooldown", type=float, default=6 * 3600, help="seconds between retrains of a model")
     parser.add_argument("--state-file", help="remembers last start times across restarts")
     parser.add_argument("--log-dir", help="one log file per retrain run")
+    parser.add_argument("--rollout-registry", help="registry export: hand a new challenger to the rollout controller")
+    parser.add_argument("--rollout-command", help="controller command template ({model}); default python -m workloads.rollout")
     args = parser.parse_args(argv)
-    trigger = RetrainTrigger(CommandAction(args.command, args.log_dir), args.cooldown, state_file=args.state_file)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handoff = RolloutHandoff(args.rollout_registry, command=args.rollout_command, log_dir=args.log_dir) \
+        if args.rollout_registry else None
+    trigger = RetrainTrigger(CommandAction(args.command, args.log_dir), args.cooldown, state_file=args.state_file,
+                             handoff=handoff)
     server = serve(trigger, args.host, args.port)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     print(f"retrain trigger on http://{args.host}:{server.server_port}", flush=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from workloads.monitoring import queries
 from workloads.monitoring.metrics import le_selector
 from workloads.spec import ModelSpec
 
@@ -41,6 +42,8 @@ BURN_WINDOWS: tuple[BurnWindow, ...] = (
 DEAD_LETTER_RATIO = 0.01  # > 1% of consumed messages dead-lettered for 10m
 SPOT_INTERRUPTIONS_30M = 3  # interruption notices per pool in 30m
 SCRAPE_JOB_REGEX = "strata-.+"
+ROLLOUT_STUCK_WINDOWS = 3  # no transition for this many analysis windows while a rollout is active
+ROLLBACK_LOOKBACK = "30m"  # a rollback decision in this window keeps RolloutRolledBack firing
 
 
 def _seconds(duration: str) -> int:
@@ -248,6 +251,30 @@ def model_group(spec: ModelSpec, options: RuleOptions) -> dict[str, Any]:
             "dead-letter topic over 10m.",
             ml,
         ))
+
+    # Rollouts (the controller's own metrics; tickets: a rollback already protected users).
+    window_s = _seconds(spec.serving.rollout.analysis_window)
+    stuck_after = ROLLOUT_STUCK_WINDOWS * window_s
+    rules.append(_alert(
+        options, "RolloutStuck",
+        f"max by (model) ({queries.ROLLOUT_ACTIVE}{{{sel}}}) == 1\nand on (model)\n"
+        f"time() - max by (model) ({queries.ROLLOUT_TRANSITION}{{{sel}}}) > {stuck_after}",
+        "2m", TICKET, team,
+        f"{name}: rollout made no progress for {ROLLOUT_STUCK_WINDOWS} analysis windows",
+        f"A {spec.serving.rollout.strategy.value} rollout of {name} is active but the controller has not "
+        f"changed step for more than {stuck_after}s ({ROLLOUT_STUCK_WINDOWS} x analysisWindow "
+        f"{spec.serving.rollout.analysis_window}): too little traffic to decide, or the controller is wedged.",
+        ml,
+    ))
+    rules.append(_alert(
+        options, "RolloutRolledBack",
+        f'sum by (model) (increase({queries.ROLLOUT_DECISIONS}{{{sel},outcome="rollback"}}[{ROLLBACK_LOOKBACK}])) > 0',
+        "0s", TICKET, team,
+        f"{name}: a rollout was rolled back",
+        f"The rollout controller moved all of {name}'s traffic back to the stable predictor in the last "
+        f"{ROLLBACK_LOOKBACK}: the candidate failed its analysis. `strata rollout-status {name}` shows why.",
+        ml,
+    ))
 
     # Training.
     rules.append(_alert(

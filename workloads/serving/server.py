@@ -18,6 +18,13 @@ What it adds to Seldon's protocol:
 * `GET /metrics` on the REST port: the contract's `strata_serving_*` metrics of all the
   server's processes (multiprocess mode); `GET /health/status`: readiness with the
   loaded model, version and alias; `GET /health/ping`: liveness (Seldon's).
+
+Alias following: a server started by alias (not a pinned version) checks the registry's
+`aliases.json` every `alias_poll_s` seconds (its mtime: one stat); when the alias points
+at another version it loads and warms that version beside the old one, then swaps it in
+with one assignment. Requests in flight finish on the version they started with; no
+restart, no dropped request. This is how the `stable` slot starts serving a promoted
+champion. Health, metadata, `meta.tags` and the metrics' `version` label follow.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import threading
 import time
 from typing import Any
 
@@ -56,7 +64,7 @@ class StrataModel:
     model (required), alias ("champion") or version, registry (default
     $STRATA_REGISTRY_DIR), predictor (metrics label, default = alias), team ("unknown"),
     max_batch_rows (1024), max_payload_bytes (1048576), latency_target_ms (200),
-    torch_threads (1)."""
+    torch_threads (1), alias_poll_s (1.0; 0 turns alias following off)."""
 
     def __init__(
         self,
@@ -70,6 +78,7 @@ class StrataModel:
         max_payload_bytes: int = 1_048_576,
         latency_target_ms: float = 200.0,
         torch_threads: int = 1,
+        alias_poll_s: float = 1.0,
     ):
         self.model_name = model
         self.alias = None if version else alias
@@ -88,6 +97,8 @@ class StrataModel:
         self.loaded = None
         self.metrics: ServingMetrics | None = None
         self._blueprint = None
+        self.alias_poll_s = float(alias_poll_s)
+        self._follower: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -111,9 +122,52 @@ class StrataModel:
             latency_targets_seconds=(self.latency_target_s,),
         )
         log.info("ready: %s v%s (%s) pid %d", self.model_name, self.loaded.version.version, self.alias, os.getpid())
+        if self.alias and self.alias_poll_s > 0 and self._follower is None:
+            self._follower = threading.Thread(target=self._follow_alias, name="strata-alias-follower", daemon=True)
+            self._follower.start()
 
-    def _tags(self) -> dict[str, str]:
-        version = self.loaded.version.version if self.loaded else self.resolved.version
+    def _follow_alias(self) -> None:
+        """Background: swap in the version the alias points at whenever aliases.json changes."""
+        aliases_file = os.path.join(self.root, self.model_name, registry.ALIASES)
+        seen = None
+        while True:
+            time.sleep(self.alias_poll_s)
+            try:
+                stamp = os.stat(aliases_file).st_mtime_ns
+                if stamp == seen:
+                    continue
+                seen = stamp
+                self.follow_alias_once()
+            except Exception:  # a half-written export or a bad version: keep serving what we have
+                log.exception("alias %s of %s: could not follow; still serving v%s",
+                              self.alias, self.model_name, self.loaded.version.version)
+
+    def follow_alias_once(self) -> bool:
+        """Load the version the alias points at now, if it is another one; True if swapped."""
+        from workloads.serving import model as model_mod
+
+        target = registry.resolve(self.root, self.model_name, alias=self.alias)
+        current = self.loaded
+        if current is None or target.version == current.version.version:
+            return False
+        loaded = model_mod.load(
+            self.root, self.model_name, version=target.version,
+            max_batch_rows=self.max_batch_rows, max_payload_bytes=self.max_payload_bytes,
+            torch_threads=self.torch_threads,
+        )  # loaded and warmed up before it takes any request
+        metrics = ServingMetrics(
+            self.model_name, loaded.version.version, self.predictor, self.team,
+            latency_targets_seconds=(self.latency_target_s,),
+        )
+        self.resolved, self.schema = target, loaded.schema
+        self.metrics, self.contract, self.loaded = metrics, loaded.contract, loaded  # the swap: `loaded` last
+        log.warning("alias %s of %s now v%s (was v%s): swapped in pid %d", self.alias, self.model_name,
+                    loaded.version.version, current.version.version, os.getpid())
+        return True
+
+    def _tags(self, loaded: Any = None) -> dict[str, str]:
+        loaded = loaded or self.loaded
+        version = loaded.version.version if loaded else self.resolved.version
         return {"model": self.model_name, "version": version, "alias": self.alias or "", "predictor": self.predictor}
 
     def health_status_raw(self) -> dict[str, Any]:
@@ -144,34 +198,37 @@ class StrataModel:
             return self._predict_grpc(request)
         return self._predict_rest(request)  # any decoded JSON value: REST
 
-    def _score(self, parsed: ParsedRequest) -> np.ndarray:
-        outputs = self.loaded.predict(parsed.features)
-        self.metrics.observe_predictions(outputs.shape[0], self.loaded.positive_scores(outputs))
+    def _score(self, parsed: ParsedRequest, loaded: Any) -> np.ndarray:
+        outputs = loaded.predict(parsed.features)
+        self.metrics.observe_predictions(outputs.shape[0], loaded.positive_scores(outputs))
         return outputs
 
     def _predict_rest(self, message: Any) -> dict[str, Any]:
+        loaded = self.loaded  # one version for the whole request, even across an alias swap
         try:
-            parsed = self.contract.parse_message(message)
+            parsed = loaded.contract.parse_message(message)
         except InputError as error:
             _set_reason(error.reason)
             return error_body(error.status, error.reason, error.message)
-        outputs = self._score(parsed)
-        names = self.loaded.output_names
+        outputs = self._score(parsed, loaded)
+        names = loaded.output_names
         if parsed.layout == "tensor":
             data: dict[str, Any] = {"names": names, "tensor": {"shape": list(outputs.shape), "values": outputs.ravel().tolist()}}
         else:
             data = {"names": names, "ndarray": outputs.tolist()}
-        return {"data": data, "meta": {"tags": self._tags()}}
+        return {"data": data, "meta": {"tags": self._tags(loaded)}}
 
     def _predict_grpc(self, request: Any) -> Any:
         from seldon_core.proto import prediction_pb2
 
         timer = time.perf_counter()
-        self.metrics.in_flight.inc()
+        loaded = self.loaded
+        metrics = self.metrics
+        metrics.in_flight.inc()
         code, reason = 200, None
         try:
             try:
-                parsed = self._parse_proto(request)
+                parsed = self._parse_proto(request, loaded.contract)
             except InputError as error:
                 code, reason = error.status, error.reason
                 response = prediction_pb2.SeldonMessage()
@@ -181,12 +238,12 @@ class StrataModel:
                 response.status.status = prediction_pb2.Status.FAILURE
                 return response
             try:
-                outputs = self._score(parsed)
+                outputs = self._score(parsed, loaded)
             except Exception:
                 code = 500
                 raise
             response = prediction_pb2.SeldonMessage()
-            response.data.names.extend(self.loaded.output_names)
+            response.data.names.extend(loaded.output_names)
             if parsed.layout == "ndarray":
                 from google.protobuf import json_format
 
@@ -194,15 +251,16 @@ class StrataModel:
             else:
                 response.data.tensor.shape.extend(outputs.shape)
                 response.data.tensor.values.extend(outputs.ravel().tolist())
-            for key, value in self._tags().items():
+            for key, value in self._tags(loaded).items():
                 response.meta.tags[key].string_value = value
             return response
         finally:
-            self.metrics.in_flight.dec()
-            self.metrics.observe_request("grpc", code, time.perf_counter() - timer, reason)
+            metrics.in_flight.dec()
+            metrics.observe_request("grpc", code, time.perf_counter() - timer, reason)
 
-    def _parse_proto(self, request: Any) -> ParsedRequest:
-        self.contract.check_size(request.ByteSize())
+    def _parse_proto(self, request: Any, contract: InputContract | None = None) -> ParsedRequest:
+        contract = contract or self.contract
+        contract.check_size(request.ByteSize())
         which = request.WhichOneof("data_oneof")
         if which == "data":
             data = request.data
@@ -210,17 +268,17 @@ class StrataModel:
             kind = data.WhichOneof("data_oneof")
             if kind == "tensor":
                 values = np.asarray(data.tensor.values, dtype=np.float64)
-                return ParsedRequest(self.contract.from_tensor(list(data.tensor.shape), values, names), "tensor")
+                return ParsedRequest(contract.from_tensor(list(data.tensor.shape), values, names), "tensor")
             if kind == "ndarray":
                 from google.protobuf import json_format
 
                 rows = json_format.MessageToDict(data.ndarray)
-                return ParsedRequest(self.contract.from_rows(rows, names), "ndarray")
+                return ParsedRequest(contract.from_rows(rows, names), "ndarray")
             raise InputError("unsupported_format", f"data.{kind or '<empty>'} is not accepted; send data.tensor or data.ndarray", field="data")
         if which == "jsonData":
             from google.protobuf import json_format
 
-            return ParsedRequest(self.contract.from_records(json_format.MessageToDict(request.jsonData)), "tensor")
+            return ParsedRequest(contract.from_records(json_format.MessageToDict(request.jsonData)), "tensor")
         raise InputError("unsupported_format", f"{which or 'an empty message'} is not accepted; send data.tensor, data.ndarray or jsonData")
 
     # ------------------------------------------------------------------ Flask hooks

@@ -1,0 +1,5 @@
+import sys
+
+from workloads.rollout.service import main
+
+sys.exit(main())
