@@ -125,19 +125,37 @@ def serve(
     alias: str = typer.Option("champion", "--alias", help="Registry alias to serve: champion or challenger"),
     port: int = typer.Option(19100, "--port", help="REST port on 127.0.0.1 (gRPC: port+1000, Seldon metrics: port+2000)"),
     stack: Optional[str] = typer.Option(None, "--stack", help="Read the model spec from this stack"),
+    state_dir: Optional[Path] = typer.Option(None, "--state-dir", envvar="STRATA_STATE_DIR",
+                                             help="Local state dir whose traffic proxy routes to this server"),
+    register: bool = typer.Option(True, "--register/--no-register",
+                                  help="Register with the local proxy: champion as `stable`, challenger as `candidate`"),
 ) -> None:
     """Serve MODEL locally with the Seldon wrapper (REST + gRPC), from the local registry export."""
+    from workloads.rollout.analysis import metrics_predictor
     from workloads.serving import launch
     from workloads.training.cli import resolve_spec
+    from workloads.traffic.split import ALIAS_OF_PREDICTOR
 
     try:
         spec, _ = resolve_spec(model, stack)
     except SpecError as error:
         _fail(error, f"model {model!r}")
+    slot = next((s for s, a in ALIAS_OF_PREDICTOR.items() if a == alias), None)
+    if register and slot is not None:
+        from workloads.traffic.local_proxy import LocalProxyRouter
+        from workloads.traffic.state import register_upstream
+
+        router = LocalProxyRouter(state_dir)
+        register_upstream(router.state_dir, spec.name, slot, port)
+        try:
+            router.refresh()
+        except Exception as error:  # noqa: BLE001 - a proxy that is down reads the file when it starts
+            errors.print(f"registered {spec.name}/{slot} on port {port}; the proxy did not reload ({error})")
     realtime = spec.serving.realtime
+    predictor = metrics_predictor(slot, spec.serving.rollout.strategy) if slot else alias
     raise typer.Exit(launch.main([
         "--model", spec.name, "--alias", alias, "--team", spec.team, "--http-port", str(port),
-        "--grpc-port", str(port + 1000), "--metrics-port", str(port + 2000),
+        "--grpc-port", str(port + 1000), "--metrics-port", str(port + 2000), "--predictor", predictor,
         "--max-batch-rows", str(realtime.max_batch_rows), "--max-payload-bytes", str(realtime.max_payload_bytes),
         "--latency-target-ms", str(spec.slos.latency_p99_ms),
     ]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import re
 import subprocess
 import sys
@@ -317,3 +318,25 @@ def test_strata_upstream_registers_servers_and_reloads_the_proxy(proxy):
         proxy.refresh()
         stable.close()
         candidate.close()
+
+
+def test_strata_rollback_ends_a_recorded_rollout_so_no_controller_resumes_it(routed_model, tmp_path):
+    from workloads.rollout.service import status
+    from workloads.rollout.state import FileStateStore, RolloutState
+    from workloads.spec import RolloutStrategyName
+
+    model = routed_model()
+    registry = tmp_path / "registry"
+    FileStateStore(registry).save(RolloutState(model=model.name, strategy=RolloutStrategyName.CANARY,
+                                               candidate_version="2", stable_version="1", step=1))
+    model.router.apply(TrafficSplit.weighted(model.name, 25))
+    done = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "rollback", model.name, "--state-dir", str(model.router.state_dir)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "STRATA_REGISTRY_DIR": str(registry)},
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "ended the canary rollout of version 2" in " ".join(done.stdout.split())
+    state, history = status(registry, model.name)
+    assert state is not None and not state.active and "strata rollback" in state.reason
+    assert history[-1]["outcome"] == "rollback" and history[-1]["actor"] == "strata rollback"
+    assert model.router.current(model.name) == TrafficSplit.all_stable(model.name)

@@ -13,6 +13,7 @@ the metric gates. Exit codes: 0 done, 2 bad input or the proxy cannot do it.
 
 from __future__ import annotations
 
+import os
 import time
 from enum import Enum
 from pathlib import Path
@@ -107,16 +108,25 @@ def rollback_command(
     state_dir: Optional[Path] = STATE_OPT,
 ) -> None:
     """Send 100% of the traffic back to stable (champion) now; prints how long it took."""
+    from workloads.rollout.service import record_manual_rollback
+
     t0 = time.monotonic()
     try:
         router = LocalProxyRouter(state_dir)
         before = router.current(model)
+        # End a recorded rollout first: a running controller sees it before its next step
+        # and stops, instead of re-applying its split after ours.
+        registry_root = Path(os.environ.get("STRATA_REGISTRY_DIR") or router.state_dir / "registry")
+        ended = record_manual_rollback(registry_root, model)
         router.apply(TrafficSplit.all_stable(model))
     except LocalError as exc:
         _fail(str(exc), "rollback")
     took_ms = (time.monotonic() - t0) * 1000
     console.print(f"[green]rolled back[/] {model}: 100% {STABLE} (was: {before.describe()}) "
                   f"in {took_ms:.0f} ms", highlight=False)
+    if ended is not None:
+        console.print(f"ended the {getattr(ended.strategy, 'value', ended.strategy)} rollout of version {ended.candidate_version} "
+                      "(recorded in the model's decisions)", highlight=False)
 
 
 def upstream_command(
