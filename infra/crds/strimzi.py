@@ -198,6 +198,17 @@ class KafkaUserAuthorization(CrdModel):
 class KafkaUserSpec(CrdModel):
     authentication: KafkaUserAuthentication | None = None
     authorization: KafkaUserAuthorization | None = None
+    template: dict[str, Any] | None = None  # KafkaUserTemplate: {"secret": {"metadata": {...}}}
+
+
+REFLECTOR = "reflector.v1.k8s.emberstack.com/"
+
+
+def mirrored_to(namespaces: str) -> dict[str, str]:
+    """Annotations that make the reflector (charts: "reflector") keep a copy of a Secret in
+    `namespaces` (a comma-separated list or regular expression of namespace names)."""
+    return {f"{REFLECTOR}reflection-allowed": "true", f"{REFLECTOR}reflection-allowed-namespaces": namespaces,
+            f"{REFLECTOR}reflection-auto-enabled": "true", f"{REFLECTOR}reflection-auto-namespaces": namespaces}
 
 
 def _meta(name: str, namespace: str, cluster: str | None, annotations: dict[str, str] | None = None,

@@ -22,14 +22,15 @@
   The worker's `spec.replicas` belongs to KEDA's HPA after creation (`ignore_changes`).
 - A `TriggerAuthentication` giving KEDA the client certificate, key and the cluster CA.
 
-The client credentials: Strimzi's User Operator writes the KafkaUser's certificate into a
-Secret in the *Kafka* namespace, and the cluster CA is there too; a pod and a
-TriggerAuthentication can only read Secrets of their own namespace. Both read
-`<model>-stream-kafka-tls` in the team namespace (keys `ca.crt` = the cluster CA,
-`user.crt`, `user.key`); copying it there from `<model>-stream` and
-`<cluster>-cluster-ca-cert` is the platform's job (not built yet). The worker mounts it at
-`/etc/strata/kafka` and speaks mutual TLS with those three files (`--ssl-cafile`,
-`--ssl-certfile`, `--ssl-keyfile`); until the copy exists, its pod waits for the Secret.
+The client credentials: Strimzi's User Operator writes the KafkaUser's certificate into the
+Secret `<model>-stream` in the *Kafka* namespace, beside the cluster CA certificate
+`<cluster>-cluster-ca-cert`; a pod and a TriggerAuthentication read only Secrets of their
+own namespace. Both Secrets carry reflector annotations (the KafkaUser's `template.secret`,
+the Kafka CR's `template.clusterCaCert`), so the platform's reflector (infra.platform.kafka)
+keeps copies of them in the team namespace. The worker mounts `ca.crt`, `user.crt` and
+`user.key` from them (one projected volume at `/etc/strata/kafka`) and speaks mutual TLS
+with those files (`--ssl-cafile`, `--ssl-certfile`, `--ssl-keyfile`); KEDA's
+TriggerAuthentication reads the same three keys.
 """
 
 from __future__ import annotations
@@ -82,8 +83,23 @@ class ModelStreamingArgs:
         return f"{self.model.name}-stream"
 
     @property
-    def tls_secret(self) -> str:
+    def user_secret(self) -> str:
+        """The KafkaUser's Secret (user.crt, user.key), mirrored into the team namespace."""
+        return self.worker_name
+
+    @property
+    def cluster_ca_secret(self) -> str:
+        """Strimzi's cluster CA certificate Secret (ca.crt), mirrored into the team namespace."""
+        return f"{self.kafka_cluster}-cluster-ca-cert"
+
+    @property
+    def trigger_authentication(self) -> str:
         return f"{self.model.name}-stream-kafka-tls"
+
+    def tls_files(self) -> tuple[tuple[str, str, str], ...]:
+        """(KEDA parameter, Secret, key): the three files of mutual TLS, as mounted and as KEDA reads them."""
+        return (("ca", self.cluster_ca_secret, "ca.crt"), ("cert", self.user_secret, "user.crt"),
+                ("key", self.user_secret, "user.key"))
 
 
 def topic_specs(args: ModelStreamingArgs) -> dict[str, tuple[str, strimzi.KafkaTopicSpec]]:
@@ -127,7 +143,7 @@ def scaled_object_spec(args: ModelStreamingArgs) -> keda.ScaledObjectSpec:
     max_replicas = min(stream.effective_max_replicas, stream.partitions)
     return keda.ScaledObjectSpec(
         scale_target_ref=keda.ScaleTargetRef(name=args.worker_name, api_version="apps/v1", kind="Deployment"),
-        triggers=[trigger.trigger("input-lag", keda.AuthenticationRef(name=args.tls_secret,
+        triggers=[trigger.trigger("input-lag", keda.AuthenticationRef(name=args.trigger_authentication,
                                                                        kind="TriggerAuthentication"))],
         min_replica_count=1, max_replica_count=max_replicas, polling_interval=15, cooldown_period=300,
         fallback=keda.Fallback(failure_threshold=3, replicas=min(2, max_replicas)),
@@ -170,7 +186,9 @@ def worker_deployment_spec(args: ModelStreamingArgs) -> dict:
                 "terminationGracePeriodSeconds": 60,
                 "containers": [worker],
                 "volumes": [empty_dir("tmp", "256Mi"), empty_dir("registry", "2Gi"),
-                            {"name": "kafka-tls", "secret": {"secretName": args.tls_secret, "defaultMode": 0o440}}],
+                            {"name": "kafka-tls", "projected": {"defaultMode": 0o440, "sources": [
+                                {"secret": {"name": secret, "items": [{"key": key, "path": key}]}}
+                                for _, secret, key in args.tls_files()]}}],
                 "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
                     "weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
                                                        "labelSelector": {"matchLabels": match}}}]}},
@@ -199,7 +217,10 @@ class ModelStreaming(pulumi.ComponentResource):
             operator=strimzi_operator, labels=labels, opts=child,
             spec=strimzi.KafkaUserSpec(
                 authentication=strimzi.KafkaUserAuthentication(type=strimzi.KafkaUserAuthenticationType.TLS),
-                authorization=strimzi.KafkaUserAuthorization(acls=user_acls(args))))
+                authorization=strimzi.KafkaUserAuthorization(acls=user_acls(args)),
+                # the User Operator writes the Secret in the Kafka namespace; the reflector
+                # keeps a copy in the worker's namespace (infra.platform.kafka)
+                template={"secret": {"metadata": {"annotations": strimzi.mirrored_to(args.namespace)}}}))
         deployment_spec = worker_deployment_spec(args)
         self.worker = k8s.apps.v1.Deployment(
             f"{name}-worker",
@@ -214,11 +235,11 @@ class ModelStreaming(pulumi.ComponentResource):
             spec=pod_disruption_budget_spec(deployment_spec["selector"]["matchLabels"]),
             opts=child)
         self.trigger_authentication = keda.trigger_authentication(
-            f"{name}-trigger-auth", name=args.tls_secret, namespace=args.namespace, operator=keda_operator,
+            f"{name}-trigger-auth", name=args.trigger_authentication, namespace=args.namespace, operator=keda_operator,
             labels=labels, opts=child,
             spec=keda.TriggerAuthenticationSpec(secret_target_ref=[
-                keda.SecretTargetRef(parameter=parameter, name=args.tls_secret, key=key)
-                for parameter, key in (("ca", "ca.crt"), ("cert", "user.crt"), ("key", "user.key"))]))
+                keda.SecretTargetRef(parameter=parameter, name=secret, key=key)
+                for parameter, secret, key in args.tls_files()]))
         self.scaled_object = keda.scaled_object(
             f"{name}-scaled-object", name=args.worker_name, namespace=args.namespace, spec=scaled_object_spec(args),
             operator=keda_operator, labels=labels,

@@ -253,6 +253,7 @@ class Platform(pulumi.ComponentResource):
         self.kafka: Optional[KafkaCluster] = None
         if caps.kafka:
             self.kafka = KafkaCluster(f"{name}-kafka", KafkaClusterArgs(namespace=ns("kafka"), exporter=caps.monitoring,
+                                                                          client_namespaces=",".join(args.team_ns(t) for t in args.teams),
                                                                         rack_aware=args.aws),
                                       after=placed("kafka"), opts=child)
             self.operators["strimzi"] = self.kafka.operator

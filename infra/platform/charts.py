@@ -31,6 +31,15 @@ class ChartPin:
     app_version: str  # the operator/app version the chart deploys
     serves: tuple[str, ...] = ()  # "<group>/<version>/<Kind>" of the CRDs it installs that we use
 
+    @property
+    def oci(self) -> bool:
+        return self.repo.startswith("oci://")
+
+    @property
+    def reference(self) -> str:
+        """What Helm installs: the chart name in `repo`, or the full URL of an OCI chart."""
+        return f"{self.repo}/{self.chart}" if self.oci else self.chart
+
     def __post_init__(self) -> None:
         if not _EXACT_VERSION.match(self.version):
             raise ValueError(f"chart {self.key!r}: version {self.version!r} is not an exact x.y.z pin")
@@ -59,6 +68,9 @@ _PINS = (
              ("ray.io/v1/RayJob", "ray.io/v1/RayCluster", "ray.io/v1/RayService")),
     ChartPin("seldon",        "https://storage.googleapis.com/seldon-charts", "seldon-core-operator", "1.18.2", "1.18.2",
              ("machinelearning.seldon.io/v1/SeldonDeployment",)),
+    # Mirrors the Kafka client credentials Strimzi writes in the Kafka namespace (each stream
+    # worker's KafkaUser Secret, the cluster CA certificate) into the team namespaces that use them.
+    ChartPin("reflector",     "oci://ghcr.io/emberstack/helm-charts", "reflector", "10.0.60", "10.0.60"),
     ChartPin("nvidia-device-plugin", "https://nvidia.github.io/k8s-device-plugin", "nvidia-device-plugin",
              "0.20.0", "0.20.0"),
 )
@@ -113,9 +125,9 @@ def helm_release(resource_name: str, key: str, *, namespace: pulumi.Input[str], 
     return k8s.helm.v3.Release(
         resource_name,
         name=release_name or pin.key,
-        chart=pin.chart,
+        chart=pin.reference,
         version=pin.version,
-        repository_opts={"repo": pin.repo},
+        repository_opts=None if pin.oci else {"repo": pin.repo},
         namespace=namespace,
         create_namespace=False,  # namespaces are ours (PSA labels, quotas, NetworkPolicies)
         atomic=True,

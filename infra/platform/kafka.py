@@ -34,6 +34,9 @@ class KafkaClusterArgs:
     metadata_version: str = "4.2-IV1"
     rack_aware: bool = True  # spread replicas over zones (topology.kubernetes.io/zone)
     exporter: bool = False  # Kafka Exporter (consumer lag metrics) for Prometheus
+    # Namespaces (regex) whose clients get the cluster CA certificate and their KafkaUser
+    # Secrets mirrored from this namespace (a pod reads Secrets of its own namespace only).
+    client_namespaces: str = ""
 
     def __post_init__(self) -> None:
         if self.brokers < 3:
@@ -57,6 +60,12 @@ class KafkaCluster(pulumi.ComponentResource):
             "generateNetworkPolicy": True,
             "generatePodDisruptionBudget": True,
         })
+        # The reflector copies client credentials out of this namespace (see client_namespaces).
+        self.reflector = helm_release(f"{name}-reflector", "reflector", namespace=args.namespace, opts=child, values={
+            "resources": resources("50m", "128Mi", "200m", "256Mi"),
+            "podSecurityContext": dict(HELM_POD_SECURITY_CONTEXT),
+            "securityContext": dict(HELM_CONTAINER_SECURITY_CONTEXT),
+        }) if args.client_namespaces else None
         cluster = args.cluster_name
         pod_selector = {strimzi.CLUSTER_LABEL: cluster, "strimzi.io/kind": "Kafka"}
 
@@ -82,7 +91,8 @@ class KafkaCluster(pulumi.ComponentResource):
                                                         limits={"cpu": "500m", "memory": "512Mi"})
         self.kafka = strimzi.kafka(
             f"{name}-kafka", name=cluster, namespace=args.namespace, operator=self.operator,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*after, self.controller_pool, self.broker_pool]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*after, self.controller_pool, self.broker_pool,
+                                                                 *([self.reflector] if self.reflector else [])]),
             spec=strimzi.KafkaSpec(
                 kafka=strimzi.KafkaClusterSpec(
                     version=args.kafka_version,
@@ -105,6 +115,8 @@ class KafkaCluster(pulumi.ComponentResource):
                             "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
                             "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": pod_selector}}]},
                         "podDisruptionBudget": {"maxUnavailable": 1},
+                        **({"clusterCaCert": {"metadata": {"annotations": strimzi.mirrored_to(args.client_namespaces)}}}
+                           if args.client_namespaces else {}),
                     },
                 ),
                 entity_operator=strimzi.EntityOperatorSpec(

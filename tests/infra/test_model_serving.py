@@ -336,10 +336,10 @@ def test_topics_and_scaled_object_follow_the_spec(built, case, partitions, repli
     assert trigger["authenticationRef"] == {"name": "fraud-stream-kafka-tls", "kind": "TriggerAuthentication"}
     auth = built_case.the(TRIGGER_AUTH).inputs
     assert auth["metadata"]["namespace"] == NAMESPACE
-    assert auth["spec"] == {"secretTargetRef": [
-        {"parameter": "ca", "name": "fraud-stream-kafka-tls", "key": "ca.crt"},
-        {"parameter": "cert", "name": "fraud-stream-kafka-tls", "key": "user.crt"},
-        {"parameter": "key", "name": "fraud-stream-kafka-tls", "key": "user.key"}]}
+    assert auth["spec"] == {"secretTargetRef": [  # the mirrored cluster CA and KafkaUser Secrets
+        {"parameter": "ca", "name": "strata-cluster-ca-cert", "key": "ca.crt"},
+        {"parameter": "cert", "name": "fraud-stream", "key": "user.crt"},
+        {"parameter": "key", "name": "fraud-stream", "key": "user.key"}]}
 
 
 def test_the_consumer_group_is_the_workers_default():
@@ -353,6 +353,11 @@ def test_kafka_user_has_least_acls(built):
     topics = topics_for("fraud")
     assert user["metadata"]["namespace"] == KAFKA_NAMESPACE
     assert user["spec"]["authentication"] == {"type": "tls"}
+    # the reflector copies the user's Secret into the worker's namespace, and nowhere else
+    reflector = "reflector.v1.k8s.emberstack.com/"
+    assert user["spec"]["template"]["secret"]["metadata"]["annotations"] == {
+        f"{reflector}reflection-allowed": "true", f"{reflector}reflection-allowed-namespaces": NAMESPACE,
+        f"{reflector}reflection-auto-enabled": "true", f"{reflector}reflection-auto-namespaces": NAMESPACE}
     acls = user["spec"]["authorization"]["acls"]
     assert user["spec"]["authorization"]["type"] == "simple"
     assert sorted((a["resource"]["type"], a["resource"]["name"], a["resource"]["patternType"],
@@ -379,7 +384,11 @@ def test_stream_worker_deployment(built):
     assert [argv[argv.index(flag) + 1] for flag in ("--ssl-cafile", "--ssl-certfile", "--ssl-keyfile")] == [
         f"{tls_dir}/ca.crt", f"{tls_dir}/user.crt", f"{tls_dir}/user.key"]  # the Secret's keys
     assert pod["terminationGracePeriodSeconds"] >= 30  # SIGTERM finishes the batch, commits
-    assert {"name": "kafka-tls", "secret": {"secretName": "fraud-stream-kafka-tls", "defaultMode": 0o440}} in pod["volumes"]
+    assert {"name": "kafka-tls", "projected": {"defaultMode": 0o440, "sources": [
+        {"secret": {"name": "strata-cluster-ca-cert", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"secret": {"name": "fraud-stream", "items": [{"key": "user.crt", "path": "user.crt"}]}},
+        {"secret": {"name": "fraud-stream", "items": [{"key": "user.key", "path": "user.key"}]}},
+    ]}} in pod["volumes"]
     assert worker["image"] == "strata/stream-worker:0.1.0"
     assert case.ignore_changes[deployment.name] == ["spec.replicas"]  # KEDA's HPA owns it
     pdb = case.named(PDB, "fraud-stream").inputs["spec"]

@@ -20,7 +20,7 @@ from workloads.monitoring.alertmanager import ROUTING_KEY_DIR
 STACKS = ("quick", "standard", "enterprise")
 RELEASE = "kubernetes:helm.sh/v3:Release"
 OPTIONAL_CHARTS = {"base", "istiod", "gateway", "cni", "keda", "strimzi-kafka-operator",
-                   "kube-prometheus-stack", "nvidia-device-plugin"}
+                   "kube-prometheus-stack", "nvidia-device-plugin", "oci://ghcr.io/emberstack/helm-charts/reflector"}
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 # CR API group -> the chart whose release must precede it.
 CR_OPERATOR_CHART = {
@@ -250,12 +250,16 @@ def test_kubernetes_resources_use_the_cluster_provider(plans, stack):
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_chart_versions_are_pinned(plans, stack):
-    by_chart = {pin.chart: pin for pin in CHARTS.values()}
+    by_chart = {pin.reference: pin for pin in CHARTS.values()}
     for release in releases(plans[stack]):
         version = release.inputs["version"]
         assert re.fullmatch(r"\d+\.\d+\.\d+", version), f"{release.name}: {version!r} is not an exact pin"
-        assert version == by_chart[release.inputs["chart"]].version
-        assert release.inputs["repositoryOpts"]["repo"].startswith("https://")
+        pin = by_chart[release.inputs["chart"]]
+        assert version == pin.version
+        if pin.oci:  # an OCI chart is addressed by its full URL, with no repository
+            assert release.inputs["chart"].startswith("oci://") and "repositoryOpts" not in release.inputs
+        else:
+            assert release.inputs["repositoryOpts"]["repo"].startswith("https://")
 
 
 def test_chart_pins_refuse_ranges():
@@ -400,3 +404,25 @@ def test_rollout_controllers_can_reach_prometheus_and_nothing_wider(plans, stack
                       if any("strata.dev/tenant" in peer.get("namespaceSelector", {}).get("matchLabels", {})
                              for peer in rule["from"])]
         assert len(from_teams) == 1 and from_teams[0]["ports"] == [{"port": 9090, "protocol": "TCP"}]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_kafka_client_credentials_are_mirrored_into_team_namespaces(plans, stack):
+    """Where Kafka runs, the reflector runs beside it and the cluster CA certificate Secret is
+    mirrored into every team namespace (the stream workers' KafkaUser Secrets: test_model_serving)."""
+    plan = plans[stack]
+    kafka_crs = plan.of_kind("Kafka")
+    releases = {r.inputs["name"]: r.inputs for r in plan.of_kind("Release")}
+    if not kafka_crs:
+        assert "reflector" not in releases
+        return
+    [kafka] = kafka_crs
+    reflector = releases["reflector"]
+    assert reflector["namespace"] == kafka.inputs["metadata"]["namespace"]
+    assert reflector["chart"] == "oci://ghcr.io/emberstack/helm-charts/reflector" and reflector["version"] == "10.0.60"
+    annotations = kafka.inputs["spec"]["kafka"]["template"]["clusterCaCert"]["metadata"]["annotations"]
+    teams = sorted(plan.outputs["teamNamespaces"].values())
+    prefix = "reflector.v1.k8s.emberstack.com/"
+    assert annotations[f"{prefix}reflection-auto-enabled"] == "true"
+    assert sorted(annotations[f"{prefix}reflection-auto-namespaces"].split(",")) == teams
+    assert sorted(annotations[f"{prefix}reflection-allowed-namespaces"].split(",")) == teams
