@@ -68,6 +68,17 @@ class Processes:
         path = self.logs / f"{name}.log"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
+    def stop(self, name: str, timeout: float = 10.0) -> None:
+        """Stop the processes started under `name` (by their own pid)."""
+        for started_name, process in self.started:
+            if started_name == name and process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=5)
+
     def stop_all(self) -> None:
         for _, process in reversed(self.started):
             if process.poll() is None:

@@ -164,3 +164,30 @@ def test_the_profile_a_model_version_ships_drives_the_monitor(tmp_path):
         assert report.psi[j] == pytest.approx(float(np.sum((live_share - ref_share) * np.log(live_share / ref_share))))
         assert report.ks[j] == stats.ks_2samp(np.asarray(feature["ksSample"]), live[:, j], method="asymp").statistic
     assert report.psi[1] > 0.1 > report.psi[0]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_float32_windows_are_exact_for_the_values_given(seed):
+    """The monitor keeps float32 windows; float32 values that tie with (or sit one ulp from)
+    float64 reference values must compare exactly as scipy compares the same samples."""
+    rng = np.random.default_rng(seed)
+    top = float(np.finfo(np.float32).max)
+    ref = np.concatenate([np.round(rng.normal(size=3000), 2), [1e39, -1e39, top, 1e-46]])  # beyond float32 too
+    live = np.concatenate([ref[:500].astype(np.float32), np.round(rng.normal(0.1, 1, size=4000), 2).astype(np.float32),
+                           np.nextafter(ref[:200].astype(np.float32), np.float32(np.inf)),
+                           np.float32([top, -top, 0.0, 1e-45])])
+    live[:3] = [np.nan, np.inf, -np.inf]
+    column = profile_column(ref)
+    finite = live[np.isfinite(live)]
+    ours = column_drift(column, live)
+    assert ours.rows == finite.size
+    assert ours.ks == stats.ks_2samp(ref, finite.astype(np.float64), method="asymp").statistic
+    assert ours.ks == column_drift(column, finite.astype(np.float64)).ks
+    assert ours.psi == column_drift(column, finite.astype(np.float64)).psi
+
+
+def test_the_window_buffer_keeps_the_models_float32():
+    buffer = WindowBuffer(2, capacity=10)
+    buffer.append(np.array([[0.1, 1e6 + 0.3]]))
+    rows, _ = buffer.snapshot()
+    assert rows.dtype == np.float32 and rows[0, 0] == np.float32(0.1)

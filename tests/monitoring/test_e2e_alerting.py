@@ -21,7 +21,7 @@ import yaml
 from tests.monitoring.conftest import PYTHON, free_port, need, wait_http
 from workloads.monitoring import alertmanager as am
 from workloads.monitoring import rules
-from workloads.monitoring.drift import ReferenceProfile
+from workloads.data.profile import build_profile, write_profile
 from workloads.monitoring.generate import to_yaml
 
 FEATURES = ("amount", "hour", "merchant_risk", "distance_km")
@@ -82,10 +82,10 @@ def test_injected_drift_pages_and_starts_exactly_one_retrain(tmp_path, processes
     fraud = next(spec for spec in catalog if spec.name == "fraud")
     rng = np.random.default_rng(5)
 
-    # Reference profile of "version 3", as stored at registration.
+    # Reference profile of "version 3", as training ships it (reference_profile.json).
     reference = rng.normal(size=(20_000, len(FEATURES)))
-    profile_path = tmp_path / "fraud-v3-profile.npz"
-    ReferenceProfile.build(reference, FEATURES, predictions=rng.uniform(size=20_000)).save(profile_path)
+    profile_path = write_profile(build_profile(reference, list(FEATURES), predictions=rng.uniform(size=20_000)),
+                                 tmp_path / "reference_profile.json")
 
     drift_port, retrain_port, prom_port, am_port = free_port(), free_port(), free_port(), free_port()
     pagerduty = PagerDutyReceiver()

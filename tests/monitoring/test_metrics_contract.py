@@ -98,3 +98,34 @@ def test_the_retrain_trigger_exports_every_retrain_metric():
     exposed = _samples(pc.generate_latest(trigger.registry).decode())
     for m in contract.for_emitter(contract.Emitter.RETRAIN):
         assert set(m.series_names) <= exposed, m.name
+
+
+def test_the_cost_exporter_exports_every_cost_metric(tmp_path):
+    """Real Node/Pod/Event objects (as `kubectl get -o json` writes them) through the exporter."""
+    from tests.monitoring.test_cost_exporter import event, node, pod, write
+    from workloads.monitoring.cost_exporter import CostExporter, JsonSource
+
+    nodes = [node("a", "cpu-spot", "spot", "m6i.xlarge"), node("b", "system", "on-demand", "m6i.large")]
+    pods = [pod("p", "a", "fraud", "payments-risk", "1", "1Gi", {"seldon-deployment-id": "fraud"})]
+    write(tmp_path, nodes, pods, [event("e", "SpotInterrupted", "a")])
+    exporter = CostExporter(JsonSource(tmp_path))
+    exporter.collect()
+    write(tmp_path, nodes + [node("c", "cpu-spot", "on-demand", "m6i.xlarge")], pods)  # on-demand in a spot pool: fallback
+    exporter.collect()
+    exposed = _samples(pc.generate_latest(exporter.registry).decode())
+    for m in contract.for_emitter(contract.Emitter.COST):
+        assert set(m.series_names) <= exposed, m.name
+
+
+def test_the_quality_service_exports_every_model_quality_metric():
+    from workloads.monitoring.quality import QualityService, ScoredRecord
+
+    service = QualityService("fraud", "payments-risk", baselines={"1": {"accuracy": 0.9, "auc": 0.9}})
+    service.on_scored([ScoredRecord(f"k{i}", "1", i / 10, float(i >= 5), True) for i in range(10)], at=100.0)
+    assert service.on_labels([(f"k{i}", float(i % 2)) for i in range(10)], at=160.0) == 10
+    service.export()
+    exposed = _samples(pc.generate_latest(service.registry).decode())
+    quality = [m for m in contract.for_emitter(contract.Emitter.DRIFT) if m.name.startswith("strata_model_quality_")]
+    assert quality
+    for m in quality:
+        assert set(m.series_names) <= exposed, m.name

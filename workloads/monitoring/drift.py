@@ -1,8 +1,10 @@
 """Feature and prediction drift against a cached reference profile.
 
-The reference profile is computed ONCE per model version (at registration) and stored
-with it: per feature, quantile bin edges + reference bin counts (for PSI) and the sorted
-distinct reference values with their cumulative counts (for KS). Evaluating a live
+The reference profile is computed ONCE per model version (at registration, by
+`workloads.data.profile` -- the one builder; `ReferenceProfile.build` goes through it too)
+and stored with it as `reference_profile.json`: per feature, bin edges + reference bin
+counts (for PSI) and a sorted reference sample (for KS), cached here as the distinct
+sample values with their cumulative counts. Evaluating a live
 window then costs one sort per feature (numpy's SIMD sort) plus a few `searchsorted`
 calls of reference size -- no re-sorting of the reference, no per-row Python.
 
@@ -17,7 +19,9 @@ at every distinct reference value (F_live with `side="right"`) and just before i
 
 Windows: a 2-D array (rows, features). Column-major (Fortran order, or `window.T` of a
 (features, rows) buffer) avoids a strided copy per feature; `WindowBuffer` keeps windows
-that way.
+that way, as float32 (the model's input dtype; sorting float32 is about twice as fast).
+float32 and float64 windows are evaluated in their own dtype: the statistics are exact
+for the values given.
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-DEFAULT_BINS = 10
+from workloads.data import profile as reference_data
+from workloads.data.profile import DEFAULT_BINS
+
 PSI_EPSILON = 1e-4  # floor for empty bins (avoids log(0)); the usual choice for PSI
-MAX_CATEGORIES = 20  # integer-valued columns with at most this many values are categorical
 
 
 @dataclass(frozen=True)
@@ -59,32 +64,26 @@ class ColumnProfile:
         """The (sorted) reference sample the KS statistic compares against."""
         return np.repeat(self.values, np.diff(self.cum_counts, prepend=0))
 
+    @classmethod
+    def from_arrays(cls, inner_edges: np.ndarray, counts: np.ndarray, ks_sample: np.ndarray) -> "ColumnProfile":
+        """From a stored reference: edges, counts and the sorted KS sample."""
+        sample = np.sort(np.asarray(ks_sample, dtype=np.float64))
+        values, first = np.unique(sample, return_index=True)
+        return cls(np.asarray(inner_edges, dtype=np.float64), np.asarray(counts, dtype=np.int64),
+                   values, np.append(first[1:], sample.size).astype(np.int64))
 
-def _edges(sorted_column: np.ndarray, bins: int) -> np.ndarray:
-    distinct = np.unique(sorted_column)
-    if len(distinct) <= MAX_CATEGORIES and np.all(distinct == np.round(distinct)):
-        return (distinct[:-1] + distinct[1:]) / 2.0  # one bin per category
-    quantiles = np.quantile(sorted_column, np.linspace(0.0, 1.0, bins + 1)[1:-1])
-    return np.unique(quantiles)
+    @classmethod
+    def from_reference(cls, reference: reference_data.ColumnReference) -> "ColumnProfile":
+        return cls.from_arrays(reference.inner_edges, reference.counts, reference.ks_sample)
 
 
 def profile_column(column: np.ndarray, bins: int = DEFAULT_BINS, ks_sample: int | None = None,
                    seed: int = 0) -> ColumnProfile:
-    column = np.asarray(column, dtype=np.float64)
-    column = column[np.isfinite(column)]
-    if column.size == 0:
-        raise ValueError("a reference column needs at least one finite value")
-    ordered = np.sort(column)
-    edges = _edges(ordered, bins)
-    bounds = np.searchsorted(ordered, edges, side="left")
-    counts = np.diff(np.concatenate(([0], bounds, [ordered.size]))).astype(np.int64)
-    sample = ordered
-    if ks_sample is not None and ordered.size > ks_sample:
-        rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(column, size=ks_sample, replace=False))
-    values, first = np.unique(sample, return_index=True)
-    cum_counts = np.append(first[1:], sample.size).astype(np.int64)
-    return ColumnProfile(edges, counts, values, cum_counts)
+    """One column's profile, through the shared builder (`workloads.data.profile`)."""
+    column = np.asarray(column, dtype=np.float64).reshape(-1)
+    index = reference_data.sample_rows(column.size, ks_sample, seed)
+    reference, _ = reference_data.reference_column(column, bins, index)
+    return ColumnProfile.from_reference(reference)
 
 
 @dataclass(frozen=True)
@@ -100,17 +99,16 @@ class ReferenceProfile:
     def build(cls, data: np.ndarray, features: Sequence[str] | None = None,
               predictions: np.ndarray | None = None, bins: int = DEFAULT_BINS,
               ks_sample: int | None = None, seed: int = 0) -> "ReferenceProfile":
-        data = np.asarray(data, dtype=np.float64)
+        """The same profile `workloads.data.profile.build_profile` writes, without the JSON
+        round trip. `ks_sample=None` keeps every reference row in the KS sample (a version
+        ships `reference_data.DEFAULT_KS_SAMPLE` rows)."""
+        data = np.asarray(data)
         if data.ndim != 2:
             raise ValueError(f"reference data must be 2-D (rows, features), got shape {data.shape}")
         names = tuple(features) if features is not None else tuple(f"f{i}" for i in range(data.shape[1]))
-        if len(names) != data.shape[1]:
-            raise ValueError(f"{len(names)} feature names for {data.shape[1]} columns")
-        columns = tuple(profile_column(data[:, j], bins, ks_sample, seed + j) for j in range(data.shape[1]))
-        prediction = None
-        if predictions is not None:
-            prediction = profile_column(np.asarray(predictions).reshape(-1), bins, ks_sample, seed - 1)
-        return cls(names, columns, prediction, int(data.shape[0]))
+        columns, prediction, _ = reference_data.profile_columns(data, names, bins, ks_sample, seed, predictions)
+        return cls(names, tuple(ColumnProfile.from_reference(c) for c in columns),
+                   None if prediction is None else ColumnProfile.from_reference(prediction), int(data.shape[0]))
 
     # ---------------------------------------------------------------- storage
     def save(self, path: str | Path) -> None:
@@ -146,21 +144,19 @@ class ReferenceProfile:
     @classmethod
     def from_version_profile(cls, raw: Mapping[str, Any]) -> "ReferenceProfile":
         """The profile a registered model version ships (`reference_profile.json`, written by
-        `workloads.data.profile.build_profile`): its edges, bin counts and KS sample as they
-        are. Its bins use the same rule as `ColumnProfile` (searchsorted side="right")."""
+        `workloads.data.profile.build_profile`): its edges, bin counts and KS sample as they are."""
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("features"), Mapping):
+            raise ValueError("not a reference profile: no `features` object")
         names, columns = [], []
         for name in raw.get("featureOrder") or list(raw["features"]):
             feature = raw["features"][name]
-            sample = np.sort(np.asarray(feature["ksSample"], dtype=np.float64))
-            values, first = np.unique(sample, return_index=True)
-            columns.append(ColumnProfile(
-                np.asarray(feature["innerEdges"], dtype=np.float64),
-                np.asarray(feature["counts"], dtype=np.int64),
-                values,
-                np.append(first[1:], sample.size).astype(np.int64),
-            ))
+            columns.append(ColumnProfile.from_arrays(feature["innerEdges"], feature["counts"], feature["ksSample"]))
             names.append(name)
-        return cls(tuple(names), tuple(columns), None, int(raw.get("rows", 0)))
+        stored = raw.get(reference_data.PREDICTION)
+        prediction = None
+        if isinstance(stored, Mapping):
+            prediction = ColumnProfile.from_arrays(stored["innerEdges"], stored["counts"], stored["ksSample"])
+        return cls(tuple(names), tuple(columns), prediction, int(raw.get("rows", 0)))
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
@@ -208,19 +204,61 @@ class ColumnDrift:
     rows: int  # finite live values used
 
 
+def _sorted_finite(live: np.ndarray) -> np.ndarray:
+    """The finite live values, sorted: float32 stays float32 (half the sort work), any
+    other dtype becomes float64."""
+    live = np.asarray(live)
+    if live.dtype != np.float32:
+        live = live.astype(np.float64, copy=False)
+    ordered = np.sort(live, kind="quicksort")  # numpy's SIMD sort; NaN sorts last
+    infinity = ordered.dtype.type(np.inf)
+    start = int(np.searchsorted(ordered, -infinity, side="right"))  # drop -inf
+    stop = int(np.searchsorted(ordered, infinity, side="left"))  # drop +inf and NaN
+    return ordered[start:stop]
+
+
+def _float32_bounds(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(largest float32 <= v, smallest float32 >= v) for each float64 v. For a float32 x:
+    x <= v  <=>  x <= down(v)   and   x < v  <=>  x < up(v)   -- exactly, so a float32
+    column is compared with float64 reference values without widening it."""
+    with np.errstate(over="ignore"):
+        nearest = values.astype(np.float32)
+    wide = nearest.astype(np.float64)
+    down = np.where(wide > values, np.nextafter(nearest, np.float32(-np.inf)), nearest)
+    up = np.where(wide < values, np.nextafter(nearest, np.float32(np.inf)), nearest)
+    return down.astype(np.float32), up.astype(np.float32)
+
+
+_BOUNDS_CACHE: dict[int, tuple[np.ndarray, ...]] = {}
+
+
+def _keys(profile: ColumnProfile, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(edge keys for `<`, value keys for `<=`, value keys for `<`) in the live dtype."""
+    if dtype != np.float32:
+        return profile.edges, profile.values, profile.values
+    cached = _BOUNDS_CACHE.get(id(profile))
+    if cached is None or cached[0] is not profile:
+        _, edges_up = _float32_bounds(profile.edges)
+        values_down, values_up = _float32_bounds(profile.values)
+        cached = (profile, edges_up, values_down, values_up)
+        if len(_BOUNDS_CACHE) > 4096:
+            _BOUNDS_CACHE.clear()
+        _BOUNDS_CACHE[id(profile)] = cached
+    return cached[1], cached[2], cached[3]
+
+
 def column_drift(profile: ColumnProfile, live: np.ndarray) -> ColumnDrift:
-    """PSI and KS of one live column against its cached profile."""
-    ordered = np.sort(np.asarray(live, dtype=np.float64))  # NaN sorts last
-    start = int(np.searchsorted(ordered, -np.inf, side="right"))  # drop -inf
-    valid = int(np.searchsorted(ordered, np.inf, side="left"))  # drop +inf and NaN (sorted last)
-    ordered = ordered[start:valid]
+    """PSI and KS of one live column against its cached profile: one sort of the live
+    column, then `searchsorted` of the (small) reference arrays into it."""
+    ordered = _sorted_finite(live)
     n = ordered.size
     if n == 0:
         return ColumnDrift(float("nan"), float("nan"), 0)
-    bounds = np.searchsorted(ordered, profile.edges, side="left")
-    live_counts = np.diff(np.concatenate(([0], bounds, [n])))
-    le = np.searchsorted(ordered, profile.values, side="right") / n
-    lt = np.searchsorted(ordered, profile.values, side="left") / n
+    edges_lt, values_le, values_lt = _keys(profile, ordered.dtype)
+    bounds = np.searchsorted(ordered, edges_lt, side="left")  # rows < edge
+    live_counts = np.diff(bounds, prepend=0, append=n)
+    le = np.searchsorted(ordered, values_le, side="right") / n
+    lt = np.searchsorted(ordered, values_lt, side="left") / n
     cdf = profile.cum_counts / profile.ks_rows
     cdf_before = np.concatenate(([0.0], cdf[:-1]))
     ks = max(float(np.max(np.abs(cdf - le))), float(np.max(np.abs(cdf_before - lt))))
@@ -295,13 +333,17 @@ def evaluate(profile: ReferenceProfile, window: np.ndarray | Mapping[str, np.nda
 
 
 class WindowBuffer:
-    """A bounded, column-major ring buffer of the most recent live rows (+ predictions)."""
+    """A bounded, column-major ring buffer of the most recent live rows (+ predictions).
 
-    def __init__(self, features: int, capacity: int):
+    Rows are kept as float32 by default: the dtype the model itself receives (the serving
+    and streaming input contract casts to float32), half the memory, and half the sort
+    work per evaluation. Drift is computed on exactly these values."""
+
+    def __init__(self, features: int, capacity: int, dtype: Any = np.float32):
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self.capacity = capacity
-        self._data = np.empty((features, capacity), dtype=np.float64)
+        self._data = np.empty((features, capacity), dtype=dtype)
         self._pred = np.empty(capacity, dtype=np.float64)
         self._next = 0
         self._size = 0

@@ -1,7 +1,7 @@
 """The drift and model-quality exporter of one model version.
 
     python -m workloads.monitoring.drift_service --model fraud --version 3 \
-        --team payments-risk --profile ref.npz --port 9108 [--baseline auc=0.97]
+        --team payments-risk --profile reference_profile.json --port 9108 [--baseline auc=0.97]
 
 Endpoints (JSON in and out; bad input is a 400 with a reason, never a 5xx):
 - `POST /v1/observe`  {"rows": [[...], ...], "predictions": [...]?, "ids": [...]?, "stage": "serving"}

@@ -18,3 +18,9 @@ class Topics:
 def topics_for(model: str) -> Topics:
     """`strata.<model>.input` -> `strata.<model>.scored`, bad records -> `strata.<model>.dlq`."""
     return Topics(f"strata.{model}.input", f"strata.{model}.scored", f"strata.{model}.dlq")
+
+
+def labels_topic_for(model: str) -> str:
+    """`strata.<model>.labels`: delayed ground truth, keyed like the scored records it labels
+    (value `{"label": 1}`); the quality service joins the two (workloads.monitoring.quality)."""
+    return f"strata.{model}.labels"
