@@ -131,10 +131,9 @@ def serve(
                                   help="Register with the local proxy: champion as `stable`, challenger as `candidate`"),
 ) -> None:
     """Serve MODEL locally with the Seldon wrapper (REST + gRPC), from the local registry export."""
-    from workloads.rollout.analysis import metrics_predictor
     from workloads.serving import launch
     from workloads.training.cli import resolve_spec
-    from workloads.traffic.split import ALIAS_OF_PREDICTOR
+    from workloads.traffic.split import ALIAS_OF_PREDICTOR, metrics_predictor
 
     try:
         spec, _ = resolve_spec(model, stack)

@@ -183,7 +183,9 @@ class ModelDeployment(pulumi.ComponentResource):
                 f"{name}-serving",
                 ModelServingArgs(model=model, capabilities=caps, namespace=args.namespace,
                                  strategy=self.rollout_strategy, image=pinned_image("serving", ecr),
-                                 service_account=f"{model.name}-serving", labels=labels),
+                                 service_account=f"{model.name}-serving", labels=labels,
+                                 sync_image=pinned_image("drift-monitor", ecr),
+                                 mlflow_tracking_uri=platform.mlflow_tracking_uri),
                 cluster, _operator(platform, "seldon", model), after=(self.serving_service_account,),
                 opts=children)
 
@@ -197,7 +199,8 @@ class ModelDeployment(pulumi.ComponentResource):
                 ModelStreamingArgs(model=model, namespace=args.namespace, kafka_namespace=platform.kafka_namespace,
                                    kafka_cluster=platform.kafka_cluster_name, image=pinned_image("stream-worker", ecr),
                                    service_account=f"{model.name}-serving", labels=labels,
-                                   kafka_brokers=args.kafka_brokers),
+                                   kafka_brokers=args.kafka_brokers, sync_image=pinned_image("drift-monitor", ecr),
+                                   mlflow_tracking_uri=platform.mlflow_tracking_uri),
                 cluster, _operator(platform, "strimzi", model), _operator(platform, "keda", model),
                 after=(self.serving_service_account,), opts=children)
 

@@ -67,11 +67,11 @@ import pulumi_kubernetes as k8s
 from infra.contracts import ClusterHandle
 from infra.crds import seldon
 from infra.crds.kuberay import fill, marker
-from infra.k8s import (container, empty_dir, http_probe, pod_disruption_budget_spec, resources,
+from infra.k8s import (container, empty_dir, exec_probe, http_probe, pod_disruption_budget_spec, resources,
                        restricted_pod_security_context, topology_spread)
 from infra.modes import Capabilities, RolloutStrategy
 from workloads.spec import ModelSpec
-from workloads.traffic.split import ALIAS_OF_PREDICTOR, CANDIDATE, STABLE, TrafficSplit
+from workloads.traffic.split import ALIAS_OF_PREDICTOR, CANDIDATE, STABLE, TrafficSplit, metrics_predictor
 
 HTTP_PORT = 9000  # workloads/serving/entrypoint.sh defaults (Seldon passes the same)
 GRPC_PORT = 5000
@@ -83,6 +83,9 @@ PREDICTOR_LABEL = "strata.dev/predictor"
 CANDIDATE_REPLICAS_ANNOTATION = "strata.dev/candidate-replicas"
 STRATEGY_ANNOTATION = "strata.dev/rollout-strategy"
 IMAGE = "image"  # marker key: the image may be an Output (ECR), filled after the typed spec renders
+ALIASES_FILE = "aliases.json"  # workloads.serving.registry.ALIASES
+SYNC_IMAGE = "syncImage"  # marker: the registry-sync sidecar's image (the monitoring image)
+TRACKING_URI = "trackingUri"  # marker: the MLflow tracking URI the sidecar reads aliases from
 
 # Property paths the rollout controller owns (see the module docstring).
 RUNTIME_MANAGED_PATHS = (
@@ -103,6 +106,9 @@ class ModelServingArgs:
     image: pulumi.Input[str]
     service_account: str  # the model's read-only serving identity
     labels: Mapping[str, str]
+    # The registry-sync sidecar (workloads.serving.sync): which image, which MLflow.
+    sync_image: pulumi.Input[str] = ""
+    mlflow_tracking_uri: pulumi.Input[str] = ""
 
     def __post_init__(self) -> None:
         if self.strategy is not RolloutStrategy.NONE and not self.capabilities.istio:
@@ -156,13 +162,14 @@ def predictor_pod_spec(args: ModelServingArgs, slot: str) -> dict[str, Any]:
         volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}, {"name": "registry", "mountPath": REGISTRY_DIR}],
     )
     server["image"] = marker(IMAGE)  # container() checked the real one
+    sync = registry_sync_container(ALIAS_OF_PREDICTOR[slot], model.name, run_as_user=SERVING_UID)
     return {
         "serviceAccountName": args.service_account,
         "automountServiceAccountToken": False,
         "securityContext": restricted_pod_security_context(run_as_user=SERVING_UID),
         "terminationGracePeriodSeconds": 30,
-        "containers": [server],
-        # The registry export (versions by alias) lands here before the server starts.
+        "containers": [server, sync],
+        # The registry export (versions by alias): the sidecar fills it, the server reads it.
         "volumes": [empty_dir("tmp", "256Mi"), empty_dir("registry", "2Gi")],
         "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
             "weight": 100,
@@ -170,6 +177,28 @@ def predictor_pod_spec(args: ModelServingArgs, slot: str) -> dict[str, Any]:
         }]}},
         "topologySpreadConstraints": topology_spread(selector),
     }
+
+
+def registry_sync_container(alias: str, model: str, run_as_user: int | None = None) -> dict[str, Any]:
+    """The sidecar that keeps `/mnt/models` in step with the MLflow registry for `alias`
+    (workloads.serving.sync): a new version is downloaded once and the alias moved, and the
+    server follows the alias without a restart. A sidecar, not an init container: in the mesh
+    an init container has no network, and a promotion must reach running pods."""
+    sync = container(
+        name="registry-sync", image="strata/drift-monitor:0.0.0",  # replaced by the marker below
+        run_as_user=run_as_user,
+        resources=resources("20m", "96Mi", "200m", "256Mi"),
+        liveness_probe=exec_probe(["test", "-d", REGISTRY_DIR], initial_delay=30, period=60),
+        # ready once the alias is exported: the pod takes traffic only with a model to serve
+        readiness_probe=exec_probe(["test", "-s", f"{REGISTRY_DIR}/{model}/{ALIASES_FILE}"], initial_delay=5, period=10),
+        command=["python", "-m", "workloads.serving.sync"],
+        args=["--model", model, "--alias", alias, "--root", REGISTRY_DIR, "--interval", "30"],
+        env=[{"name": "MLFLOW_TRACKING_URI", "value": marker(TRACKING_URI)}, {"name": "HOME", "value": "/tmp"},
+             {"name": "STRATA_LOG_LEVEL", "value": "INFO"}],
+        volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}, {"name": "registry", "mountPath": REGISTRY_DIR}],
+    )
+    sync["image"] = marker(SYNC_IMAGE)
+    return sync
 
 
 def predictor(args: ModelServingArgs, slot: str, split: Optional[TrafficSplit]) -> seldon.PredictorSpec:
@@ -180,7 +209,8 @@ def predictor(args: ModelServingArgs, slot: str, split: Optional[TrafficSplit]) 
         seldon.Parameter(name=name, value=str(value), type=kind) for name, value, kind in (
             ("model", model.name, seldon.ParameterType.STRING),
             ("alias", ALIAS_OF_PREDICTOR[slot], seldon.ParameterType.STRING),
-            ("predictor", slot, seldon.ParameterType.STRING),  # the metrics' `predictor` label
+            # the metrics' `predictor` label: the slot, `shadow` for a mirrored candidate
+            ("predictor", metrics_predictor(slot, args.strategy), seldon.ParameterType.STRING),
             ("team", model.team, seldon.ParameterType.STRING),
             ("max_batch_rows", realtime.max_batch_rows, seldon.ParameterType.INT),
             ("max_payload_bytes", realtime.max_payload_bytes, seldon.ParameterType.INT),
@@ -231,7 +261,8 @@ class ModelServing(pulumi.ComponentResource):
             annotations[CANDIDATE_REPLICAS_ANNOTATION] = str(model.serving.realtime.autoscaling.min_replicas)
         self.seldon_deployment = seldon.seldon_deployment(
             f"{name}-sdep", name=model.name, namespace=args.namespace, operator=seldon_operator,
-            spec=fill(spec.render(), {IMAGE: args.image}),
+            spec=fill(spec.render(), {IMAGE: args.image, SYNC_IMAGE: args.sync_image,
+                                      TRACKING_URI: args.mlflow_tracking_uri}),
             labels=dict(args.labels), annotations=annotations,
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
                 ignore_changes=list(RUNTIME_MANAGED_PATHS), depends_on=list(after))))

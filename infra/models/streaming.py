@@ -46,6 +46,7 @@ from infra.crds import keda, strimzi
 from infra.k8s import (container, empty_dir, http_probe, pod_disruption_budget_spec, resources,
                        restricted_pod_security_context, topology_spread)
 from infra.platform.kafka import TLS_LISTENER_PORT, KafkaClusterArgs
+from infra.models.serving import registry_sync_container
 from workloads.spec import ModelSpec
 from workloads.streaming.topics import topics_for
 
@@ -69,6 +70,9 @@ class ModelStreamingArgs:
     service_account: str
     labels: Mapping[str, str]
     kafka_brokers: int = DEFAULT_KAFKA_BROKERS
+    # The registry-sync sidecar (workloads.serving.sync) that exports the champion to /mnt/models.
+    sync_image: pulumi.Input[str] = ""
+    mlflow_tracking_uri: pulumi.Input[str] = ""
 
     @property
     def bootstrap(self) -> str:
@@ -173,6 +177,10 @@ def worker_deployment_spec(args: ModelStreamingArgs) -> dict:
         volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}, {"name": "registry", "mountPath": REGISTRY_DIR},
                       {"name": "kafka-tls", "mountPath": TLS_DIR, "readOnly": True}],
     )
+    sync = registry_sync_container("champion", model.name)
+    sync["image"] = args.sync_image
+    sync["env"] = [{**e, "value": args.mlflow_tracking_uri} if e["name"] == "MLFLOW_TRACKING_URI" else e
+                   for e in sync["env"]]
     return {
         "replicas": 1,  # KEDA's HPA owns it after creation
         "selector": {"matchLabels": match},
@@ -184,7 +192,7 @@ def worker_deployment_spec(args: ModelStreamingArgs) -> dict:
                 "securityContext": restricted_pod_security_context(),
                 # SIGTERM: the worker finishes its batch, commits and exits.
                 "terminationGracePeriodSeconds": 60,
-                "containers": [worker],
+                "containers": [worker, sync],
                 "volumes": [empty_dir("tmp", "256Mi"), empty_dir("registry", "2Gi"),
                             {"name": "kafka-tls", "projected": {"defaultMode": 0o440, "sources": [
                                 {"secret": {"name": secret, "items": [{"key": key, "path": key}]}}

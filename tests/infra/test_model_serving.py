@@ -202,14 +202,24 @@ def test_every_predictor_serves_its_slot_alias_with_the_hardened_pod(built, case
     assert sdep.inputs["metadata"]["annotations"]["seldon.io/no-engine"] == "true"
     assert sdep.inputs["apiVersion"] == "machinelearning.seldon.io/v1"
     for slot, predictor in predictors(sdep).items():
+        label = "shadow" if (slot, case.split("/")[1]) == ("candidate", "shadow") else slot  # SLOs skip shadow
         assert params(predictor) == {
-            "model": "fraud", "alias": ALIAS_OF_PREDICTOR[slot], "predictor": slot, "team": "payments-risk",
+            "model": "fraud", "alias": ALIAS_OF_PREDICTOR[slot], "predictor": label, "team": "payments-risk",
             "max_batch_rows": "1024", "max_payload_bytes": "1048576", "latency_target_ms": "200.0",
             "torch_threads": "1"}
         assert {p["name"]: p["type"] for p in predictor["graph"]["parameters"]}["max_batch_rows"] == "INT"
         pod = pod_of(predictor)
-        [server] = pod["containers"]
+        [server, sync] = pod["containers"]
         assert server["name"] == predictor["graph"]["name"]  # Seldon binds the graph node to this container
+        # the registry-sync sidecar exports this slot's alias from MLflow into the shared volume
+        assert sync["name"] == "registry-sync" and sync["image"] == "strata/drift-monitor:0.1.0"
+        assert sync["command"] + sync["args"] == ["python", "-m", "workloads.serving.sync", "--model", "fraud",
+                                                  "--alias", ALIAS_OF_PREDICTOR[slot], "--root", "/mnt/models",
+                                                  "--interval", "30"]
+        assert {"name": "registry", "mountPath": "/mnt/models"} in sync["volumeMounts"]
+        assert {"name": "registry", "mountPath": "/mnt/models"} in server["volumeMounts"]
+        assert next(e["value"] for e in sync["env"] if e["name"] == "MLFLOW_TRACKING_URI").startswith("http")
+        assert sync["securityContext"]["readOnlyRootFilesystem"] is True
         assert server["image"] == "strata/serving:0.1.0"
         assert server["securityContext"]["runAsNonRoot"] is True
         assert server["securityContext"]["readOnlyRootFilesystem"] is True
@@ -374,7 +384,9 @@ def test_stream_worker_deployment(built):
     deployment = case.named(DEPLOYMENT, "fraud-stream")
     spec = deployment.inputs["spec"]
     pod = spec["template"]["spec"]
-    [worker] = pod["containers"]
+    [worker, sync] = pod["containers"]
+    assert sync["name"] == "registry-sync" and sync["args"][sync["args"].index("--alias") + 1] == "champion"
+    assert next(e["value"] for e in sync["env"] if e["name"] == "MLFLOW_TRACKING_URI").startswith("http")
     argv = worker["command"] + worker["args"]
     assert argv[:3] == ["python", "-m", "workloads.streaming"]
     assert argv[argv.index("--bootstrap") + 1] == f"strata-kafka-bootstrap.{KAFKA_NAMESPACE}.svc:9093"
@@ -409,7 +421,7 @@ def test_worker_argv_is_accepted_by_the_worker():
     args = ModelStreamingArgs(model=example("fraud"), namespace=NAMESPACE, kafka_namespace=KAFKA_NAMESPACE,
                               kafka_cluster="strata", image="strata/stream-worker:0.1.0",
                               service_account="fraud-serving", labels={})
-    [container] = worker_deployment_spec(args)["template"]["spec"]["containers"]
+    container, _sync = worker_deployment_spec(args)["template"]["spec"]["containers"]
     parsed: dict = {}
 
     class Stop(Exception):

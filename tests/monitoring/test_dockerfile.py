@@ -12,7 +12,8 @@ from workloads.monitoring.generate import REPO_ROOT
 
 DOCKERFILE = REPO_ROOT / "workloads" / "monitoring" / "Dockerfile"
 SERVICES = ("workloads.monitoring.drift_service", "workloads.monitoring.quality",
-            "workloads.monitoring.cost_exporter", "workloads.monitoring.retrain", "workloads.training.submit")
+            "workloads.monitoring.cost_exporter", "workloads.monitoring.retrain", "workloads.training.submit",
+            "workloads.serving.sync")  # the registry-sync sidecar of serving and stream pods
 
 
 def _copies() -> list[tuple[list[str], str]]:

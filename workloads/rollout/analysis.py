@@ -21,22 +21,13 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 from workloads.monitoring import queries
 from workloads.rollout.stats import Arm
 from workloads.spec import RolloutStrategyName
-from workloads.traffic.split import ALIAS_OF_PREDICTOR, CANDIDATE, STABLE
+from workloads.traffic.split import (ALIAS_OF_PREDICTOR, CANDIDATE, SHADOW_PREDICTOR, STABLE,  # noqa: F401
+                                     metrics_predictor)
 
-SHADOW_PREDICTOR = "shadow"
 # `predictor` label -> slot. Servers label themselves with the slot name (the contract);
 # one started by alias without `--predictor` labels itself with the alias, read the same way.
 SLOT_OF_LABEL = {STABLE: STABLE, CANDIDATE: CANDIDATE, SHADOW_PREDICTOR: CANDIDATE,
                  **{alias: slot for slot, alias in ALIAS_OF_PREDICTOR.items()}}
-
-
-def metrics_predictor(slot: str, strategy: RolloutStrategyName | str) -> str:
-    """The `predictor` label a server in `slot` must export: the candidate of a shadow
-    rollout is labelled `shadow`, so mirrored traffic never counts against the SLO
-    (rules.SERVED = predictor!="shadow"). Launchers pass this as `--predictor`."""
-    if slot == CANDIDATE and RolloutStrategyName(strategy) is RolloutStrategyName.SHADOW:
-        return SHADOW_PREDICTOR
-    return slot
 
 
 class PrometheusError(RuntimeError):

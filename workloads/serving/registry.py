@@ -14,8 +14,8 @@ same files it logs to MLflow); serving and streaming *read* it. On disk::
             version.json                  {"model", "version", "created", "metrics", "run_id", ...}
 
 `<root>` is `$STRATA_REGISTRY_DIR` (default `<repo>/.strata/registry`). In the cloud the
-same tree is synced from the artifact bucket into the pod (an init container), so the
-serving code never talks to MLflow. An alias moves by rewriting `aliases.json` with
+same tree is synced from the MLflow registry into the pod (the registry-sync sidecar,
+`workloads.serving.sync`), so the serving code never talks to MLflow. An alias moves by rewriting `aliases.json` with
 `os.replace`, so a reader sees the old or the new mapping, never half of one.
 """
 

@@ -22,6 +22,17 @@ STABLE = "stable"
 CANDIDATE = "candidate"
 PREDICTORS = (STABLE, CANDIDATE)
 ALIAS_OF_PREDICTOR = {STABLE: "champion", CANDIDATE: "challenger"}
+SHADOW_PREDICTOR = "shadow"  # the metrics label of a shadow candidate
+
+
+def metrics_predictor(slot: str, strategy: object) -> str:
+    """The `predictor` label a server in `slot` exports: the candidate of a shadow rollout is
+    labelled `shadow`, so mirrored traffic never counts against the SLO (the rules select
+    predictor!="shadow"); canary and A/B candidates answer users and do count. `strategy`
+    is the spec's or the mode's strategy (an enum with a value, or its string)."""
+    if slot == CANDIDATE and str(getattr(strategy, "value", strategy)) == "shadow":
+        return SHADOW_PREDICTOR
+    return slot
 
 
 class TrafficSplit(BaseModel):
