@@ -109,7 +109,9 @@ def sli_group() -> dict[str, Any]:
     for window in SLI_WINDOWS:
         rules.append(_record(
             availability_record(window),
-            f'sum by (model, team) (rate(strata_serving_requests_total{{{SERVED},code=~"5.."}}[{window}]))\n'
+            # `or 0 * total`: a model that served no 5xx has a ratio of 0, not an empty series
+            f'(sum by (model, team) (rate(strata_serving_requests_total{{{SERVED},code=~"5.."}}[{window}]))\n'
+            f' or 0 * sum by (model, team) (rate(strata_serving_requests_total{{{SERVED}}}[{window}])))\n'
             f"/\nsum by (model, team) (rate(strata_serving_requests_total{{{SERVED}}}[{window}]))",
         ))
     return {"name": "strata-slo-sli", "rules": rules}
