@@ -98,7 +98,7 @@ IMAGES: Mapping[str, ImagePin] = MappingProxyType({
     "mlflow": ImagePin("strata/mlflow", "3.17.2"),
     # The official PostgreSQL image (runs as uid 999 with a writable PGDATA and /var/run).
     "postgres": ImagePin("postgres", "17.6"),
-    # Built from this repository (workloads.monitoring + mlflow client + kubectl), pushed to the
+    # Built from this repository (workloads.monitoring + mlflow client + the RayJob submitter), pushed to the
     # stack's ECR repository "drift-monitor": the per-model drift exporters and the retraining
     # trigger run it. The tag is the project version.
     "drift-monitor": ImagePin("strata/drift-monitor", "0.1.0"),

@@ -16,8 +16,10 @@ Where the mode has drift monitoring (`capabilities.drift_monitoring`), the retra
 trigger too: `python -m workloads.monitoring.retrain` behind the Service
 `strata-retrain-trigger` (the generated Alertmanager config's `retrain-webhook`
 receiver must point at `retrain_webhook_url(<monitoring namespace>)`; `Monitoring`
-refuses a config that does not). Its action is `kubectl create` of the model's RayJob
-manifest, `<RETRAIN_JOBS_DIR>/<model>.json`. That manifest is NOT built here: it is the
+refuses a config that does not). Its action creates the model's RayJob from the manifest
+`<RETRAIN_JOBS_DIR>/<model>.json` in the model's team namespace, with the stdlib submitter
+(`python -m workloads.training.submit --template-namespace --trigger retrain`: the pod's
+service-account token, no kubectl in the image). That manifest is NOT built here: it is the
 model's own training RayJob (`infra.models.training.ray_job_spec`, the one typed
 builder: same plan, placement, image, checkpoint URI, service account, security
 context, spec file as the deploy-time and scheduled RayJobs) with retrain metadata
@@ -106,7 +108,7 @@ def retrain_job_config_map_name(model_name: str) -> str:
 def retrain_rayjob(spec: kuberay.RayJobSpec, *, model: ModelSpec, namespace: str,
                    values: Mapping[str, pulumi.Input[str]] | None = None,
                    labels: Mapping[str, str] | None = None) -> pulumi.Output[str]:
-    """The RayJob the trigger creates for one retrain of `model` (`kubectl create`), as JSON.
+    """The RayJob the trigger creates for one retrain of `model` (the submitter), as JSON.
 
     `spec` is the model's training RayJob spec (`infra.models.training.ray_job_spec`),
     deploy-time markers filled from `values`; only the metadata is the retrain's own:
@@ -218,14 +220,15 @@ class Observability(pulumi.ComponentResource):
                            "optional": True}}
             for m in specs]}}
 
-        command = f"kubectl create --filename {RETRAIN_JOBS_DIR}/{{model}}.json --output name"
+        command = (f"python -m workloads.training.submit --template {RETRAIN_JOBS_DIR}/{{model}}.json "
+                   "--template-namespace --trigger retrain")
         trigger = container(
             name="retrain-trigger",
             image=image,
             args=["python", "-m", "workloads.monitoring.retrain", "--host", "0.0.0.0", "--port", str(RETRAIN_PORT),
                   "--command", command, "--cooldown", str(args.retrain_cooldown_s),
                   "--state-file", f"{RETRAIN_STATE_DIR}/state.json", "--log-dir", f"{RETRAIN_STATE_DIR}/logs"],
-            env=[{"name": "HOME", "value": "/tmp"}],  # kubectl's discovery cache
+            env=[{"name": "HOME", "value": "/tmp"}],
             ports=[{"name": "http", "containerPort": RETRAIN_PORT, "protocol": "TCP"}],
             resources=resources("50m", "128Mi", "500m", "256Mi"),
             liveness_probe=http_probe("/healthz", "http", initial_delay=10, period=15),
@@ -248,7 +251,7 @@ class Observability(pulumi.ComponentResource):
                     "metadata": {"labels": pod_labels},
                     "spec": {
                         "serviceAccountName": app,
-                        "automountServiceAccountToken": True,  # kubectl talks to the API server
+                        "automountServiceAccountToken": True,  # the submitter talks to the API server
                         "securityContext": restricted_pod_security_context(DEFAULT_UID),
                         "containers": [trigger],
                         "volumes": [

@@ -202,7 +202,10 @@ def test_retrain_trigger_runs_the_workload_hardened_from_a_pinned_image(plans, s
     assert args[:3] == ["python", "-m", "workloads.monitoring.retrain"]
     assert args[args.index("--port") + 1] == str(RETRAIN_PORT) and args[args.index("--host") + 1] == "0.0.0.0"
     command = args[args.index("--command") + 1]
-    assert command.startswith("kubectl create") and f"{RETRAIN_JOBS_DIR}/{{model}}.json" in command
+    # the stdlib submitter (in the monitoring image; no kubectl) creates it in the template's namespace
+    assert command.split()[:3] == ["python", "-m", "workloads.training.submit"]
+    assert f"--template {RETRAIN_JOBS_DIR}/{{model}}.json" in command and "--template-namespace" in command
+    assert "--trigger retrain" in command
     assert container["image"].endswith(f":{IMAGES['drift-monitor'].tag}") and not container["image"].endswith(":latest")
     security = container["securityContext"]
     assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"]

@@ -494,5 +494,12 @@ def test_submit_posts_the_copy_and_reads_it_back(tmp_path):
         assert seen[0][3]["spec"]["metadata"] == {"model": "fraud", "trigger": "schedule"}
         with pytest.raises(submit.SubmitError, match="409.*already exists"):
             submit.submit(template, api, now)
+        # the retraining trigger (monitoring namespace) creates in the template's namespace, named apart
+        retrain = submit.submit(template, api, now, namespace="team-ns", trigger="retrain")
+        assert retrain["metadata"]["name"] == "fraud-retrain-2601020304"
+        assert seen[-2][1] == "/apis/ray.io/v1/namespaces/team-ns/rayjobs"
+        assert seen[-2][3]["metadata"]["labels"]["strata.dev/trigger"] == "retrain"
+        with pytest.raises(submit.SubmitError, match="trigger 'cron'"):
+            submit.scheduled_copy(template, now, trigger="cron")
     finally:
         server.shutdown()

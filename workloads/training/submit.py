@@ -1,8 +1,10 @@
 """Re-submit a model's training: create a timestamped copy of its RayJob template.
 
-The retraining `CronJob` of `infra.models.training` runs this in the training image:
+The retraining `CronJob` of `infra.models.training` runs this in the training image, and
+the retraining trigger (an Alertmanager webhook) in the monitoring image:
 
     python -m workloads.training.submit --template /etc/strata/training/rayjob.json
+    python -m workloads.training.submit --template /etc/strata/retrain-jobs/fraud.json --template-namespace --trigger retrain
 
 It reads the RayJob manifest the platform rendered (a ConfigMap), names the copy
 `<model>-<UTC yymmddHHMM>` and POSTs it to the Kubernetes API with the pod's service
@@ -49,7 +51,11 @@ def job_name(base: str, now: dt.datetime) -> str:
     return name
 
 
-def scheduled_copy(template: Mapping[str, Any], now: dt.datetime, namespace: str | None = None) -> dict[str, Any]:
+TRIGGERS = ("schedule", "retrain")  # the CronJob; the retraining trigger (an Alertmanager webhook)
+
+
+def scheduled_copy(template: Mapping[str, Any], now: dt.datetime, namespace: str | None = None,
+                   trigger: str = "schedule") -> dict[str, Any]:
     """The object to create: the template's spec, fresh metadata with a timestamped name."""
     if template.get("apiVersion") != "ray.io/v1" or template.get("kind") != "RayJob":
         raise SubmitError(f"template is not a ray.io/v1 RayJob: {template.get('apiVersion')}/{template.get('kind')}")
@@ -60,10 +66,14 @@ def scheduled_copy(template: Mapping[str, Any], now: dt.datetime, namespace: str
     base = labels.get("strata.dev/model") or str(meta.get("name") or "")
     if not base:
         raise SubmitError("template has neither a strata.dev/model label nor a name")
-    labels["strata.dev/trigger"] = "schedule"
+    if trigger not in TRIGGERS:
+        raise SubmitError(f"trigger {trigger!r}: one of {', '.join(TRIGGERS)}")
+    labels["strata.dev/trigger"] = trigger
+    if trigger != "schedule":
+        base = f"{base}-{trigger}"  # never the same name as a scheduled run of the same minute
     spec = json.loads(json.dumps(template["spec"]))  # a deep copy
     metadata = dict(spec.get("metadata") or {})
-    metadata["trigger"] = "schedule"
+    metadata["trigger"] = trigger
     spec["metadata"] = metadata
     return {
         "apiVersion": "ray.io/v1",
@@ -117,10 +127,11 @@ class InClusterApi:
             raise SubmitError(f"{method} {path}: {error.reason}") from None
 
 
-def submit(template: Mapping[str, Any], api: InClusterApi, now: dt.datetime | None = None) -> dict[str, Any]:
-    """Create the timestamped copy in the pod's namespace; return it as the API server has it."""
-    namespace = api.namespace
-    body = scheduled_copy(template, now or dt.datetime.now(dt.timezone.utc), namespace)
+def submit(template: Mapping[str, Any], api: InClusterApi, now: dt.datetime | None = None,
+           namespace: str | None = None, trigger: str = "schedule") -> dict[str, Any]:
+    """Create the timestamped copy in `namespace` (default: the pod's); return it as the API server has it."""
+    namespace = namespace or api.namespace
+    body = scheduled_copy(template, now or dt.datetime.now(dt.timezone.utc), namespace, trigger)
     path = API_PATH.format(namespace=namespace)
     api.request("POST", path, body)
     return api.request("GET", f"{path}/{body['metadata']['name']}")
@@ -129,14 +140,24 @@ def submit(template: Mapping[str, Any], api: InClusterApi, now: dt.datetime | No
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workloads.training.submit", description=__doc__.split("\n")[0])
     parser.add_argument("--template", required=True, help="the RayJob manifest (JSON) to copy")
+    parser.add_argument("--template-namespace", action="store_true",
+                        help="create it in the template's metadata.namespace (the retraining trigger, which "
+                             "runs in the monitoring namespace), not the pod's own")
+    parser.add_argument("--trigger", choices=TRIGGERS, default="schedule", help="recorded as strata.dev/trigger")
     options = parser.parse_args(argv)
     try:
         template = json.loads(Path(options.template).read_text())
     except (OSError, ValueError) as error:
         print(f"cannot read the template {options.template}: {error}", file=sys.stderr)
         return 2
+    namespace = None
+    if options.template_namespace:
+        namespace = (template.get("metadata") or {}).get("namespace") if isinstance(template, dict) else None
+        if not namespace:
+            print(f"--template-namespace: {options.template} has no metadata.namespace", file=sys.stderr)
+            return 2
     try:
-        created = submit(template, InClusterApi())
+        created = submit(template, InClusterApi(), namespace=namespace, trigger=options.trigger)
     except SubmitError as error:
         print(f"training not submitted: {error}", file=sys.stderr)
         return 1
