@@ -191,3 +191,14 @@ def test_the_window_buffer_keeps_the_models_float32():
     buffer.append(np.array([[0.1, 1e6 + 0.3]]))
     rows, _ = buffer.snapshot()
     assert rows.dtype == np.float32 and rows[0, 0] == np.float32(0.1)
+
+
+def test_prediction_score_is_p_positive_for_binary_and_top_class_otherwise():
+    from workloads.data.profile import prediction_score
+
+    assert prediction_score(np.array([0.2, 0.9])).tolist() == [0.2, 0.9]
+    assert prediction_score(np.array([[0.3], [0.6]])).tolist() == [0.3, 0.6]
+    assert prediction_score(np.array([[0.8, 0.2], [0.1, 0.9]])).tolist() == [0.2, 0.9]
+    assert prediction_score(np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2]])).tolist() == [0.7, 0.5]
+    with pytest.raises(ValueError, match="shape"):
+        prediction_score(np.zeros((2, 2, 2)))

@@ -59,6 +59,7 @@ def _load_bundle_without_mlflow(directory: Path, features: np.ndarray) -> dict:
             "ranges": [[f.low, f.high] for f in bundle.schema.features],
             "profile_features": len(bundle.profile["features"]),
             "ks_sample": int(bundle.profile["features"][bundle.schema.names[0]]["ksSample"].size),
+            "prediction_bins": len((bundle.profile.get("prediction") or {{}}).get("counts", [])),
             "mlflow_imported": "mlflow" in sys.modules,
             "ray_imported": "ray" in sys.modules,
         }}))
@@ -124,6 +125,7 @@ def test_fraud_hpo_trains_registers_and_serves_without_mlflow(platform, tmp_path
     assert np.allclose(np.asarray(loaded["probs"]), via_mlflow, atol=1e-5)
     assert loaded["names"][0] == "amount" and loaded["ranges"][0] == [0.0, 100000.0]
     assert loaded["profile_features"] == 20 and loaded["ks_sample"] == 2048
+    assert loaded["prediction_bins"] > 0  # the reference for prediction drift ships with the version
 
 
 def test_digits_trains_registers_and_is_reproducible(platform):

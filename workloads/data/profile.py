@@ -153,6 +153,23 @@ def _column_json(reference: ColumnReference) -> dict[str, Any]:
     }
 
 
+def prediction_score(probabilities: np.ndarray) -> np.ndarray:
+    """The one number per row whose distribution prediction drift compares: P(positive) for a
+    binary model ([n], [n, 1] or [n, 2] probabilities), the top-class probability otherwise.
+    The same definition as the served score (`strata_serving_prediction_score`) and the drift
+    feed's, so the reference and the live window measure the same thing."""
+    probs = np.asarray(probabilities, dtype=np.float64)
+    if probs.ndim == 1:
+        return probs
+    if probs.ndim != 2 or probs.shape[1] == 0:
+        raise ValueError(f"probabilities must be [n] or [n, classes], got shape {probs.shape}")
+    if probs.shape[1] == 1:
+        return probs[:, 0]
+    if probs.shape[1] == 2:
+        return probs[:, 1]
+    return probs.max(axis=1)
+
+
 def build_profile(
     features: np.ndarray,
     names: list[str],

@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from workloads.data.dataset import Dataset, parse_uri, split
-from workloads.data.profile import build_profile
+from workloads.data.profile import build_profile, prediction_score
 from workloads.data.validation import DataValidationError, validate
 from workloads.spec import ModelSpec, SpecError, parse_model_spec
 from workloads.training import gate as gate_mod
@@ -378,7 +378,10 @@ def run_training(spec: ModelSpec, options: TrainOptions) -> TrainOutcome:
         (run_dir / "evaluation_report.md").write_text(_report_markdown(report))
         mlflow.log_artifact(str(run_dir / "evaluation_report.md"), "evaluation")
 
-        profile = build_profile(splits.train.features, splits.train.names, seed=training.seed)
+        # the reference for prediction drift: the trained model's scores on its training rows
+        reference_scores = prediction_score(predict_probs(module, splits.train.features, hooks.num_classes))
+        profile = build_profile(splits.train.features, splits.train.names, seed=training.seed,
+                                predictions=reference_scores)
         example = splits.val.features[:8]
         serving, bundle_files = artifacts.write_bundle(
             run_dir / "bundle",
