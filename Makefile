@@ -11,11 +11,13 @@ PYTEST_ARGS ?=
 setup:
 	@.ci/setup
 
-# Until the local pipeline lands (strata local up --demo): the three offline plans, then
-# a real local training run of the digits example (Ray Train, MLflow, evaluation gate).
+# The whole pipeline on this machine (state and logs in .strata/; `strata local down`
+# stops the services it leaves running for inspection): the offline plan of the quick
+# stack, then `strata local up --demo` (train, serve, stream, traffic, canary,
+# drift -> page -> retrain, summary + .strata/report/index.html).
 demo: setup
-	@for stack in quick standard enterprise; do $(VENV)/bin/strata plan --stack $$stack || exit $$?; done
-	@$(VENV)/bin/strata train digits --local --smoke
+	@$(VENV)/bin/strata plan --stack quick
+	@$(VENV)/bin/strata local up --demo
 
 # Set-up installed every service binary, so a missing one is a failure, not a skip.
 test: setup

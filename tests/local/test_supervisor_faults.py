@@ -208,3 +208,36 @@ def test_prometheus_takes_rule_files_and_config_paths(tmp_path):
         assert "given-by-path" in _json(f"http://127.0.0.1:{ports['prometheus']}/api/v1/status/config")["data"]["yaml"]
     finally:
         s.down()
+
+
+def test_dying_workload_service_is_reported_by_status(tmp_path):
+    """A workload entry of the default registry (the fraud drift monitor, a real
+    drift_service process on the champion's reference profile) that dies is `dead` in
+    `status`, with its PID and log, and `status` exits 1 naming it."""
+    from workloads.serving.testing import make_registry
+
+    s = Supervisor(tmp_path / "state", ports=free_port_map())
+    make_registry(s.state_dir / "registry", "fraud", ("1",))
+    try:
+        statuses = s.up(["fraud-drift"])
+        assert [(x.name, x.state) for x in statuses] == [("fraud-drift", "running")]
+        rec = s.record("fraud-drift")
+        assert (s.state_dir / "config/prometheus/targets/fraud-drift.json").exists()
+        os.killpg(rec.pgid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while s.service_status("fraud-drift").state != "dead" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        st = s.service_status("fraud-drift")
+        assert st.state == "dead" and str(rec.pid) in st.detail
+        res = _cli(s, "status", "fraud-drift")
+        assert res.returncode == 1
+        assert "fraud-drift died" in res.stdout and "strata local up fraud-drift" in res.stdout
+    finally:
+        s.down()
+
+
+def test_workload_service_without_a_registered_model_says_how_to_get_one(tmp_path):
+    s = Supervisor(tmp_path / "state", ports=free_port_map())
+    with pytest.raises(ConfigError, match=r"(?s)fraud@champion.*strata train fraud --local"):
+        s.up(["fraud-drift"])
+    assert s.record("fraud-drift") is None

@@ -25,7 +25,8 @@ from workloads.local.supervisor import ServiceStatus, Supervisor, default_state_
 
 local_app = typer.Typer(
     name="local",
-    help="Run Strata's local services (Kafka, MLflow, Prometheus, Alertmanager, PagerDuty receiver) on 127.0.0.1.",
+    help="Run Strata's local services (Kafka, MLflow, Prometheus, Alertmanager, PagerDuty receiver, proxy, "
+         "workloads) on 127.0.0.1; `up --demo` runs the whole pipeline.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -76,11 +77,20 @@ def up(
     state_dir: Optional[Path] = STATE_OPT,
     port: Optional[List[str]] = PORT_OPT,
     prometheus_config: Optional[Path] = typer.Option(None, help="Use this prometheus.yml instead of the generated one."),
-    rule_file: Optional[List[str]] = typer.Option(None, help="Rule file for the generated prometheus.yml (repeatable)."),
-    alertmanager_config: Optional[Path] = typer.Option(None, help="Use this alertmanager.yml (default: route to the local PagerDuty)."),
+    rule_file: Optional[List[str]] = typer.Option(None, help="Rule file for the generated prometheus.yml (repeatable; default: the generated rules)."),
+    alertmanager_config: Optional[Path] = typer.Option(None, help="Use this alertmanager.yml (default: the generated routing, PagerDuty and retrain webhook on loopback)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only report results."),
+    demo: bool = typer.Option(False, "--demo", help="Run the whole pipeline: train, serve, stream, traffic, "
+                              "canary, drift -> page -> retrain, then a summary and an HTML report."),
+    demo_model: Optional[List[str]] = typer.Option(None, "--demo-model", help="Demo only these example models "
+                                                   "(repeatable; default: all of workloads/examples)."),
 ) -> None:
     """Start services (and their dependencies) and wait until each is ready. Idempotent."""
+    if demo:
+        _demo(services, state_dir, port, demo_model, prometheus_config, rule_file, alertmanager_config)
+        return
+    if demo_model:
+        _fail(LocalError("--demo-model only applies with --demo"))
     options = LocalOptions(prometheus_config=prometheus_config, rule_files=tuple(Path(r) for r in rule_file or ()),
                            alertmanager_config=alertmanager_config)
     t0 = time.monotonic()
@@ -90,6 +100,32 @@ def up(
     except LocalError as exc:
         _fail(exc)
     console.print(_table(statuses, f"strata local: up in {time.monotonic() - t0:.1f}s  (state: {sup.state_dir})"))
+
+
+def _demo(services, state_dir, port, models, prometheus_config, rule_file, alertmanager_config) -> None:
+    from workloads.local.demo import Demo, DemoSettings, demo_options, print_summary
+
+    given = [flag for flag, value in (("SERVICE names", services), ("--prometheus-config", prometheus_config),
+                                      ("--rule-file", rule_file), ("--alertmanager-config", alertmanager_config)) if value]
+    if given:
+        _fail(LocalError(f"--demo runs its own set of services and configuration: drop {', '.join(given)}"))
+    try:
+        sup = Supervisor(state_dir, ports=parse_port_overrides(port), options=demo_options())
+        runner = Demo(sup, DemoSettings(models=tuple(models or ())), console)
+    except LocalError as exc:
+        _fail(exc)
+    console.rule(f"strata local up --demo  (state: {sup.state_dir})")
+    outcome = runner.run()
+    print_summary(console, outcome)
+    if not outcome.ok:
+        failed = next((s for s in outcome.stages if not s.ok), None)
+        err.print(Panel(f"stage '{failed.name if failed else '?'}' failed: {failed.detail if failed else 'stopped'}\n\n"
+                        f"The services are still running for inspection: `strata local status --state-dir {sup.state_dir}`, "
+                        f"`strata local logs SERVICE`; stop them with `strata local down --state-dir {sup.state_dir}`.",
+                        title="strata local up --demo: failed", border_style="red", expand=False))
+        raise typer.Exit(1)
+    console.print(f"[green]demo complete[/] in {outcome.wall_s:.0f}s; report: {outcome.report}\n"
+                  f"stop everything with: strata local down --state-dir {sup.state_dir}")
 
 
 @local_app.command()

@@ -1,9 +1,10 @@
 """The service registry: a service = command + env + ports + health check + dependencies.
 
-Built-in entries: kafka, mlflow, prometheus, alertmanager, pagerduty. The workloads that
-come later (model servers, stream workers, drift monitor, retraining trigger, traffic
-proxy) are more ``ServiceSpec`` entries: add them to ``builtin_services()`` or
-``Registry.add()`` them before building a ``Supervisor``. For example::
+Built-in entries: kafka, mlflow, prometheus, alertmanager, pagerduty, proxy; then the
+workloads of every example model (see "workloads" below): `<model>-stable` and
+`<model>-candidate` model servers, `<model>-stream`, `<model>-drift`, `<model>-drift-feed`,
+and the `retrain-trigger`. More services are ``ServiceSpec`` entries: add them to
+``builtin_services()`` or ``Registry.add()`` them before building a ``Supervisor``::
 
     registry.add(ServiceSpec(
         name="drift-monitor", description="drift monitor (PSI/KS) over the scored stream",
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -36,14 +38,29 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
+class WorkloadOptions:
+    """Knobs of the workload services. Defaults suit a long-running local platform; the demo
+    compresses time (short drift interval and window, `strata train --smoke` retrains)."""
+
+    drift_interval_s: float = 15.0  # seconds between drift evaluations
+    drift_window_rows: int = 50_000  # live rows kept per model
+    drift_min_rows: int = 500  # fewer rows: no evaluation
+    drift_alert_for: str | None = None  # `for:` of the drift/quality alerts; None: the spec's sustainedFor
+    retrain_args: tuple[str, ...] = ()  # extra `strata train` arguments of a retrain (demo: --smoke ...)
+    retrain_cooldown_s: float = 6 * 3600
+    feed_batch: int = 200  # scored records per POST to the drift monitor
+
+
+@dataclass(frozen=True)
 class LocalOptions:
     """Inputs that are not ports. Paths given here replace the generated defaults."""
 
     prometheus_config: Path | None = None  # a complete prometheus.yml; None: generated
-    rule_files: tuple[Path, ...] = ()  # rule files for the generated prometheus.yml
-    alertmanager_config: Path | None = None  # None: route everything to the local PagerDuty
+    rule_files: tuple[Path, ...] = ()  # rule files for the generated prometheus.yml; (): the generated rules
+    alertmanager_config: Path | None = None  # None: the generated config, endpoints on loopback
     cache_dir: Path | None = None  # Kafka jars; default $STRATA_CACHE_DIR or <repo>/.cache/strata
     mlflow_backend_uri: str | None = None  # default sqlite:///<state>/data/mlflow/mlflow.db
+    workloads: WorkloadOptions = WorkloadOptions()  # model servers, stream, drift, retrain
 
     def resolved_cache_dir(self) -> Path:
         if self.cache_dir:
@@ -61,6 +78,12 @@ class LocalOptions:
                 raise ConfigError(f"{label} {path}: no such file")
 
 
+def split_port_key(key: str) -> tuple[str, int]:
+    """``"model-servers+4"`` -> ``("model-servers", 4)``; ``"kafka"`` -> ``("kafka", 0)``."""
+    base, sep, offset = key.partition("+")
+    return base, int(offset) if sep else 0
+
+
 @dataclass
 class ServiceContext:
     """What a service's callables see: its ports, folders, options and the interpreter."""
@@ -74,7 +97,10 @@ class ServiceContext:
     log: Callable[[str], None] = lambda msg: None
 
     def port(self, key: str) -> int:
-        return self.ports[key]
+        """A port of the table (``"kafka"``) or a derived one (``"model-servers+4"``: the
+        row's port plus 4), for services that get one port each from a reserved row."""
+        base, offset = split_port_key(key)
+        return self.ports[base] + offset
 
     def data_dir(self, name: str | None = None) -> Path:
         return self.state_dir / "data" / (name or self.name)
@@ -253,7 +279,9 @@ def _prometheus_prepare(ctx: ServiceContext) -> None:
             prometheus_port=ctx.port("prometheus"),
             alertmanager_port=ctx.port("alertmanager"),
             targets_dir=ctx.targets_dir,
-            rule_files=ctx.options.rule_files,
+            rule_files=ctx.options.rule_files or (observability.write_rule_file(
+                ctx.config_dir("prometheus") / "rules" / "strata-rules.yaml", workload_catalog(),
+                ctx.options.workloads.drift_alert_for),),
         )
 
 
@@ -279,7 +307,9 @@ def _alertmanager_config_path(ctx: ServiceContext) -> Path:
 def _alertmanager_prepare(ctx: ServiceContext) -> None:
     ctx.data_dir().mkdir(parents=True, exist_ok=True)
     if not ctx.options.alertmanager_config:
-        observability.write_alertmanager_config(_alertmanager_config_path(ctx), ctx.port("pagerduty"))
+        observability.write_alertmanager_config(_alertmanager_config_path(ctx), workload_catalog(),
+                                                pagerduty_port=ctx.port("pagerduty"),
+                                                retrain_port=ctx.port("retrain-trigger"))
 
 
 def _alertmanager_command(ctx: ServiceContext) -> list[str]:
@@ -380,6 +410,275 @@ DEFAULT_SERVICES = ("kafka", "mlflow", "prometheus", "alertmanager", "pagerduty"
 
 def default_registry() -> Registry:
     reg = Registry()
-    for spec in builtin_services():
+    for spec in builtin_services() + workload_services():
         reg.add(spec)
     return reg
+
+
+# --- workloads: model servers, stream workers, drift monitors + feeds, retraining trigger -----
+# One set per model of the catalog (workloads/examples/*/model.yaml), models in name order
+# (index i). Ports come from the reserved rows of the ports table, plus an offset:
+#
+#   <model>-stable / <model>-candidate  model-servers + 6*i + 3*slot + (0 REST, 1 gRPC, 2 Seldon metrics)
+#                                       slot 0 = stable (alias champion), 1 = candidate (challenger)
+#   <model>-stream                      stream-workers + i   (metrics; models with streaming enabled)
+#   <model>-drift                       drift-monitor + i    (drift/quality exporter, JSON API)
+#   <model>-drift-feed                  no port              (scored topic -> <model>-drift)
+#   retrain-trigger                     retrain-trigger      (Alertmanager webhook -> `strata train`)
+MODEL_SERVER_PORTS_PER_MODEL = 6
+MAX_WORKLOAD_MODELS = 10  # drift-monitor (19300) + 10 reaches retrain-trigger (19310)
+SERVING_FIX = "workloads/serving/setup-env.sh  (creates .venv-serving: Python 3.12 + seldon-core 1.19)"
+
+
+def registry_root(ctx: "ServiceContext") -> Path:
+    """The registry export the workloads read (training writes it with STRATA_REGISTRY_DIR)."""
+    return ctx.state_dir / "registry"
+
+
+def workload_env(ctx: "ServiceContext") -> dict[str, str]:
+    """Environment of every workload process: the repo on PYTHONPATH, the state dir's
+    registry export, and the local MLflow server for anything that trains."""
+    return {
+        **_python_env(ctx),
+        "STRATA_STATE_DIR": str(ctx.state_dir),
+        "STRATA_REGISTRY_DIR": str(registry_root(ctx)),
+        "MLFLOW_TRACKING_URI": f"http://{HOST}:{ctx.port('mlflow')}",
+        "STRATA_LOG_LEVEL": "WARNING",
+    }
+
+
+def model_server_port_key(index: int, slot: int, which: int = 0) -> str:
+    return f"model-servers+{MODEL_SERVER_PORTS_PER_MODEL * index + 3 * slot + which}"
+
+
+def _resolve_alias(ctx: "ServiceContext", model: str, alias: str):
+    from workloads.serving import registry
+
+    try:
+        return registry.resolve(registry_root(ctx), model, alias=alias)
+    except registry.RegistryError as error:
+        raise ConfigError(
+            f"service '{ctx.name}' serves {model}@{alias}, which is not registered: {error}\n"
+            f"  Fix: train and register it (`strata train {model} --local`, or `strata local up --demo`)"
+        ) from None
+
+
+@dataclass(frozen=True)
+class HeartbeatHealth:
+    """Healthy while the process touches its heartbeat file (services without a port)."""
+
+    max_age_s: float = 10.0
+
+    def __call__(self, ctx: "ServiceContext") -> Health:
+        import time
+
+        beat = ctx.data_dir() / "heartbeat"
+        try:
+            age = time.time() - beat.stat().st_mtime
+        except OSError:
+            return Health(False, f"no heartbeat yet ({beat})")
+        return Health(age <= self.max_age_s, f"heartbeat {age:.1f}s ago")
+
+
+def model_server_service(spec, index: int, slot: str) -> ServiceSpec:
+    """`<model>-stable` (champion) or `<model>-candidate` (challenger): the Seldon model server.
+
+    Runs Seldon's microservice directly as the group leader (not through
+    `workloads.serving.launch`, which would put Seldon in a second process group the
+    supervisor cannot see). Metrics carry `predictor` = the slot (`shadow` for the candidate
+    of a shadow rollout, as on the cluster). Its prepare step registers the REST address with the local
+    proxy's upstreams, so the proxy routes `/<model>/...` to it at its next reload."""
+    from workloads.traffic.split import ALIAS_OF_PREDICTOR, PREDICTORS, metrics_predictor
+
+    slot_index = PREDICTORS.index(slot)
+    alias = ALIAS_OF_PREDICTOR[slot]
+    predictor = metrics_predictor(slot, spec.serving.rollout.strategy)  # a shadow candidate: `shadow`
+    keys = tuple(model_server_port_key(index, slot_index, w) for w in range(3))
+    name = f"{spec.name}-{slot}"
+
+    def config(ctx: ServiceContext):
+        from workloads.serving.launch import ServerConfig
+
+        realtime = spec.serving.realtime
+        return ServerConfig(
+            model=spec.name, alias=alias, registry_dir=str(registry_root(ctx)), http_port=ctx.port(keys[0]),
+            grpc_port=ctx.port(keys[1]), metrics_port=ctx.port(keys[2]), predictor=predictor, team=spec.team,
+            max_batch_rows=realtime.max_batch_rows, max_payload_bytes=realtime.max_payload_bytes,
+            latency_target_ms=spec.slos.latency_p99_ms, threads=4, grpc_threads=2,
+        )
+
+    def prepare(ctx: ServiceContext) -> None:
+        from workloads.traffic.state import register_upstream
+
+        _resolve_alias(ctx, spec.name, alias)
+        multiproc = ctx.data_dir() / "prometheus-multiproc"  # fresh per start: counters restart at 0
+        shutil.rmtree(multiproc, ignore_errors=True)
+        multiproc.mkdir(parents=True)
+        register_upstream(ctx.state_dir, spec.name, slot, ctx.port(keys[0]))
+
+    def command(ctx: ServiceContext) -> list[str]:
+        from workloads.serving.launch import serving_python
+
+        return config(ctx).command(serving_python())
+
+    def env(ctx: ServiceContext) -> dict[str, str]:
+        return {**workload_env(ctx), "PROMETHEUS_MULTIPROC_DIR": str(ctx.data_dir() / "prometheus-multiproc"),
+                "PREDICTIVE_UNIT_ID": spec.name, "PREDICTOR_ID": predictor}
+
+    from workloads.serving.launch import serving_python
+
+    return ServiceSpec(
+        name=name,
+        description=f"{spec.name} model server, slot {slot} (alias {alias}; Seldon REST+gRPC)",
+        ports=keys,
+        command=command,
+        health=HttpHealth(keys[0], "/health/status"),
+        requires=(Requirement("the serving environment (.venv-serving)", SERVING_FIX,
+                              binaries=(str(serving_python()),)),),
+        prepare=prepare,
+        env=env,
+        metrics_path="/metrics",
+        url=lambda ctx: f"http://{HOST}:{ctx.port(keys[0])}/api/v1.0/predictions",
+        start_timeout_s=180.0,  # Seldon forks REST, gRPC and metrics processes; torch loads in each
+        stop_timeout_s=15.0,
+    )
+
+
+def stream_worker_service(spec, index: int) -> ServiceSpec:
+    """`<model>-stream`: the Kafka stream worker of the champion (at-least-once)."""
+    key = f"stream-workers+{index}"
+
+    def prepare(ctx: ServiceContext) -> None:
+        _resolve_alias(ctx, spec.name, "champion")
+
+    def command(ctx: ServiceContext) -> list[str]:
+        return [ctx.python, "-m", "workloads.streaming", "--bootstrap", ctx.kafka_bootstrap, "--model", spec.name,
+                "--alias", "champion", "--registry", str(registry_root(ctx)), "--team", spec.team,
+                "--batch-size", str(spec.serving.streaming.batch_size), "--metrics-port", str(ctx.port(key)),
+                "--log-level", "WARNING"]
+
+    return ServiceSpec(
+        name=f"{spec.name}-stream",
+        description=f"{spec.name} Kafka stream worker (strata.{spec.name}.input -> .scored, bad -> .dlq)",
+        ports=(key,),
+        command=command,
+        health=HttpHealth(key, "/metrics"),
+        depends_on=("kafka",),
+        prepare=prepare,
+        env=workload_env,
+        metrics_path="/metrics",
+        start_timeout_s=90.0,
+    )
+
+
+def drift_monitor_service(spec, index: int) -> ServiceSpec:
+    """`<model>-drift`: PSI/KS of the live window against the champion's reference profile."""
+    key = f"drift-monitor+{index}"
+
+    def command(ctx: ServiceContext) -> list[str]:
+        version = _resolve_alias(ctx, spec.name, "champion")
+        opts = ctx.options.workloads
+        argv = [ctx.python, "-m", "workloads.monitoring.drift_service", "--model", spec.name,
+                "--version", version.version, "--team", spec.team, "--profile", str(version.profile_path),
+                "--port", str(ctx.port(key)), "--interval", str(opts.drift_interval_s),
+                "--window-rows", str(opts.drift_window_rows), "--min-rows", str(opts.drift_min_rows)]
+        metrics = version.info().get("metrics") or {}
+        baseline = {k.removeprefix("val_"): v for k, v in metrics.items()
+                    if k.removeprefix("val_") in ("accuracy", "auc") and isinstance(v, (int, float))}
+        if baseline:
+            argv += ["--baseline", ",".join(f"{k}={v}" for k, v in sorted(baseline.items()))]
+        return argv
+
+    return ServiceSpec(
+        name=f"{spec.name}-drift",
+        description=f"{spec.name} drift monitor (PSI/KS vs the champion's reference profile)",
+        ports=(key,),
+        command=command,
+        health=HttpHealth(key, "/healthz"),
+        env=workload_env,
+        metrics_path="/metrics",
+        start_timeout_s=60.0,
+    )
+
+
+def drift_feed_service(spec, index: int) -> ServiceSpec:
+    """`<model>-drift-feed`: consumes the scored topic and posts its features to `<model>-drift`."""
+    monitor_key = f"drift-monitor+{index}"
+
+    def command(ctx: ServiceContext) -> list[str]:
+        from workloads.streaming.topics import topics_for
+
+        return [ctx.python, "-m", "workloads.local.drift_feed", "--bootstrap", ctx.kafka_bootstrap,
+                "--topic", topics_for(spec.name).output, "--model", spec.name,
+                "--monitor", f"http://{HOST}:{ctx.port(monitor_key)}",
+                "--heartbeat", str(ctx.data_dir() / "heartbeat"),
+                "--batch", str(ctx.options.workloads.feed_batch)]
+
+    def prepare(ctx: ServiceContext) -> None:
+        (ctx.data_dir() / "heartbeat").unlink(missing_ok=True)
+
+    return ServiceSpec(
+        name=f"{spec.name}-drift-feed",
+        description=f"{spec.name} scored stream -> drift monitor",
+        ports=(),
+        command=command,
+        health=HeartbeatHealth(),
+        url=lambda ctx: f"kafka://{ctx.kafka_bootstrap}/strata.{spec.name}.scored",
+        depends_on=("kafka", f"{spec.name}-drift"),
+        prepare=prepare,
+        env=workload_env,
+        start_timeout_s=60.0,
+    )
+
+
+def retrain_trigger_service() -> ServiceSpec:
+    """`retrain-trigger`: Alertmanager's retrain webhook; runs `strata train MODEL --local`
+    against the local MLflow, one retrain per model at a time."""
+
+    def command(ctx: ServiceContext) -> list[str]:
+        opts = ctx.options.workloads
+        train = [ctx.python, "-m", "infra.cli", "train", "{model}", "--local", *opts.retrain_args]
+        data = ctx.data_dir()
+        return [ctx.python, "-m", "workloads.monitoring.retrain", "--host", HOST,
+                "--port", str(ctx.port("retrain-trigger")), "--command", shlex.join(train),
+                "--cooldown", str(opts.retrain_cooldown_s), "--state-file", str(data / "state.json"),
+                "--log-dir", str(ctx.state_dir / "logs" / "retrains")]
+
+    return ServiceSpec(
+        name="retrain-trigger",
+        description="retraining trigger (Alertmanager webhook -> local `strata train`)",
+        ports=("retrain-trigger",),
+        command=command,
+        health=HttpHealth("retrain-trigger", "/healthz"),
+        depends_on=("mlflow",),
+        env=workload_env,
+        metrics_path="/metrics",
+        url=lambda ctx: f"http://{HOST}:{ctx.port('retrain-trigger')}/v1/retrains",
+        start_timeout_s=60.0,
+    )
+
+
+def workload_catalog() -> tuple:
+    """The onboarded example models (workloads/examples/*/model.yaml), in name order."""
+    from workloads.monitoring.generate import load_catalog
+
+    specs = tuple(sorted(load_catalog(), key=lambda s: s.name))
+    if len(specs) > MAX_WORKLOAD_MODELS:
+        raise ConfigError(f"{len(specs)} example models: local mode has ports for {MAX_WORKLOAD_MODELS}")
+    return specs
+
+
+def model_services(spec, index: int) -> list[ServiceSpec]:
+    """Every workload service of one model (the candidate slot is started only for a rollout)."""
+    services = [model_server_service(spec, index, "stable"), model_server_service(spec, index, "candidate"),
+                drift_monitor_service(spec, index), drift_feed_service(spec, index) if spec.serving.streaming.enabled else None,
+                stream_worker_service(spec, index) if spec.serving.streaming.enabled else None]
+    return [s for s in services if s is not None]
+
+
+def workload_services(specs=None) -> list[ServiceSpec]:
+    specs = workload_catalog() if specs is None else specs
+    services = [retrain_trigger_service()]
+    for index, spec in enumerate(specs):
+        services += model_services(spec, index)
+    return services

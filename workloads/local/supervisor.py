@@ -41,6 +41,7 @@ from workloads.local.services import (
     ServiceContext,
     ServiceSpec,
     default_registry,
+    split_port_key,
 )
 
 # Children started by this Python process (any Supervisor instance), to reap their exit.
@@ -251,7 +252,8 @@ class Supervisor:
         for key in spec.ports:
             port = ctx.port(key)
             if not port_free(port):
-                raise PortInUseError(name, key, port, port_holder(port), PORTS[key].env_var)
+                base_key = split_port_key(key)[0]
+                raise PortInUseError(name, base_key, port, port_holder(port), PORTS[base_key].env_var)
         if spec.prepare:
             self.on_event(name, "prepare", "preparing")
             spec.prepare(ctx)

@@ -1,0 +1,142 @@
+"""End to end: `strata local up --demo` on a fresh state dir, then `strata local down`.
+
+Runs the real CLI in a subprocess on free loopback ports (a block per reserved row, so the
+per-model offsets of model servers, stream workers and drift monitors stay free too), and
+checks what the demo claims: every stage succeeded, the drift page reached the local
+PagerDuty receiver, the triggered retrain registered a new version (registry export and
+MLflow), the HTML report has images, and `down` leaves no process and no listening port.
+
+Slow (minutes: four smoke trainings, Seldon servers, Kafka): the demo runs the fraud
+example only (`--demo-model fraud`; digits adds a training and a server, not a stage).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from workloads.local.ports import PORTS
+from workloads.local.process import ProcessRecord, group_members, proc_stat
+from workloads.local.services import MODEL_SERVER_PORTS_PER_MODEL, MAX_WORKLOAD_MODELS
+from workloads.local.supervisor import port_free
+from workloads.traffic.local_proxy import nginx_binary
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_TIMEOUT_S = 900
+# Ports a row's services may use above its own: model servers (6 per model: REST, gRPC,
+# Seldon metrics per slot), stream workers and drift monitors (one per model).
+SPAN = {"model-servers": MODEL_SERVER_PORTS_PER_MODEL * MAX_WORKLOAD_MODELS,
+        "stream-workers": MAX_WORKLOAD_MODELS, "drift-monitor": MAX_WORKLOAD_MODELS}
+
+
+def spaced_port_map(seed: int | None = None) -> dict[str, int]:
+    """One free port per key of the ports table, each with its whole span free and apart."""
+    rng = random.Random(seed)
+    for _ in range(200):
+        base = rng.randrange(20000, 30000)
+        ports, cursor = {}, base
+        for key in PORTS:
+            ports[key] = cursor
+            cursor += SPAN.get(key, 1) + 1
+        if all(port_free(p) for p in range(base, cursor)):
+            return ports
+    raise RuntimeError("no free block of loopback ports in 20000-30000")
+
+
+def _listening_ports() -> set[int]:
+    out = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True).stdout
+    return {int(ln.split()[3].rsplit(":", 1)[1]) for ln in out.splitlines() if ln.strip()}
+
+
+def _cli(state: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "workloads.local", *args, "--state-dir", str(state)],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+def test_demo_runs_every_stage_then_down_leaves_nothing(tmp_path):
+    for binary in ("prometheus", "prometheus-alertmanager", "java"):
+        if shutil.which(binary) is None:
+            pytest.fail(f"{binary} not found: run .ci/setup (make test installs it)")
+    nginx_binary()  # raises, naming the install command, when the proxy cannot run
+    state = tmp_path / "state"
+    ports = spaced_port_map()
+    overrides = [f"--port={k}={v}" for k, v in ports.items()]
+    started = time.monotonic()
+    try:
+        run = _cli(state, "up", "--demo", "--demo-model", "fraud", *overrides, timeout=DEMO_TIMEOUT_S)
+        wall = time.monotonic() - started
+        print(run.stdout[-6000:], run.stderr[-3000:], sep="\n")
+        print(f"\ndemo wall time: {wall:.0f}s")
+        assert run.returncode == 0, f"demo failed (exit {run.returncode})"
+
+        report = json.loads((state / "report" / "demo.json").read_text())
+        stages = {s["name"]: s for s in report["stages"]}
+        assert list(stages) == ["services", "train", "serve", "stream", "traffic", "canary", "drift", "report"]
+        assert all(s["ok"] for s in stages.values()), stages
+        for name, stage in stages.items():
+            print(f"  {name:<9} {stage['seconds']:6.1f}s  {stage['detail'][:110]}")
+        facts = report["facts"]
+
+        # The drift page reached the local PagerDuty receiver (Alertmanager -> Events v2).
+        pages = [json.loads(ln) for ln in (state / "data" / "pagerduty" / "events.jsonl").read_text().splitlines()]
+        drift_pages = [p for p in pages if p["event"]["event_action"] == "trigger"
+                       and p["event"]["payload"]["custom_details"].get("alertname") == "ModelFeatureDrift"
+                       and p["event"]["payload"]["custom_details"].get("model") == "fraud"]
+        assert drift_pages, [p["event"]["payload"]["summary"] for p in pages]
+        assert drift_pages[0]["event"]["routing_key"].startswith("strata-local-payments-risk")
+
+        # The triggered retrain ran once and registered a new version, in the export and in MLflow.
+        retrain = facts["drift"]
+        assert "ModelFeatureDrift" in retrain["retrain_reason"]
+        aliases = json.loads((state / "registry" / "fraud" / "aliases.json").read_text())
+        assert aliases["challenger"] == retrain["retrain_version"], aliases
+        query = urllib.parse.urlencode({"filter": "name='fraud'"})
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['mlflow']}/api/2.0/mlflow/model-versions/search?{query}",
+                                    timeout=30) as resp:
+            versions = {v["version"] for v in json.loads(resp.read())["model_versions"]}
+        assert retrain["retrain_version"] in versions
+        retrain_logs = list((state / "logs" / "retrains").glob("fraud-*.log"))
+        assert len(retrain_logs) == 1, retrain_logs
+
+        # The rollout was decided on measured results, and recorded.
+        assert facts["canary"]["decision"] in ("promoted", "rolled back")
+        decisions = [json.loads(ln) for ln in (state / "registry" / "fraud" / "decisions.jsonl").read_text().splitlines()]
+        assert decisions[-1]["outcome"] in ("promote", "rollback") and decisions[-1]["actor"] == "strata local up --demo"
+
+        # Traffic numbers and the HTML report with images from Prometheus.
+        assert facts["traffic"]["requests"] > 0 and facts["traffic"]["errors_5xx"] == 0
+        html = (state / "report" / "index.html").read_text()
+        images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]{200,})'", html)
+        assert len(images) >= 5, f"{len(images)} images in the report"
+        for key in ("MLflow UI", "Prometheus", "Alertmanager", "rollout decision", "pages received"):
+            assert key in run.stdout, key
+
+        records = {p.stem: ProcessRecord.load(p) for p in (state / "run").glob("*.json")}
+        assert {"kafka", "mlflow", "prometheus", "alertmanager", "pagerduty", "proxy", "retrain-trigger",
+                "fraud-stable", "fraud-stream", "fraud-drift", "fraud-drift-feed"} <= set(records)
+        groups = {n: r.pgid for n, r in records.items()}
+        members = {n: group_members(g) for n, g in groups.items()}
+        assert all(members.values()), members
+        used_ports = {p for r in records.values() for p in r.ports.values()}
+    finally:
+        down = _cli(state, "down", timeout=180)
+    assert down.returncode == 0, down.stdout + down.stderr
+    for name, pids in members.items():
+        for pid in pids:
+            st = proc_stat(pid)
+            assert st is None or st[0] == "Z", f"{name}: pid {pid} still running after down"
+        assert group_members(groups[name]) == [], name
+    assert not (used_ports & _listening_ports()), used_ports & _listening_ports()
+    assert not list((state / "run").glob("*.json"))
