@@ -112,8 +112,21 @@ def test_demo_runs_every_stage_then_down_leaves_nothing(tmp_path):
 
         # The rollout was decided on measured results, and recorded.
         assert facts["canary"]["decision"] in ("promoted", "rolled back")
-        decisions = [json.loads(ln) for ln in (state / "registry" / "fraud" / "decisions.jsonl").read_text().splitlines()]
-        assert decisions[-1]["outcome"] in ("promote", "rollback") and decisions[-1]["actor"] == "strata local up --demo"
+        decisions_file = state / "registry" / "fraud" / "decisions.jsonl"
+        decisions = [json.loads(ln) for ln in decisions_file.read_text().splitlines()]
+        by_demo = [d for d in decisions if d["actor"] == "strata local up --demo"]
+        assert by_demo[-1]["outcome"] in ("promote", "rollback"), by_demo[-1]
+
+        # The loop: the retrained challenger went to the rollout controller (fraud's spec: autoPromote).
+        deadline = time.monotonic() + 60
+        handed: list[dict] = []
+        while time.monotonic() < deadline:
+            handed = [d for d in (json.loads(ln) for ln in decisions_file.read_text().splitlines())
+                      if d["actor"] == "retrain-trigger" and d["candidate_version"] == retrain["retrain_version"]]
+            if any(d["outcome"] == "rollout_started" for d in handed):
+                break
+            time.sleep(1)
+        assert any(d["outcome"] == "rollout_started" for d in handed), handed
 
         # Traffic numbers and the HTML report with images from Prometheus.
         assert facts["traffic"]["requests"] > 0 and facts["traffic"]["errors_5xx"] == 0

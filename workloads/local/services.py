@@ -638,11 +638,16 @@ def retrain_trigger_service() -> ServiceSpec:
     def command(ctx: ServiceContext) -> list[str]:
         opts = ctx.options.workloads
         train = [ctx.python, "-m", "infra.cli", "train", "{model}", "--local", *opts.retrain_args]
+        rollout = [ctx.python, "-m", "workloads.rollout", "--model", "{model}", "--registry", str(registry_root(ctx)),
+                   "--state-dir", str(ctx.state_dir), "--prometheus", f"http://{HOST}:{ctx.port('prometheus')}",
+                   "--actor", "retrain-trigger"]
         data = ctx.data_dir()
         return [ctx.python, "-m", "workloads.monitoring.retrain", "--host", HOST,
                 "--port", str(ctx.port("retrain-trigger")), "--command", shlex.join(train),
                 "--cooldown", str(opts.retrain_cooldown_s), "--state-file", str(data / "state.json"),
-                "--log-dir", str(ctx.state_dir / "logs" / "retrains")]
+                "--log-dir", str(ctx.state_dir / "logs" / "retrains"),
+                # the loop: a new challenger goes to the rollout controller (spec autoPromote) or waits
+                "--rollout-registry", str(registry_root(ctx)), "--rollout-command", shlex.join(rollout)]
 
     return ServiceSpec(
         name="retrain-trigger",

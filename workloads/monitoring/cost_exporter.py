@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 import prometheus_client as pc
 
 from workloads.monitoring import metrics as contract
+from workloads.monitoring.http import JsonHandler
 
 log = logging.getLogger("strata.cost")
 
@@ -315,16 +316,7 @@ class CostExporter:
 
 
 def make_handler(exporter: CostExporter) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
-            pass
-
-        def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    class Handler(JsonHandler):
 
         def do_GET(self) -> None:  # noqa: N802
             if self.path == "/metrics":

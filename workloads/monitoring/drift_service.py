@@ -29,6 +29,7 @@ import prometheus_client as pc
 from workloads.monitoring import metrics as contract
 from workloads.monitoring.drift import ReferenceProfile, WindowBuffer, evaluate, load_profile
 from workloads.monitoring.quality import QualityTracker
+from workloads.monitoring.http import JsonHandler
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
@@ -145,21 +146,10 @@ class DriftMonitor:
 def make_handler(monitor: DriftMonitor) -> type[BaseHTTPRequestHandler]:
     routes = {"/v1/observe": monitor.observe, "/v1/labels": monitor.labels}
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
-            pass
 
-        def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _json(self, status: int, payload: Any) -> None:
-            self._send(status, json.dumps(payload).encode())
 
         def do_GET(self) -> None:  # noqa: N802
             if self.path == "/metrics":

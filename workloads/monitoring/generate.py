@@ -28,7 +28,7 @@ import yaml
 from workloads.monitoring import alertmanager as am
 from workloads.monitoring import dashboards as dash
 from workloads.monitoring import rules
-from workloads.spec import ModelSpec, SpecError, load_model_spec_file, parse_model_spec
+from workloads.spec import ModelSpec, SpecError, parse_model_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RULES_PATH = "workloads/monitoring/generated/prometheus-rules.yaml"

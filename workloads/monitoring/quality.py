@@ -359,20 +359,11 @@ class QualityService:
 
 
 def _handler(service: QualityService) -> type:
-    from http.server import BaseHTTPRequestHandler
+    from workloads.monitoring.http import JsonHandler
 
     import prometheus_client as pc
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
-            pass
-
-        def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    class Handler(JsonHandler):
 
         def do_GET(self) -> None:  # noqa: N802
             if self.path == "/metrics":

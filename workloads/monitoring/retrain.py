@@ -42,6 +42,7 @@ from typing import Any, Callable, Mapping, Protocol
 import prometheus_client as pc
 
 from workloads.monitoring import metrics as contract
+from workloads.monitoring.http import JsonHandler
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,9 @@ class RolloutHandoff:
                 self.log_dir.mkdir(parents=True, exist_ok=True)
                 out = open(self.log_dir / f"rollout-{request.model}-{int(time.time())}.log", "ab")
             try:
-                self.started.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+                # the trigger's own process group: stopping the trigger stops its rollout too
+                # (the controller's state file lets the next one resume at the same step)
+                self.started.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT))
             finally:
                 if out is not subprocess.DEVNULL:
                     out.close()
@@ -267,18 +270,9 @@ class RetrainTrigger:
 
 
 def make_handler(trigger: RetrainTrigger) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            pass
-
-        def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
 
         def do_GET(self) -> None:  # noqa: N802
             if self.path == "/metrics":
