@@ -211,7 +211,6 @@ class ModelStreaming(pulumi.ComponentResource):
                  keda_operator: pulumi.Resource, after: tuple[pulumi.Resource, ...] = (),
                  opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("strata:models:ModelStreaming", name, None, opts)
-        model = args.model
         labels = dict(args.labels)
         child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         self.topics = {

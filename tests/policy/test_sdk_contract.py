@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import warnings
 
-import pytest
 
 from infra.modes import PolicyEnforcement
 from infra.policy import evaluate

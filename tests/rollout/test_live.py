@@ -4,7 +4,6 @@ Windows are seconds (spec override), so the suite stays short; timings are print
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

@@ -20,7 +20,6 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 
 from workloads.monitoring import queries
 from workloads.rollout.stats import Arm
-from workloads.spec import RolloutStrategyName
 from workloads.traffic.split import (ALIAS_OF_PREDICTOR, CANDIDATE, SHADOW_PREDICTOR, STABLE,  # noqa: F401
                                      metrics_predictor)
 
