@@ -18,14 +18,14 @@ All services bind 127.0.0.1 only.
 | alertmanager     | 19094   | STRATA_PORT_ALERTMANAGER       | Alertmanager UI/API                      |
 | mlflow           | 19500   | STRATA_PORT_MLFLOW             | MLflow tracking server + UI              |
 | pagerduty        | 19880   | STRATA_PORT_PAGERDUTY          | local PagerDuty Events v2 receiver       |
-| proxy            | 19080   | STRATA_PORT_PROXY              | traffic proxy (canary/shadow split)      |
-| model-servers    | 19100   | STRATA_PORT_MODEL_SERVERS      | first model server; +1 per model         |
-| stream-workers   | 19200   | STRATA_PORT_STREAM_WORKERS     | first stream worker metrics; +1 each     |
-| drift-monitor    | 19300   | STRATA_PORT_DRIFT_MONITOR      | drift monitor metrics                    |
+| proxy            | 19080   | STRATA_PORT_PROXY              | traffic proxy (nginx)                    |
+| model-servers    | 19100   | STRATA_PORT_MODEL_SERVERS      | model servers, 6 per model               |
+| stream-workers   | 19200   | STRATA_PORT_STREAM_WORKERS     | stream worker metrics; +1 per model      |
+| drift-monitor    | 19300   | STRATA_PORT_DRIFT_MONITOR      | drift monitors; +1 per model             |
 | retrain-trigger  | 19310   | STRATA_PORT_RETRAIN_TRIGGER    | retraining trigger (webhook + metrics)   |
 
-The last five rows are reserved for the workloads that join the supervisor's registry
-later (model servers, stream workers, drift monitor, retraining trigger, proxy).
+The last five rows are the workloads' (workloads/local/services.py gives each model its
+offset within a row).
 """
 
 from __future__ import annotations
@@ -59,11 +59,11 @@ PORTS: dict[str, PortSpec] = {
         PortSpec("alertmanager", 19094, "Alertmanager UI/API"),
         PortSpec("mlflow", 19500, "MLflow tracking server + UI"),
         PortSpec("pagerduty", 19880, "local PagerDuty Events v2 receiver"),
-        PortSpec("proxy", 19080, "traffic proxy (canary/shadow split) [reserved]"),
-        PortSpec("model-servers", 19100, "first model server; +1 per model [reserved]"),
-        PortSpec("stream-workers", 19200, "first stream worker metrics; +1 each [reserved]"),
-        PortSpec("drift-monitor", 19300, "drift monitor metrics [reserved]"),
-        PortSpec("retrain-trigger", 19310, "retraining trigger (webhook + metrics) [reserved]"),
+        PortSpec("proxy", 19080, "traffic proxy (nginx: canary/shadow/A-B split)"),
+        PortSpec("model-servers", 19100, "model servers: 6 per model (stable/candidate x REST/gRPC/metrics)"),
+        PortSpec("stream-workers", 19200, "stream worker metrics; +1 per model"),
+        PortSpec("drift-monitor", 19300, "drift monitors; +1 per model"),
+        PortSpec("retrain-trigger", 19310, "retraining trigger (webhook + metrics)"),
     )
 }
 
