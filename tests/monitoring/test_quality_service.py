@@ -15,6 +15,7 @@ import uuid
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.monitoring.conftest import PYTHON, free_port, wait_http
@@ -124,7 +125,8 @@ def test_quality_service_joins_delayed_labels_from_kafka(kafka, registry_with_ev
     producer.flush()
     StreamWorker(WorkerConfig(bootstrap=kafka, model="fraud", registry_dir=str(registry_with_evaluation),
                               topics=topics, group_id=f"g-{run}", team="payments-risk", batch_size=64,
-                              session_timeout_ms=6000)).start().run(idle_exit_s=3)
+                              session_timeout_ms=6000),
+                 metrics_registry=CollectorRegistry()).start().run(idle_exit_s=3)  # in-process: its own registry
     send_labels(range(1, ROWS, 2))  # the rest arrive after scoring
     producer.close()
 

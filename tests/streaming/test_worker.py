@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
 from tests.streaming.conftest import create_topics, read_topic
 from workloads.serving.testing import fraud_schema, reference_outputs, sample_rows
@@ -208,7 +209,8 @@ def test_malformed_records_go_to_dead_letter_with_reason(kafka, registry_root):
     producer.flush()
     producer.close()
     worker = StreamWorker(WorkerConfig(bootstrap=kafka, model="fraud", registry_dir=str(registry_root), topics=topics,
-                                       group_id=f"g-{topics.input}", batch_size=16, session_timeout_ms=6000))
+                                       group_id=f"g-{topics.input}", batch_size=16, session_timeout_ms=6000),
+                          metrics_registry=CollectorRegistry())  # in-process beside other tests' workers
     worker.start().run(idle_exit_s=4)
     dead = read_topic(kafka, topics.dead_letter, until=lambda rs: len(rs) >= len(BAD), timeout=60)
     got = {r.key.decode(): dict(r.headers) for r in dead}

@@ -221,11 +221,11 @@ def _float32_bounds(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(largest float32 <= v, smallest float32 >= v) for each float64 v. For a float32 x:
     x <= v  <=>  x <= down(v)   and   x < v  <=>  x < up(v)   -- exactly, so a float32
     column is compared with float64 reference values without widening it."""
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore"):  # beyond float32's range: +-inf, the right bound there
         nearest = values.astype(np.float32)
-    wide = nearest.astype(np.float64)
-    down = np.where(wide > values, np.nextafter(nearest, np.float32(-np.inf)), nearest)
-    up = np.where(wide < values, np.nextafter(nearest, np.float32(np.inf)), nearest)
+        wide = nearest.astype(np.float64)
+        down = np.where(wide > values, np.nextafter(nearest, np.float32(-np.inf)), nearest)
+        up = np.where(wide < values, np.nextafter(nearest, np.float32(np.inf)), nearest)
     return down.astype(np.float32), up.astype(np.float32)
 
 
