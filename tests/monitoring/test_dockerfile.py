@@ -4,9 +4,8 @@ four services import (checked by importing them with only those files on the pat
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 
+from tests.dockerfiles import copy_image_files, run_in_image
 from tests.monitoring.conftest import PYTHON
 from workloads.monitoring.generate import REPO_ROOT
 
@@ -14,15 +13,6 @@ DOCKERFILE = REPO_ROOT / "workloads" / "monitoring" / "Dockerfile"
 SERVICES = ("workloads.monitoring.drift_service", "workloads.monitoring.quality",
             "workloads.monitoring.cost_exporter", "workloads.monitoring.retrain", "workloads.training.submit",
             "workloads.serving.sync")  # the registry-sync sidecar of serving and stream pods
-
-
-def _copies() -> list[tuple[list[str], str]]:
-    copies = []
-    for line in DOCKERFILE.read_text().splitlines():
-        if line.startswith("COPY "):
-            *sources, target = line.split()[1:]
-            copies.append((sources, target))
-    return copies
 
 
 def test_base_is_pinned_and_the_user_is_not_root():
@@ -36,24 +26,9 @@ def test_base_is_pinned_and_the_user_is_not_root():
 
 
 def test_the_copied_files_are_enough_to_run_every_service(tmp_path):
-    image = tmp_path / "app"
-    for sources, target in _copies():
-        for source in sources:
-            src = REPO_ROOT / source
-            assert src.exists(), source
-            dest = image / target if target.endswith("/") or len(sources) > 1 else image / target
-            if src.is_dir():
-                shutil.copytree(src, image / target, dirs_exist_ok=True)
-            else:
-                dest = dest / src.name if target.endswith("/") else dest
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dest)
+    image = copy_image_files(DOCKERFILE, tmp_path / "app")
     probe = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n" \
             "from workloads.monitoring.cost_exporter import default_price\ndefault_price('m6i.large', True)\n" \
-            "from workloads.streaming.topics import labels_topic_for\nfrom workloads.serving import registry\n" \
-            "outside = [m for m, mod in sys.modules.items() if m.split('.')[0] in ('workloads', 'infra')\n" \
-            "           and not str(getattr(mod, '__file__', '') or '').startswith(sys.path[0])]\n" \
-            "assert not outside, f'imported from outside the image: {outside}'\n"
-    result = subprocess.run([PYTHON, "-I", "-c", f"import sys; sys.path.insert(0, {str(image)!r})\n" + probe, *SERVICES],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+            "from workloads.streaming.topics import labels_topic_for\nfrom workloads.serving import registry\n"
+    result = run_in_image(image, probe, *SERVICES, python=PYTHON)
     assert result.returncode == 0, result.stderr[-3000:]
