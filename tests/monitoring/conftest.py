@@ -106,3 +106,37 @@ def catalog():
 
 
 PYTHON = sys.executable
+
+
+def write_fast_alerting(directory: Path, catalog, *, key_prefix: str, pagerduty_url: str, retrain_url: str,
+                        alertmanager_port: int, scrape_targets: dict[str, str]) -> tuple[Path, Path]:
+    """The generated rules (`for:` 2s), routing-key files, Alertmanager config (1s grouping) and a
+    Prometheus config (1s scrape/eval) for an end-to-end alerting test. Returns (alertmanager.yaml,
+    prometheus.yaml). `scrape_targets`: job suffix -> host:port, scraped as job `strata-<suffix>`."""
+    import yaml
+
+    from workloads.monitoring import alertmanager as am
+    from workloads.monitoring import rules
+    from workloads.monitoring.generate import to_yaml
+
+    rules_file = directory / "rules.yaml"
+    rules_file.write_text(to_yaml(rules.rule_groups(catalog, rules.RuleOptions(for_override="2s"))))
+    keys = directory / "keys"
+    keys.mkdir()
+    for spec in catalog:
+        (keys / spec.pagerduty.routing_key_name).write_text(f"{key_prefix}{spec.pagerduty.routing_key_name}\n")
+    (keys / am.PLATFORM_ROUTING_KEY).write_text(f"{key_prefix}platform\n")
+    am_file = directory / "alertmanager.yaml"
+    am_file.write_text(to_yaml(am.alertmanager_config(catalog, am.AlertmanagerOptions(
+        routing_key_dir=str(keys), pagerduty_url=pagerduty_url, retrain_webhook_url=retrain_url,
+        group_wait="1s", group_interval="1s", repeat_interval="1h", page_repeat_interval="1h",
+        retrain_repeat_interval="1h"))))
+    prom_file = directory / "prometheus.yaml"
+    prom_file.write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules_file)],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]},
+        "scrape_configs": [{"job_name": f"strata-{job}", "static_configs": [{"targets": [target]}]}
+                           for job, target in scrape_targets.items()],
+    }))
+    return am_file, prom_file

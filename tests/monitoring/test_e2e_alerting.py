@@ -16,13 +16,10 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
-import yaml
 
-from tests.monitoring.conftest import PYTHON, free_port, need, wait_http
-from workloads.monitoring import alertmanager as am
+from tests.monitoring.conftest import PYTHON, free_port, need, wait_http, write_fast_alerting
 from workloads.monitoring import rules
 from workloads.data.profile import build_profile, write_profile
-from workloads.monitoring.generate import to_yaml
 
 FEATURES = ("amount", "hour", "merchant_risk", "distance_km")
 
@@ -102,26 +99,10 @@ def test_injected_drift_pages_and_starts_exactly_one_retrain(tmp_path, processes
                                               "--command", action, "--cooldown", "3600"])
 
         # Generated rules (drift `for:` shortened) and Alertmanager config (loopback endpoints).
-        rules_file = tmp_path / "rules.yaml"
-        rules_file.write_text(to_yaml(rules.rule_groups(catalog, rules.RuleOptions(for_override="2s"))))
-        keys = tmp_path / "keys"
-        keys.mkdir()
-        for spec in catalog:
-            (keys / spec.pagerduty.routing_key_name).write_text(f"test-key-{spec.pagerduty.routing_key_name}\n")
-        (keys / am.PLATFORM_ROUTING_KEY).write_text("test-key-platform\n")
-        am_file = tmp_path / "alertmanager.yaml"
-        am_file.write_text(to_yaml(am.alertmanager_config(catalog, am.AlertmanagerOptions(
-            routing_key_dir=str(keys), pagerduty_url=f"http://127.0.0.1:{pagerduty.port}/v2/enqueue",
-            retrain_webhook_url=f"http://127.0.0.1:{retrain_port}/v1/alertmanager",
-            group_wait="1s", group_interval="1s", repeat_interval="1h", page_repeat_interval="1h",
-            retrain_repeat_interval="1h"))))
-        prom_file = tmp_path / "prometheus.yaml"
-        prom_file.write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(rules_file)],
-            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
-            "scrape_configs": [{"job_name": "strata-drift", "static_configs": [{"targets": [f"127.0.0.1:{drift_port}"]}]}],
-        }))
+        am_file, prom_file = write_fast_alerting(
+            tmp_path, catalog, key_prefix="test-key-", pagerduty_url=f"http://127.0.0.1:{pagerduty.port}/v2/enqueue",
+            retrain_url=f"http://127.0.0.1:{retrain_port}/v1/alertmanager", alertmanager_port=am_port,
+            scrape_targets={"drift": f"127.0.0.1:{drift_port}"})
         am_proc = processes.start("alertmanager", [
             alertmanager, f"--config.file={am_file}", f"--storage.path={tmp_path / 'am-data'}",
             f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address=", "--log.level=warn"])

@@ -29,14 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.monitoring.conftest import PYTHON, Processes, free_port, need, wait_http
-from workloads.monitoring import alertmanager as am
+from tests.monitoring.conftest import PYTHON, Processes, free_port, need, wait_http, write_fast_alerting
 from workloads.monitoring import metrics as contract
 from workloads.monitoring import rules
-from workloads.monitoring.generate import REPO_ROOT, to_yaml
+from workloads.monitoring.generate import REPO_ROOT
 
 WINDOW_ROWS = 3000
 # Emitters whose live process this test does not run (no local exporter yet: the training
@@ -142,33 +140,16 @@ class LivePlatform:
                                     "--command", action, "--cooldown", "3600"])
 
         # Prometheus (generated rules, `for:` shortened) and Alertmanager (generated config)
-        rules_file = tmp / "rules.yaml"
-        rules_file.write_text(to_yaml(rules.rule_groups(catalog, rules.RuleOptions(for_override="2s"))))
-        keys = tmp / "keys"
-        keys.mkdir()
-        for spec in catalog:
-            (keys / spec.pagerduty.routing_key_name).write_text(f"live-{run}-{spec.pagerduty.routing_key_name}\n")
-        (keys / am.PLATFORM_ROUTING_KEY).write_text(f"live-{run}-platform\n")
         self.routing_key = f"live-{run}-{self.fraud.pagerduty.routing_key_name}"
-        am_file = tmp / "alertmanager.yaml"
-        am_file.write_text(to_yaml(am.alertmanager_config(catalog, am.AlertmanagerOptions(
-            routing_key_dir=str(keys), pagerduty_url=services.pagerduty_events_url,
-            retrain_webhook_url=f"http://127.0.0.1:{ports['retrain']}/v1/alertmanager",
-            group_wait="1s", group_interval="1s", repeat_interval="1h", page_repeat_interval="1h",
-            retrain_repeat_interval="1h"))))
         self.targets = {
             "serving": self.server.url.split("://", 1)[1], "streaming": f"127.0.0.1:{ports['worker']}",
             "drift": f"127.0.0.1:{ports['drift']}", "quality": f"127.0.0.1:{ports['quality']}",
             "cost": f"127.0.0.1:{ports['cost']}", "retrain": f"127.0.0.1:{ports['retrain']}",
         }
-        prom_file = tmp / "prometheus.yaml"
-        prom_file.write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(rules_file)],
-            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{ports['am']}"]}]}]},
-            "scrape_configs": [{"job_name": f"strata-{job}", "static_configs": [{"targets": [target]}]}
-                               for job, target in self.targets.items()],
-        }))
+        am_file, prom_file = write_fast_alerting(
+            tmp, catalog, key_prefix=f"live-{run}-", pagerduty_url=services.pagerduty_events_url,
+            retrain_url=f"http://127.0.0.1:{ports['retrain']}/v1/alertmanager", alertmanager_port=ports["am"],
+            scrape_targets=self.targets)
         am_proc = start("alertmanager", [need("prometheus-alertmanager"), f"--config.file={am_file}",
                                          f"--storage.path={tmp / 'am-data'}", f"--web.listen-address=127.0.0.1:{ports['am']}",
                                          "--cluster.listen-address=", "--log.level=warn"])
