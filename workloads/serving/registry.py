@@ -34,6 +34,7 @@ from typing import Any, Mapping
 ARTIFACT = "model.torchscript.pt"
 SCHEMA = "feature_schema.json"
 PROFILE = "reference_profile.json"
+MANIFEST = "strata_manifest.json"  # the serving bundle's manifest (workloads.training.artifacts)
 VERSION_INFO = "version.json"
 ALIASES = "aliases.json"
 REQUIRED = (ARTIFACT, SCHEMA)
@@ -43,6 +44,18 @@ VERSION_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
 
 class RegistryError(LookupError):
     """A model, alias or version that is not in the export (the message says what is)."""
+
+
+def find_bundle_dir(directory: Path | str) -> Path:
+    """The folder holding a serving bundle's manifest: the given one, or anywhere below it
+    (a downloaded MLflow model version keeps it in `extra_files/`)."""
+    directory = Path(directory)
+    if (directory / MANIFEST).is_file():
+        return directory
+    found = sorted(directory.rglob(MANIFEST))
+    if not found:
+        raise FileNotFoundError(f"no {MANIFEST} under {directory}: not a Strata model version")
+    return found[0].parent
 
 
 def default_root() -> Path:

@@ -30,8 +30,6 @@ from workloads.serving import registry
 
 log = logging.getLogger("strata.sync")
 
-MANIFEST = "strata_manifest.json"  # workloads.training.artifacts.MANIFEST (that module imports torch)
-
 
 class ModelRegistry(Protocol):
     """The two registry calls the sync needs (MLflow's client, or a test's own registry)."""
@@ -68,16 +66,6 @@ class MlflowRegistry:
                                        tracking_uri=self.tracking_uri))
 
 
-def bundle_dir(directory: Path) -> Path:
-    """The folder of a downloaded version that holds the serving bundle's manifest."""
-    if (directory / MANIFEST).is_file():
-        return directory
-    found = sorted(directory.rglob(MANIFEST))
-    if not found:
-        raise FileNotFoundError(f"no {MANIFEST} under {directory}: the version was not logged by Strata's trainer")
-    return found[0].parent
-
-
 @dataclass
 class SyncResult:
     alias: str
@@ -100,7 +88,7 @@ def sync_once(source: ModelRegistry, model: str, aliases: list[str], root: Path)
         if not (root / model / "versions" / version / registry.ARTIFACT).is_file():
             scratch = Path(tempfile.mkdtemp(prefix=f".sync-{model}-{version}-", dir=root))
             try:
-                bundle = bundle_dir(source.download(model, version, scratch))
+                bundle = registry.find_bundle_dir(source.download(model, version, scratch))
                 profile = bundle / registry.PROFILE
                 registry.export_version(root, model, version, artifact=bundle / registry.ARTIFACT,
                                         schema_json=bundle / registry.SCHEMA,

@@ -27,11 +27,11 @@ from torch import nn
 
 from workloads.data.profile import read_profile
 from workloads.data.schema import FeatureSchema
+# The bundle's file names and its finder live with the registry export (stdlib only: the
+# sync sidecar and the serving image use them without torch).
+from workloads.serving.registry import ARTIFACT as TORCHSCRIPT
+from workloads.serving.registry import MANIFEST, PROFILE, SCHEMA, find_bundle_dir
 
-MANIFEST = "strata_manifest.json"
-TORCHSCRIPT = "model.torchscript.pt"
-SCHEMA = "feature_schema.json"
-PROFILE = "reference_profile.json"
 BUNDLE_VERSION = 1
 
 
@@ -47,18 +47,6 @@ class ServingBundle:
         x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
         with torch.no_grad():
             return self.model(x).numpy()
-
-
-def find_bundle_dir(directory: Path | str) -> Path:
-    """The folder holding the manifest: the given one, or anywhere below it (a
-    downloaded MLflow model version keeps it in `extra_files/`)."""
-    directory = Path(directory)
-    if (directory / MANIFEST).is_file():
-        return directory
-    found = sorted(directory.rglob(MANIFEST))
-    if not found:
-        raise FileNotFoundError(f"no {MANIFEST} under {directory}: not a Strata model version")
-    return found[0].parent
 
 
 def load_bundle(directory: Path | str) -> ServingBundle:
