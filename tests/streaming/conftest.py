@@ -27,11 +27,15 @@ def kafka(local_services) -> str:  # the root conftest's plugin: workloads.local
     return local_services("kafka").kafka_bootstrap
 
 
-def create_topics(bootstrap: str, partitions: int = 3, prefix: str = "t") -> Topics:
+def new_topic_names(prefix: str = "t") -> Topics:
+    run = uuid.uuid4().hex[:8]
+    return Topics(f"{prefix}-{run}.input", f"{prefix}-{run}.scored", f"{prefix}-{run}.dlq")
+
+
+def create_topics(bootstrap: str, partitions: int = 3, prefix: str = "t", topics: Topics | None = None) -> Topics:
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    run = uuid.uuid4().hex[:8]
-    topics = Topics(f"{prefix}-{run}.input", f"{prefix}-{run}.scored", f"{prefix}-{run}.dlq")
+    topics = topics or new_topic_names(prefix)
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="strata-test-admin")
     try:
         admin.create_topics([NewTopic(topics.input, partitions, 1), NewTopic(topics.output, partitions, 1),

@@ -3,7 +3,9 @@
 * kill -9 three times mid-stream: every key still comes out (at least once);
 * malformed records land in the dead-letter topic with the reason in a header;
 * SIGTERM finishes the batch, commits exactly what was produced, exits 0;
-* outputs equal the artifact's answers for the same features.
+* outputs equal the artifact's answers for the same features;
+* a worker started before its input topic exists waits for it, then consumes it; one
+  whose topic never comes exits 1 naming the topic.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.streaming.conftest import create_topics, read_topic
+from tests.streaming.conftest import create_topics, new_topic_names, read_topic
 from workloads.serving.testing import fraud_schema, reference_outputs, sample_rows
 from workloads.streaming.worker import DLQ_DETAIL, DLQ_REASON, StreamWorker, WorkerConfig
 
@@ -294,3 +296,37 @@ def test_tls_options_need_all_three_files_and_name_what_is_missing(tmp_path):
     options = WorkerConfig(bootstrap="b", model="m", ssl_cafile=str(tmp_path / "ca.crt"),
                            ssl_certfile=str(tmp_path / "u.crt"), ssl_keyfile=str(tmp_path / "u.key")).security_options()
     assert options["security_protocol"] == "SSL" and options["ssl_keyfile"].endswith("u.key")
+
+
+def test_a_worker_started_before_its_topic_exists_waits_and_then_consumes_it(kafka, registry_root, tmp_path):
+    from kafka import KafkaProducer
+
+    topics = new_topic_names("late")
+    proc = start_worker(kafka, topics, registry_root, tmp_path / "worker.log", f"g-{topics.input}",
+                        extra=("--topic-wait-s", "120"))
+    try:
+        time.sleep(4)  # the worker is up and waiting: no topic yet
+        assert proc.poll() is None, (tmp_path / "worker.log").read_text()
+        create_topics(kafka, partitions=3, topics=topics)
+        rows = sample_rows(SCHEMA, 30, seed=11)
+        producer = KafkaProducer(bootstrap_servers=kafka, acks="all")
+        for i, row in enumerate(rows):
+            producer.send(topics.input, key=f"late-{i}".encode(), value=record_bytes(row))
+        producer.flush()
+        producer.close()
+        out = read_topic(kafka, topics.output, until=lambda rs: len({r.key for r in rs}) >= 30, timeout=90)
+        assert {r.key.decode() for r in out} == {f"late-{i}" for i in range(30)}, (tmp_path / "worker.log").read_text()
+    finally:
+        kill_group(proc, signal.SIGTERM)
+
+
+def test_a_worker_whose_topic_never_comes_exits_1_naming_it(kafka, registry_root, tmp_path):
+    topics = new_topic_names("never")
+    proc = start_worker(kafka, topics, registry_root, tmp_path / "worker.log", f"g-{topics.input}",
+                        extra=("--topic-wait-s", "2"))
+    try:
+        assert proc.wait(timeout=120) == 1
+    finally:
+        kill_group(proc)
+    log = (tmp_path / "worker.log").read_text()
+    assert f"input topic '{topics.input}' has no partitions" in log and "--topic-wait-s" in log, log

@@ -74,6 +74,9 @@ class WorkerConfig:
     client_id: str = ""
     max_produce_retries: int = 5
     include_features: bool = True
+    # how long to wait for the input topic's partitions before joining the group (its
+    # KafkaTopic may still be reconciling when the pod starts)
+    topic_wait_s: float = 120.0
     # mutual TLS to the cluster's Kafka listener (Strimzi: cluster CA + the KafkaUser's cert/key);
     # all empty: PLAINTEXT, as the local broker on loopback
     ssl_cafile: str = ""
@@ -154,6 +157,10 @@ def _rebalance_listener(worker: "StreamWorker") -> Any:
     return Listener()
 
 
+class TopicUnavailable(RuntimeError):
+    """The input topic had no partitions on the brokers within the wait."""
+
+
 class StreamWorker:
     def __init__(self, config: WorkerConfig, stopper: Stopper | None = None, metrics_registry: Any = None):
         self.config = config
@@ -205,11 +212,27 @@ class StreamWorker:
         if cfg.instance_id:
             consumer_kwargs["group_instance_id"] = cfg.instance_id
         self.consumer = KafkaConsumer(**consumer_kwargs)
+        self._await_input_topic()
         self.consumer.subscribe([self.topics.input], listener=_rebalance_listener(self))
         log.info("worker %s: %s -> %s (dlq %s), group %s, model %s v%s", client_id, self.topics.input,
                  self.topics.output, self.topics.dead_letter, cfg.resolved_group(), cfg.model,
                  self.loaded.version.version)
         return self
+
+    def _await_input_topic(self) -> None:
+        """Join the group only once the brokers know the input topic's partitions. A first
+        join without them (the topic still being created) can leave a kafka-python 3.0
+        member unassigned after its rejoin: running, consuming nothing."""
+        waited_from = time.monotonic()
+        while not self.consumer.partitions_for_topic(self.topics.input):
+            if self.stopper.stop:
+                return  # SIGTERM while waiting: run() exits at once
+            if time.monotonic() - waited_from > self.config.topic_wait_s:
+                self.close()
+                raise TopicUnavailable(
+                    f"input topic {self.topics.input!r} has no partitions on {self.config.bootstrap} "
+                    f"after {self.config.topic_wait_s:g} s (--topic-wait-s)")
+            time.sleep(0.5)
 
     # ------------------------------------------------------------------ the loop
 
@@ -443,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ssl-certfile", default=os.environ.get("STRATA_KAFKA_SSL_CERTFILE", ""))
     parser.add_argument("--ssl-keyfile", default=os.environ.get("STRATA_KAFKA_SSL_KEYFILE", ""))
     parser.add_argument("--no-features", action="store_true", help="leave the input features out of the output")
+    parser.add_argument("--topic-wait-s", type=float, default=120.0,
+                        help="seconds to wait for the input topic to exist before giving up (exit 1)")
     parser.add_argument("--log-level", default=os.environ.get("STRATA_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -460,11 +485,15 @@ def main(argv: list[str] | None = None) -> int:
         metrics_port=args.metrics_port, metrics_host=args.metrics_host,
         instance_id=args.instance_id, include_features=not args.no_features,
         ssl_cafile=args.ssl_cafile, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+        topic_wait_s=args.topic_wait_s,
     ), stopper)
     try:
         worker.start()
     except ValueError as error:
         parser.error(str(error))
+    except TopicUnavailable as error:
+        print(f"stream worker: {error}", file=sys.stderr, flush=True)
+        return 1
     print(f"stream worker ready: {topics.input} -> {topics.output} (dlq {topics.dead_letter})", flush=True)
     return worker.run()
 
