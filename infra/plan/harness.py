@@ -337,17 +337,7 @@ def run_program(stack: str, raw_config: Mapping[str, Any], root: Path | None = N
     if spec.config.target.value == "kubeconfig" and f"{PROJECT}:kubeconfig" not in secret_keys:
         secret_keys.append(f"{PROJECT}:kubeconfig")
 
-    # Source positions (a stack walk per resource) only feed the Pulumi service's UI;
-    # under mocks nobody reads them, and they cost ~10% of the evaluation.
-    pulumi.runtime.resource._get_stack_trace = _no_stack_trace
-    records: list[PlannedResource] = []
-    mocks, monitor = make_mocks(spec.region, records)
-    pulumi.runtime.set_all_config(config, secret_keys)
-    pulumi.runtime.settings.ROOT.set(None)  # a fresh Stack resource per run (several plans per process)
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
-
     outputs: dict[str, Any] = {}
-    started = time.perf_counter()
 
     def program():
         strata = pulumi.Config(PROJECT)
@@ -358,10 +348,29 @@ def run_program(stack: str, raw_config: Mapping[str, Any], root: Path | None = N
         exported = build(spec, secrets)
         return pulumi.Output.from_input(exported).apply(outputs.update)
 
+    records, seconds = evaluate_under_mocks(program, stack, config, secret_keys, spec.region)
+    return Plan(stack=stack, resources=records, outputs=_plain(outputs), seconds=seconds, spec=spec, import_seconds=import_seconds)
+
+
+def evaluate_under_mocks(program, stack: str, config: dict[str, str], secret_keys: list[str],
+                         region: str) -> tuple[list[PlannedResource], float]:
+    """Run any Pulumi program function under the recording mocks: its registrations and seconds."""
+    import pulumi
+
+    from infra.config import PROJECT
+
+    # Source positions (a stack walk per resource) only feed the Pulumi service's UI;
+    # under mocks nobody reads them, and they cost ~10% of the evaluation.
+    pulumi.runtime.resource._get_stack_trace = _no_stack_trace
+    records: list[PlannedResource] = []
+    mocks, monitor = make_mocks(region, records)
+    pulumi.runtime.set_all_config(config, secret_keys)
+    pulumi.runtime.settings.ROOT.set(None)  # a fresh Stack resource per run (several plans per process)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    started = time.perf_counter()
     with _quiet_garbage_collector(), _monitor_calls_inline():
         pulumi.runtime.mocks.test(program)()
-    seconds = time.perf_counter() - started
-    return Plan(stack=stack, resources=records, outputs=_plain(outputs), seconds=seconds, spec=spec, import_seconds=import_seconds)
+    return records, time.perf_counter() - started
 
 
 def run_stack(stack: str, root: Path | None = None) -> Plan:
