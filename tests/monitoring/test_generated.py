@@ -97,8 +97,13 @@ def test_every_alert_has_a_firing_and_a_silent_unit_test(alert_rules):
     assert names - silent == set(), "alerts without a silent case"
 
 
-def test_promtool_unit_tests_per_alert(tmp_path, alert_rules):
+def test_promtool_unit_tests_per_alert(tmp_path, rule_doc, alert_rules):
     # Multi-day cases run in their own file with a 10m evaluation interval (fast enough).
+    # promtool evaluates the groups at each step in Go map order unless told: an alert
+    # group run before the SLI recordings would read samples 10m old, past the 5m
+    # lookback, and never fire. Prometheus runs groups on their own timers, with at most
+    # one interval (well under 5m) between them, so recordings first is the faithful order.
+    group_order = [group["name"] for group in rule_doc["groups"]]
     files = {}
     for name, alertname, _, series, eval_time, expected in CASES:
         interval = SLOW_CASE_INTERVAL.get(name, "1m")
@@ -118,6 +123,7 @@ def test_promtool_unit_tests_per_alert(tmp_path, alert_rules):
         test_file.write_text(yaml.safe_dump({
             "rule_files": [str(REPO_ROOT / RULES_PATH)],
             "evaluation_interval": interval,
+            "group_eval_order": group_order,
             "tests": tests,
         }, sort_keys=False))
         paths.append(str(test_file))
