@@ -4,8 +4,9 @@
 * malformed records land in the dead-letter topic with the reason in a header;
 * SIGTERM finishes the batch, commits exactly what was produced, exits 0;
 * outputs equal the artifact's answers for the same features;
-* a worker started before its input topic exists waits for it, then consumes it; one
-  whose topic never comes exits 1 naming the topic.
+* a worker started before its input topic exists asks for it by name (the local broker
+  creates it, as a subscribe would) and joins with its partitions; a topic that never
+  comes is an error naming it.
 """
 
 from __future__ import annotations
@@ -298,16 +299,19 @@ def test_tls_options_need_all_three_files_and_name_what_is_missing(tmp_path):
     assert options["security_protocol"] == "SSL" and options["ssl_keyfile"].endswith("u.key")
 
 
-def test_a_worker_started_before_its_topic_exists_waits_and_then_consumes_it(kafka, registry_root, tmp_path):
+def test_a_worker_started_before_its_topic_exists_gets_it_and_consumes_it(kafka, registry_root, tmp_path):
+    # The local broker auto-creates topics asked for by name (as the worker's subscribe
+    # always did); the worker asks before it joins, so its first join has the partitions.
     from kafka import KafkaProducer
 
     topics = new_topic_names("late")
-    proc = start_worker(kafka, topics, registry_root, tmp_path / "worker.log", f"g-{topics.input}",
-                        extra=("--topic-wait-s", "120"))
+    log_path = tmp_path / "worker.log"
+    proc = start_worker(kafka, topics, registry_root, log_path, f"g-{topics.input}", extra=("--topic-wait-s", "120"))
     try:
-        time.sleep(4)  # the worker is up and waiting: no topic yet
-        assert proc.poll() is None, (tmp_path / "worker.log").read_text()
-        create_topics(kafka, partitions=3, topics=topics)
+        deadline = time.monotonic() + 120
+        while "partitions assigned: [0" not in log_path.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.5)
         rows = sample_rows(SCHEMA, 30, seed=11)
         producer = KafkaProducer(bootstrap_servers=kafka, acks="all")
         for i, row in enumerate(rows):
@@ -315,18 +319,57 @@ def test_a_worker_started_before_its_topic_exists_waits_and_then_consumes_it(kaf
         producer.flush()
         producer.close()
         out = read_topic(kafka, topics.output, until=lambda rs: len({r.key for r in rs}) >= 30, timeout=90)
-        assert {r.key.decode() for r in out} == {f"late-{i}" for i in range(30)}, (tmp_path / "worker.log").read_text()
+        assert {r.key.decode() for r in out} == {f"late-{i}" for i in range(30)}, log_path.read_text()
     finally:
         kill_group(proc, signal.SIGTERM)
 
 
-def test_a_worker_whose_topic_never_comes_exits_1_naming_it(kafka, registry_root, tmp_path):
-    topics = new_topic_names("never")
-    proc = start_worker(kafka, topics, registry_root, tmp_path / "worker.log", f"g-{topics.input}",
-                        extra=("--topic-wait-s", "2"))
-    try:
-        assert proc.wait(timeout=120) == 1
-    finally:
-        kill_group(proc)
-    log = (tmp_path / "worker.log").read_text()
-    assert f"input topic '{topics.input}' has no partitions" in log and "--topic-wait-s" in log, log
+class _TopiclessProducer:
+    """kafka-python's producer where no broker creates the topic: partitions_for times out."""
+
+    def __init__(self, appears_after: int | None = None):
+        self.asked, self.appears_after = 0, appears_after
+
+    def partitions_for(self, topic):
+        from kafka.errors import KafkaTimeoutError
+
+        self.asked += 1
+        if self.appears_after is not None and self.asked > self.appears_after:
+            return {0, 1}
+        raise KafkaTimeoutError("Failed to update metadata after 0.0 secs.")
+
+    def flush(self):
+        pass
+
+    def close(self, timeout=None):
+        pass
+
+
+class _Consumer:
+    def partitions_for_topic(self, topic):
+        return {0, 1}
+
+    def close(self, autocommit=True):
+        pass
+
+
+def _waiting_worker(producer, wait_s: float) -> StreamWorker:
+    worker = StreamWorker(WorkerConfig(bootstrap="127.0.0.1:1", model="fraud", topics=new_topic_names("never"),
+                                       topic_wait_s=wait_s))
+    worker.producer, worker.consumer = producer, _Consumer()
+    return worker
+
+
+def test_a_topic_that_never_comes_is_an_error_naming_it_and_the_wait():
+    from workloads.streaming.worker import TopicUnavailable
+
+    worker = _waiting_worker(_TopiclessProducer(), wait_s=0.6)
+    with pytest.raises(TopicUnavailable, match=rf"input topic '{worker.topics.input}' has no partitions .* after 0.6 s"):
+        worker._await_input_topic()
+    assert worker.producer is None and worker.consumer is None  # closed
+
+
+def test_a_topic_that_comes_during_the_wait_ends_it():
+    producer = _TopiclessProducer(appears_after=2)
+    _waiting_worker(producer, wait_s=30)._await_input_topic()
+    assert producer.asked == 3

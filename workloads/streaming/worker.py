@@ -222,9 +222,19 @@ class StreamWorker:
     def _await_input_topic(self) -> None:
         """Join the group only once the brokers know the input topic's partitions. A first
         join without them (the topic still being created) can leave a kafka-python 3.0
-        member unassigned after its rejoin: running, consuming nothing."""
+        member unassigned after its rejoin: running, consuming nothing. The producer asks
+        for the topic by name, so a broker that auto-creates topics (the local one) creates
+        it now, as a subscribe would; on the cluster its KafkaTopic creates it."""
+        from kafka.errors import KafkaTimeoutError
+
         waited_from = time.monotonic()
-        while not self.consumer.partitions_for_topic(self.topics.input):
+        while True:
+            try:
+                if self.producer.partitions_for(self.topics.input) and \
+                        self.consumer.partitions_for_topic(self.topics.input):
+                    return
+            except KafkaTimeoutError:  # the producer waited max_block_ms for the topic
+                pass
             if self.stopper.stop:
                 return  # SIGTERM while waiting: run() exits at once
             if time.monotonic() - waited_from > self.config.topic_wait_s:
