@@ -160,19 +160,15 @@ def make_mocks(region: str, records: list[PlannedResource]):
 
     class RecordingMocks(pulumi.runtime.Mocks):
         def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-            secret_paths: list[str] = []
-            inputs = _unwrap_secrets(args.inputs, "", secret_paths)
-            if args.typ.startswith("pulumi:providers:"):
-                return mock_resource_id(args.name), inputs
-            return mock_resource_id(args.name), _fake_outputs(args.typ, args.name, inputs)
+            return _mock_resource(args.typ, args.name, _unwrap_secrets(args.inputs, "", []))
 
         def call(self, args: pulumi.runtime.MockCallArgs):
             return _fake_call(args.token, args.args, region), []
 
     class RecordingMonitor(pulumi.runtime.mocks.MockMonitor):
-        """MockMonitor.RegisterResource, reading each request once (for the record and the
-        mocks alike) and answering plain outputs without the SDK's async serialiser: it
-        runs once per resource, so its cost is paid a thousand times in a 20-model plan."""
+        """MockMonitor.RegisterResource, reading and unwrapping each request once (for the
+        record and the mock outputs alike) and answering plain outputs without the SDK's
+        async serialiser: it runs once per resource, a thousand times in a 20-model plan."""
 
         def RegisterResource(self, request):
             from pulumi.runtime import rpc
@@ -199,17 +195,19 @@ def make_mocks(region: str, records: list[PlannedResource]):
                     dependencies=tuple(request.dependencies),
                 )
             )
-            resource_id, state = self.mocks.new_resource(
-                pulumi.runtime.MockResourceArgs(
-                    typ=request.type, name=request.name, inputs=raw, provider=request.provider,
-                    resource_id=request.importId, custom=request.custom or False,
-                )
-            )
+            resource_id, state = _mock_resource(request.type, request.name, inputs)
             self.resources[urn] = pulumi.runtime.mocks.MockMonitor.ResourceRegistration(urn, resource_id, state)
             return resource_pb2.RegisterResourceResponse(urn=urn, id=resource_id, object=_outputs_struct(state))
 
     mocks = RecordingMocks()
     return mocks, RecordingMonitor(mocks)
+
+
+def _mock_resource(type_token: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The mock provider's answer to a registration (inputs with secrets unwrapped): id and outputs."""
+    if type_token.startswith("pulumi:providers:"):
+        return mock_resource_id(name), inputs
+    return mock_resource_id(name), _fake_outputs(type_token, name, inputs)
 
 
 def _outputs_struct(state: dict[str, Any]):
