@@ -1,9 +1,9 @@
 """The Seldon Core (v1 python wrapper) model class: `workloads.serving.server.StrataModel`.
 
-Run by `seldon-core-microservice workloads.serving.server.StrataModel --parameters '[...]'`
-(see `workloads.serving.launch`, which builds that command). Seldon constructs the class
+Run by Seldon's microservice under our server settings (`workloads.serving.app`; the
+command is built by `workloads.serving.launch`). The class
 once in its parent process, then calls `load()` in each worker it forks (the gunicorn REST
-worker and the gRPC process), so torch is imported and the TorchScript module loaded and
+worker and the gRPC process), so torch is imported and the exported model loaded and
 warmed up per worker, after the fork.
 
 What it adds to Seldon's protocol:
@@ -50,6 +50,7 @@ UNCOUNTED_PATHS = frozenset({"/metrics", "/health/ping", "/health/status", "/api
                              "/metadata", "/api/v1.0/metadata", "/seldon.json"})
 JSON_TYPES = ("application/json",)
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")  # Seldon's `json=` form field
+ENQUEUED_AT = "strata.enqueued_at"  # workloads.serving.worker.ENVIRON_KEY (no gunicorn import here)
 _HTTP_REASONS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
                  415: "unsupported_media_type"}
 
@@ -183,7 +184,7 @@ class StrataModel:
         return {
             "name": self.model_name,
             "versions": [self.resolved.version],
-            "platform": "torchscript",
+            "platform": "pytorch-export",
             "inputs": [{"messagetype": "tensor", "schema": {"names": self.schema.names, "shape": [self.schema.width]}}],
             "outputs": [{"messagetype": "tensor", "schema": {"shape": [len(self.schema.label_values)]}}],
             "custom": {"alias": self.alias or "", "predictor": self.predictor,
@@ -323,7 +324,7 @@ def _json_kind(value: Any) -> str:
 
 
 def build_blueprint(server: StrataModel) -> Any:
-    from flask import Blueprint, Response, g, jsonify, request
+    from flask import Blueprint, Response, current_app, g, jsonify, request
     from werkzeug.exceptions import BadRequest, HTTPException
 
     bp = Blueprint("strata", __name__)
@@ -344,12 +345,20 @@ def build_blueprint(server: StrataModel) -> Any:
         path = request.path
         if path in UNCOUNTED_PATHS:
             return None
-        g.strata_start = time.perf_counter()
+        now = time.perf_counter()
+        enqueued = request.environ.get(ENQUEUED_AT)  # workloads.serving.worker: waiting for a thread since
+        g.strata_start = enqueued if enqueued is not None else now  # the latency a client sees includes the queue
         if server.metrics is not None:
             server.metrics.in_flight.inc()
             g.strata_in_flight = True
         if path not in PREDICT_PATHS:
             return None  # Flask answers 404/405; the handler below formats it
+        budget = current_app.config.get("STRATA_QUEUE_BUDGET_S", 0.0)
+        if budget and enqueued is not None and now - enqueued > budget:
+            response = reply(503, "overloaded", f"overloaded: waited {(now - enqueued) * 1000:.0f} ms for a thread "
+                             f"(queue budget {budget * 1000:.0f} ms); retry after {current_app.config['STRATA_RETRY_AFTER_S']}s")
+            response.headers["Retry-After"] = str(current_app.config["STRATA_RETRY_AFTER_S"])
+            return response
         length = request.content_length
         if length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
             # no Content-Length: read at most the limit + 1 bytes ourselves (werkzeug would
@@ -415,7 +424,8 @@ def build_blueprint(server: StrataModel) -> Any:
             reason = g.pop("strata_reason", None)
             if reason is None and 400 <= code < 500:
                 reason = _HTTP_REASONS.get(code, "bad_request")
-            server.metrics.observe_request("rest", code, time.perf_counter() - start, reason if 400 <= code < 500 else None)
+            counted = reason if 400 <= code < 500 or reason == "overloaded" else None
+            server.metrics.observe_request("rest", code, time.perf_counter() - start, counted)
         return response
 
     @bp.teardown_app_request
