@@ -191,14 +191,14 @@ class Autoscaling(_Spec):
 class ServerSettings(_Spec):
     """How each model server pod runs Seldon's wrapper (`workloads.serving.app`). The
     defaults are what the serving benchmark (`make bench`, tests/benchmarks) measured best
-    on one CPU: one REST process (more processes on one CPU only add context switches),
-    two threads (with more, requests contend for the GIL inside the app instead of
-    waiting their turn in the worker's queue: a longer tail at the same throughput),
-    two gRPC threads, and a queue budget of 100 ms (half the default p99 objective): a
-    request that waited longer for a thread is shed at once (503 + Retry-After; gRPC
-    UNAVAILABLE) rather than answered after its client gave up."""
+    on one CPU: two REST worker processes of two threads each (one process spends much of
+    each request handing it between gunicorn's poller thread and a pool thread under the
+    GIL; a second process computes meanwhile; more threads only contend for the GIL), two
+    gRPC threads, and a queue budget of 100 ms (half the default p99 objective): a request
+    that waited longer for a thread is shed at once (503 + Retry-After; gRPC UNAVAILABLE)
+    instead of being answered after its client gave up."""
 
-    workers: int = Field(1, ge=1, le=32)
+    workers: int = Field(2, ge=1, le=32)
     threads: int = Field(2, ge=1, le=64)
     grpc_threads: int = Field(2, ge=1, le=64)
     queue_budget_ms: float = Field(100.0, ge=0, le=60_000)  # 0: never shed

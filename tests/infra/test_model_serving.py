@@ -230,7 +230,7 @@ def test_every_predictor_serves_its_slot_alias_with_the_hardened_pod(built, case
         # the server settings of the spec (serving.realtime.server defaults), bound to the pod IP
         env = {e["name"]: e["value"] for e in server["env"]}
         assert {k: env[k] for k in env if k.startswith("STRATA_SERVING_")} == {
-            "STRATA_SERVING_HOST": "0.0.0.0", "STRATA_SERVING_WORKERS": "1", "STRATA_SERVING_THREADS": "2",
+            "STRATA_SERVING_HOST": "0.0.0.0", "STRATA_SERVING_WORKERS": "2", "STRATA_SERVING_THREADS": "2",
             "STRATA_SERVING_GRPC_THREADS": "2", "STRATA_SERVING_QUEUE_BUDGET_MS": "100"}
         assert not [k for k in env if k.startswith("GUNICORN_")]
         assert server["livenessProbe"]["httpGet"]["path"] == "/health/ping"

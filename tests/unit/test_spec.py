@@ -34,7 +34,7 @@ def test_defaults_are_stated_and_sane():
     assert spec.slos.availability_percent == 99.9
     assert spec.training.baseline.max_regression_pct == 5.0
     server = spec.serving.realtime.server  # the serving benchmark's best layout on one CPU
-    assert (server.workers, server.threads, server.grpc_threads, server.queue_budget_ms) == (1, 2, 2, 100.0)
+    assert (server.workers, server.threads, server.grpc_threads, server.queue_budget_ms) == (2, 2, 2, 100.0)
 
 
 def errors_of(raw):

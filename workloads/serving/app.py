@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--http-port", type=int, default=int(env.get("PREDICTIVE_UNIT_HTTP_SERVICE_PORT", "9000")))
     parser.add_argument("--grpc-port", type=int, default=int(env.get("PREDICTIVE_UNIT_GRPC_SERVICE_PORT", "5000")))
     parser.add_argument("--metrics-port", type=int, default=int(env.get("PREDICTIVE_UNIT_METRICS_SERVICE_PORT", "6000")))
-    parser.add_argument("--workers", type=int, default=int(env.get("STRATA_SERVING_WORKERS", "1")),
+    parser.add_argument("--workers", type=int, default=int(env.get("STRATA_SERVING_WORKERS", "2")),
                         help="REST worker processes")
     parser.add_argument("--threads", type=int, default=int(env.get("STRATA_SERVING_THREADS", "2")),
                         help="threads per REST worker")

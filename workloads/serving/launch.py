@@ -56,7 +56,7 @@ class ServerConfig:
     latency_target_ms: float = 200.0
     torch_threads: int = 1
     host: str = "127.0.0.1"  # every port binds here; only a pod binds 0.0.0.0
-    workers: int = 1  # gunicorn REST worker processes
+    workers: int = 2  # gunicorn REST worker processes
     threads: int = 2  # threads per REST worker (benchmark: serving.realtime.server in the spec)
     grpc_threads: int = 2
     queue_budget_ms: float = 100.0  # a request waiting longer for a thread is shed (503 / UNAVAILABLE)

@@ -29,7 +29,9 @@ champion. Health, metadata, `meta.tags` and the metrics' `version` label follow.
 
 from __future__ import annotations
 
+import functools
 import io
+import json
 import logging
 import os
 import threading
@@ -323,8 +325,25 @@ def _json_kind(value: Any) -> str:
     return {type(None): "null", list: "an array", str: "a string", bool: "a boolean"}.get(type(value), "a number")
 
 
+def shed_answer(server: StrataModel, config: Any, path: str, waited_s: float) -> tuple[str, list, bytes] | None:
+    """A prediction request that waited past the queue budget (`STRATA_QUEUE_BUDGET_S`,
+    set by workloads.serving.app) for a thread: the WSGI answer to give it at once (503,
+    `Retry-After`, the contract's error body), counted as reason=overloaded; else None.
+    Decided before Flask, so a shed costs a small part of a served request."""
+    budget = config.get("STRATA_QUEUE_BUDGET_S", 0.0)
+    if not budget or waited_s <= budget or path not in PREDICT_PATHS:
+        return None
+    retry = config.get("STRATA_RETRY_AFTER_S", 1)
+    body = json.dumps(error_body(503, "overloaded", f"overloaded: waited {waited_s * 1000:.0f} ms for a thread "
+                                 f"(queue budget {budget * 1000:.0f} ms); retry after {retry}s")).encode()
+    if server.metrics is not None:
+        server.metrics.observe_request("rest", 503, waited_s, "overloaded")
+    return "503 SERVICE UNAVAILABLE", [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                                       ("Retry-After", str(retry))], body
+
+
 def build_blueprint(server: StrataModel) -> Any:
-    from flask import Blueprint, Response, current_app, g, jsonify, request
+    from flask import Blueprint, Response, g, jsonify, request
     from werkzeug.exceptions import BadRequest, HTTPException
 
     bp = Blueprint("strata", __name__)
@@ -333,6 +352,8 @@ def build_blueprint(server: StrataModel) -> Any:
     def _configure(state: Any) -> None:
         # werkzeug refuses to read a body over this (chunked uploads included): 413
         state.app.config["MAX_CONTENT_LENGTH"] = server.max_payload_bytes
+        # the REST worker (workloads.serving.worker) asks this before Flask sees a request
+        state.app.config["STRATA_SHED"] = functools.partial(shed_answer, server, state.app.config)
 
     def reply(code: int, reason: str, info: str) -> Any:
         g.strata_reason = reason
@@ -353,12 +374,6 @@ def build_blueprint(server: StrataModel) -> Any:
             g.strata_in_flight = True
         if path not in PREDICT_PATHS:
             return None  # Flask answers 404/405; the handler below formats it
-        budget = current_app.config.get("STRATA_QUEUE_BUDGET_S", 0.0)
-        if budget and enqueued is not None and now - enqueued > budget:
-            response = reply(503, "overloaded", f"overloaded: waited {(now - enqueued) * 1000:.0f} ms for a thread "
-                             f"(queue budget {budget * 1000:.0f} ms); retry after {current_app.config['STRATA_RETRY_AFTER_S']}s")
-            response.headers["Retry-After"] = str(current_app.config["STRATA_RETRY_AFTER_S"])
-            return response
         length = request.content_length
         if length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
             # no Content-Length: read at most the limit + 1 bytes ourselves (werkzeug would
