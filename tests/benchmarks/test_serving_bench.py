@@ -46,7 +46,7 @@ P99_GOAL_MS = {8: 25, 128: 200}
 
 def numpy_weights(artifact: Path) -> dict[str, np.ndarray]:
     """The Linear layers of the test model, for the numpy forward pass."""
-    from workloads.serving.model import load_module
+    from workloads.serving.artifact import load_module
 
     module = load_module(artifact)
     return {k: v.detach().numpy().astype(np.float32) for k, v in module.state_dict().items()}
