@@ -163,9 +163,8 @@ def export_version(
     final = versions / str(version)
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=versions))
     try:
-        name = Path(artifact).name
-        if name not in ARTIFACTS:
-            raise ValueError(f"{artifact}: a model file is named {ARTIFACT} (or {LEGACY_ARTIFACT} from bundle version 1)")
+        # a version-1 bundle's TorchScript file keeps its name, so the loader knows its format
+        name = LEGACY_ARTIFACT if Path(artifact).name == LEGACY_ARTIFACT else ARTIFACT
         shutil.copyfile(artifact, tmp / name)
         shutil.copyfile(schema_json, tmp / SCHEMA)
         if profile_json is not None:
