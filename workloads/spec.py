@@ -188,10 +188,27 @@ class Autoscaling(_Spec):
         return self
 
 
+class ServerSettings(_Spec):
+    """How each model server pod runs Seldon's wrapper (`workloads.serving.app`). The
+    defaults are what the serving benchmark (`make bench`, tests/benchmarks) measured best
+    on one CPU: two REST worker processes of two threads each (one process spends much of
+    each request handing it between gunicorn's poller thread and a pool thread under the
+    GIL; a second process computes meanwhile; more threads only contend for the GIL), two
+    gRPC threads, and a queue budget of 100 ms (half the default p99 objective): a request
+    that waited longer for a thread is shed at once (503 + Retry-After; gRPC UNAVAILABLE)
+    instead of being answered after its client gave up."""
+
+    workers: int = Field(2, ge=1, le=32)
+    threads: int = Field(2, ge=1, le=64)
+    grpc_threads: int = Field(2, ge=1, le=64)
+    queue_budget_ms: float = Field(100.0, ge=0, le=60_000)  # 0: never shed
+
+
 class Realtime(_Spec):
     enabled: bool = True
     protocol: Literal["rest", "grpc", "both"] = "both"
     autoscaling: Autoscaling = Autoscaling()
+    server: ServerSettings = ServerSettings()
     cpu: float = Field(1.0, gt=0, le=64)
     memory_gib: float = Field(1.0, gt=0, le=256)
     max_batch_rows: int = Field(1024, ge=1, le=100_000)

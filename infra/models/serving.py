@@ -70,7 +70,7 @@ from infra.crds.kuberay import fill, marker
 from infra.k8s import (container, empty_dir, exec_probe, http_probe, pod_disruption_budget_spec, resources,
                        restricted_pod_security_context, topology_spread)
 from infra.modes import Capabilities, RolloutStrategy
-from workloads.spec import ModelSpec
+from workloads.spec import ModelSpec, ServerSettings
 from workloads.traffic.split import ALIAS_OF_PREDICTOR, CANDIDATE, STABLE, TrafficSplit, metrics_predictor
 
 HTTP_PORT = 9000  # workloads/serving/entrypoint.sh defaults (Seldon passes the same)
@@ -157,8 +157,7 @@ def predictor_pod_spec(args: ModelServingArgs, slot: str) -> dict[str, Any]:
         env=[{"name": "STRATA_REGISTRY_DIR", "value": REGISTRY_DIR},
              {"name": "PROMETHEUS_MULTIPROC_DIR", "value": "/tmp/strata-metrics"},
              {"name": "HOME", "value": "/tmp"},
-             {"name": "GUNICORN_WORKERS", "value": "1"},
-             {"name": "GUNICORN_THREADS", "value": "8"}],
+             *server_settings_env(realtime.server)],
         volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}, {"name": "registry", "mountPath": REGISTRY_DIR}],
     )
     server["image"] = marker(IMAGE)  # container() checked the real one
@@ -177,6 +176,15 @@ def predictor_pod_spec(args: ModelServingArgs, slot: str) -> dict[str, Any]:
         }]}},
         "topologySpreadConstraints": topology_spread(selector),
     }
+
+
+def server_settings_env(server: ServerSettings) -> list[dict[str, str]]:
+    """`serving.realtime.server` of the spec as the entrypoint's settings (workloads.serving.app)."""
+    return [{"name": "STRATA_SERVING_HOST", "value": "0.0.0.0"},  # the pod IP; local mode binds 127.0.0.1
+            {"name": "STRATA_SERVING_WORKERS", "value": str(server.workers)},
+            {"name": "STRATA_SERVING_THREADS", "value": str(server.threads)},
+            {"name": "STRATA_SERVING_GRPC_THREADS", "value": str(server.grpc_threads)},
+            {"name": "STRATA_SERVING_QUEUE_BUDGET_MS", "value": f"{server.queue_budget_ms:g}"}]
 
 
 def registry_sync_container(alias: str, model: str, run_as_user: int | None = None) -> dict[str, Any]:

@@ -227,6 +227,12 @@ def test_every_predictor_serves_its_slot_alias_with_the_hardened_pod(built, case
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert server["resources"] == {"requests": {"cpu": "1000m", "memory": "1024Mi"},
                                        "limits": {"cpu": "1000m", "memory": "1024Mi"}}
+        # the server settings of the spec (serving.realtime.server defaults), bound to the pod IP
+        env = {e["name"]: e["value"] for e in server["env"]}
+        assert {k: env[k] for k in env if k.startswith("STRATA_SERVING_")} == {
+            "STRATA_SERVING_HOST": "0.0.0.0", "STRATA_SERVING_WORKERS": "2", "STRATA_SERVING_THREADS": "2",
+            "STRATA_SERVING_GRPC_THREADS": "2", "STRATA_SERVING_QUEUE_BUDGET_MS": "100"}
+        assert not [k for k in env if k.startswith("GUNICORN_")]
         assert server["livenessProbe"]["httpGet"]["path"] == "/health/ping"
         assert server["readinessProbe"]["httpGet"]["path"] == "/health/status"
         assert pod["serviceAccountName"] == "fraud-serving" and pod["automountServiceAccountToken"] is False

@@ -45,17 +45,15 @@ class FaultyServerConfig(ServerConfig):
 
 def export_versions(root: Path) -> None:
     """v1 and v2 share weights (a retrain that changed nothing that matters: a good challenger)."""
-    import torch
-
     from workloads.data.profile import build_profile, write_profile
-    from workloads.serving.testing import build_module, fraud_schema, sample_rows
+    from workloads.serving.testing import fraud_schema, sample_rows, save_test_module
 
     schema = fraud_schema()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         schema.to_json(tmp / registry.SCHEMA)
         write_profile(build_profile(sample_rows(schema, 2048, seed=1), schema.names), tmp / registry.PROFILE)
-        torch.jit.save(build_module(schema.width, len(schema.label_values), seed=0), str(tmp / registry.ARTIFACT))
+        save_test_module(tmp, schema, seed=0)
         for version, alias in (("1", "champion"), ("2", "challenger")):
             registry.export_version(root, MODEL, version, tmp / registry.ARTIFACT, tmp / registry.SCHEMA,
                                     tmp / registry.PROFILE, info={"source": "tests.rollout"}, aliases=(alias,))

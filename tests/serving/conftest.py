@@ -1,4 +1,4 @@
-"""Serving fixtures: a real registry export (TorchScript + schema + profile) and a real
+"""Serving fixtures: a real registry export (torch.export model + schema + profile) and a real
 Seldon model server started from the serving environment (.venv-serving)."""
 
 from __future__ import annotations

@@ -231,7 +231,7 @@ def test_wrong_path_and_method_are_4xx(server):
         assert info["reason"] == {404: "not_found", 405: "method_not_allowed"}[resp.status_code]
 
 
-def test_malformed_grpc_is_400_with_reason(serving_env, server):
+def test_malformed_grpc_is_invalid_argument_with_reason(serving_env, server):
     cases = [
         ({"data": {"tensor": {"shape": [1, 20], "values": [*ROW[:3], "NaN", *ROW[4:]]}}}, "nan", NAMES[3]),
         ({"data": {"tensor": {"shape": [1, 20], "values": [*ROW[:5], "Infinity", *ROW[6:]]}}}, "nan", NAMES[5]),
@@ -247,15 +247,36 @@ def test_malformed_grpc_is_400_with_reason(serving_env, server):
         ({"data": {"tensor": {"shape": [400, 20], "values": ROW * 400}}}, "batch_too_large", None),
         ({"data": {"tensor": {"shape": [2000, 20], "values": ROW * 2000}}}, "payload_too_large", None),
     ]
-    results = grpc_send(serving_env, server, [c[0] for c in cases])
-    for (message, reason, field), result in zip(cases, results):
-        assert result["grpc_code"] == "OK", (message, result)
-        status = result["response"]["status"]
-        assert status["status"] == "FAILURE" and 400 <= status["code"] < 500, status
-        assert status["reason"] == reason, status
-        if field:
-            assert field in status["info"], status
-        assert "data" not in result["response"]
+    for service in ("model", "seldon"):
+        results = grpc_send(serving_env, server, [c[0] for c in cases], service)
+        for (message, reason, field), result in zip(cases, results):
+            assert result["grpc_code"] == "INVALID_ARGUMENT", (message, result)
+            assert result["details"].startswith(f"{reason}: "), result
+            assert result["trailers"]["strata-reason"] == reason, result
+            assert 400 <= int(result["trailers"]["strata-code"]) < 500, result
+            if field:
+                assert field in result["details"], result
+
+
+def test_grpc_bytes_that_are_not_a_seldon_message_are_invalid_argument(serving_env, server):
+    """Undecodable protobuf never reaches Seldon: INVALID_ARGUMENT, not grpc's INTERNAL."""
+    script = (
+        "import grpc, json, sys\n"
+        "channel = grpc.insecure_channel(sys.argv[1])\n"
+        "call = channel.unary_unary('/seldon.protos.Model/Predict')\n"
+        "out = []\n"
+        "for raw in (b'\\xff\\xff\\xff', b'\\x0a\\x05ab', b'\\x12\\x80\\x80\\x80\\x80\\x10'):\n"
+        "    try:\n"
+        "        call(raw, timeout=10); out.append(['OK', ''])\n"
+        "    except grpc.RpcError as e:\n"
+        "        out.append([e.code().name, e.details()])\n"
+        "print(json.dumps(out))\n"
+    )
+    done = subprocess.run([str(serving_env), "-c", script, server.grpc_target], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for code, details in json.loads(done.stdout):
+        assert code == "INVALID_ARGUMENT", (code, details)
+        assert details.startswith("bad_request: the request is not a SeldonMessage"), details
 
 
 # ---------------------------------------------------------------- fuzz

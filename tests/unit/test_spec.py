@@ -33,6 +33,8 @@ def test_defaults_are_stated_and_sane():
     assert spec.serving.rollout.steps == [5, 25, 50, 100]
     assert spec.slos.availability_percent == 99.9
     assert spec.training.baseline.max_regression_pct == 5.0
+    server = spec.serving.realtime.server  # the serving benchmark's best layout on one CPU
+    assert (server.workers, server.threads, server.grpc_threads, server.queue_budget_ms) == (2, 2, 2, 100.0)
 
 
 def errors_of(raw):
@@ -58,6 +60,9 @@ def errors_of(raw):
         ({"serving": {"rollout": {"strategy": "rainbow"}}}, "strata:models.churn.serving.rollout.strategy", "canary"),
         ({"serving": {"streaming": {"enabled": True, "partitions": 3, "maxReplicas": 6}}}, "strata:models.churn.serving.streaming", "<= partitions"),
         ({"serving": {"realtime": {"autoscaling": {"minReplicas": 4, "maxReplicas": 2}}}}, "strata:models.churn.serving.realtime.autoscaling", "must be >= minReplicas"),
+        ({"serving": {"realtime": {"server": {"threads": 0}}}}, "strata:models.churn.serving.realtime.server.threads", "greater than or equal to 1"),
+        ({"serving": {"realtime": {"server": {"queueBudgetMs": -5}}}}, "strata:models.churn.serving.realtime.server.queueBudgetMs", "greater than or equal to 0"),
+        ({"serving": {"realtime": {"server": {"gunicornThreads": 8}}}}, "strata:models.churn.serving.realtime.server.gunicornThreads", "unknown property"),
         ({"slos": {"availabilityPercent": 100}}, "strata:models.churn.slos.availabilityPercent", "less than 100"),
         ({"drift": {"window": "15 minutes"}}, "strata:models.churn.drift.window", "pattern"),
         ({"colour": "blue"}, "strata:models.churn.colour", "unknown property"),

@@ -504,7 +504,9 @@ def model_server_service(spec, index: int, slot: str) -> ServiceSpec:
             model=spec.name, alias=alias, registry_dir=str(registry_root(ctx)), http_port=ctx.port(keys[0]),
             grpc_port=ctx.port(keys[1]), metrics_port=ctx.port(keys[2]), predictor=predictor, team=spec.team,
             max_batch_rows=realtime.max_batch_rows, max_payload_bytes=realtime.max_payload_bytes,
-            latency_target_ms=spec.slos.latency_p99_ms, threads=4, grpc_threads=2,
+            latency_target_ms=spec.slos.latency_p99_ms, workers=realtime.server.workers,
+            threads=realtime.server.threads, grpc_threads=realtime.server.grpc_threads,
+            queue_budget_ms=realtime.server.queue_budget_ms,
         )
 
     def prepare(ctx: ServiceContext) -> None:

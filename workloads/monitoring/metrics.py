@@ -114,7 +114,8 @@ CONTRACT: tuple[Metric, ...] = (
     _m("serving_in_flight_requests", G, "requests", ("model", "predictor", "team"),
        "Requests currently being processed by this replica.", "serving"),
     _m("serving_rejected_requests_total", C, "requests", SERVING_LABELS + ("reason",),
-       "Requests rejected with a 4xx before inference, by reason (schema, payload_too_large, batch_too_large, ...).",
+       "Requests rejected before inference, by reason: a 4xx for bad input (schema, payload_too_large, "
+       "batch_too_large, ...), 503 `overloaded` for a request shed after waiting past the queue budget.",
        "serving"),
     _m("serving_batch_rows", H, "rows", ("model", "predictor", "team"),
        "Rows per prediction request.", "serving", BATCH_ROWS_BUCKETS),

@@ -4,8 +4,10 @@
 
 reads a JSON list of Seldon messages (JSON form) on stdin, sends each with
 `seldon.protos.Model/Predict` (or `Seldon/Predict` with `--service seldon`) and prints a
-JSON list of `{"grpc_code": "OK", "response": {...}}` (or `{"client_error": "..."}` when a
-message cannot be expressed as a SeldonMessage at all).
+JSON list of `{"grpc_code": "OK", "response": {...}}`, `{"grpc_code": "INVALID_ARGUMENT",
+"details": "<reason>: <what is wrong>", "trailers": {"strata-reason": ...}}` for a rejected
+one, or `{"client_error": "..."}` when a message cannot be expressed as a SeldonMessage at
+all. `--parallel N` sends each message N times at once (a load probe).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 
 def send_all(target: str, messages: list[Any], service: str = "model", timeout: float = 10.0,
-             repeat: int = 1) -> list[dict[str, Any]]:
+             repeat: int = 1, parallel: int = 1) -> list[dict[str, Any]]:
     import grpc
     from google.protobuf import json_format
     from seldon_core.proto import prediction_pb2, prediction_pb2_grpc
@@ -33,18 +35,26 @@ def send_all(target: str, messages: list[Any], service: str = "model", timeout: 
         except (json_format.ParseError, TypeError, ValueError) as error:
             out.append({"client_error": f"{type(error).__name__}: {error}"})
             continue
+        if parallel > 1:
+            calls = [stub.Predict.future(request, timeout=timeout) for _ in range(parallel)]
+            out.extend(_outcome(call.result, grpc, json_format) for call in calls)
+            continue
         result: dict[str, Any] = {}
         start = time.perf_counter()
         for _ in range(max(repeat, 1)):
-            try:
-                response = stub.Predict(request, timeout=timeout)
-                result = {"grpc_code": "OK", "response": json_format.MessageToDict(response)}
-            except grpc.RpcError as error:
-                result = {"grpc_code": error.code().name, "details": error.details()}
+            result = _outcome(lambda: stub.Predict(request, timeout=timeout), grpc, json_format)
         result["seconds"] = (time.perf_counter() - start) / max(repeat, 1)
         out.append(result)
     channel.close()
     return out
+
+
+def _outcome(call: Any, grpc: Any, json_format: Any) -> dict[str, Any]:
+    try:
+        return {"grpc_code": "OK", "response": json_format.MessageToDict(call())}
+    except grpc.RpcError as error:
+        return {"grpc_code": error.code().name, "details": error.details(),
+                "trailers": {k: v for k, v in (error.trailing_metadata() or ())}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,9 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--service", choices=("model", "seldon"), default="model")
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--parallel", type=int, default=1)
     args = parser.parse_args(argv)
     messages = json.load(sys.stdin)
-    json.dump(send_all(args.target, messages, args.service, args.timeout, args.repeat), sys.stdout)
+    json.dump(send_all(args.target, messages, args.service, args.timeout, args.repeat, args.parallel), sys.stdout)
     return 0
 
 

@@ -1,9 +1,10 @@
 """Start the Seldon model server for one model version (stdlib only).
 
 Runs from the main environment (`strata serve`, tests, the local supervisor) and starts
-`seldon-core-microservice` from the serving environment (.venv-serving) in its own process
-group: Seldon forks a gunicorn master + worker, a gRPC process and a metrics process, and
-binds 0.0.0.0 with no host flag, so stopping it means signalling the whole group.
+Seldon's microservice under our server settings (`workloads.serving.app`) from the serving
+environment (.venv-serving) in its own process group: a gunicorn master + REST worker(s),
+a gRPC process and Seldon's metrics process, every port bound to `host` (127.0.0.1 here),
+so stopping it means signalling the whole group.
 
     python -m workloads.serving.launch --model fraud --alias champion --http-port 19100
 
@@ -54,9 +55,11 @@ class ServerConfig:
     max_payload_bytes: int = 1_048_576
     latency_target_ms: float = 200.0
     torch_threads: int = 1
-    workers: int = 1  # gunicorn REST worker processes
-    threads: int = 8  # threads per REST worker
-    grpc_threads: int = 8
+    host: str = "127.0.0.1"  # every port binds here; only a pod binds 0.0.0.0
+    workers: int = 2  # gunicorn REST worker processes
+    threads: int = 2  # threads per REST worker (benchmark: serving.realtime.server in the spec)
+    grpc_threads: int = 2
+    queue_budget_ms: float = 100.0  # a request waiting longer for a thread is shed (503 / UNAVAILABLE)
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -89,13 +92,13 @@ class ServerConfig:
     def command(self, python: Path | None = None) -> list[str]:
         python = python or serving_python()
         return [
-            str(python), "-m", "seldon_core.microservice", INTERFACE,
-            "--service-type", "MODEL",
+            str(python), "-m", "workloads.serving.app", INTERFACE,
+            "--host", self.host,
             "--parameters", json.dumps(self.parameters()),
             "--http-port", str(self.http_port), "--grpc-port", str(self.grpc),
             "--metrics-port", str(self.metrics),
             "--workers", str(self.workers), "--threads", str(self.threads),
-            "--grpc-workers", "1", "--grpc-threads", str(self.grpc_threads),
+            "--grpc-threads", str(self.grpc_threads), "--queue-budget-ms", str(self.queue_budget_ms),
             "--log-level", os.environ.get("STRATA_SERVING_LOG_LEVEL", "WARNING"),
         ]
 
@@ -232,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-rows", type=int, default=1024)
     parser.add_argument("--max-payload-bytes", type=int, default=1_048_576)
     parser.add_argument("--latency-target-ms", type=float, default=200.0)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--queue-budget-ms", type=float, default=100.0)
     parser.add_argument("--print-command", action="store_true", help="print the Seldon command and exit")
     args = parser.parse_args(argv)
     config = ServerConfig(
@@ -240,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
         predictor=args.predictor, team=args.team, max_batch_rows=args.max_batch_rows,
         max_payload_bytes=args.max_payload_bytes, latency_target_ms=args.latency_target_ms,
-        threads=args.threads, grpc_threads=args.threads,
+        threads=args.threads, grpc_threads=args.threads, queue_budget_ms=args.queue_budget_ms,
     )
     if args.print_command:
         print(" ".join(config.command()))

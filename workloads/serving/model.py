@@ -1,4 +1,4 @@
-"""A loaded model version: TorchScript artifact + feature schema + input contract.
+"""A loaded model version: model file (torch.export) + feature schema + input contract.
 
 Shared by the Seldon wrapper (serving env) and the stream worker (main env). torch is
 imported in `load()`, not at module import, so a process can fork before loading it.
@@ -19,6 +19,7 @@ import numpy as np
 
 from workloads.data.schema import FeatureSchema
 from workloads.serving import registry
+from workloads.serving.artifact import load_module, scoring_callable
 from workloads.serving.contract import InputContract, impute_values
 
 log = logging.getLogger(__name__)
@@ -31,19 +32,23 @@ class LoadedModel:
     version: registry.ModelVersion
     schema: FeatureSchema
     contract: InputContract
-    module: Any  # torch.jit.ScriptModule
+    module: Any  # the exported program's module (workloads.serving.artifact.load_module)
     output_names: list[str]
     load_seconds: float
     warmup_seconds: float
     profile: dict[str, Any] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _score: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._score = scoring_callable(self.module)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """float32 [n, width] (already validated) -> float32 [n, C]."""
         import torch
 
         with torch.inference_mode():
-            out = self.module(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
+            out = self._score(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
         result = out.detach().cpu().numpy()
         if result.ndim == 1:
             result = result[:, None]
@@ -85,8 +90,7 @@ def load(
     profile = json.loads(resolved.profile_path.read_text()) if resolved.profile_path.exists() else None
     threads = torch_threads or int(os.environ.get("STRATA_TORCH_THREADS", "1"))
     torch.set_num_threads(threads)
-    module = torch.jit.load(str(resolved.artifact), map_location="cpu")
-    module.eval()
+    module = load_module(resolved.artifact, what=f"{model} v{resolved.version}")
     loaded_at = time.perf_counter()
     contract = InputContract(schema, max_batch_rows, max_payload_bytes, impute_values(profile, schema))
 

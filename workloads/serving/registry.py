@@ -7,8 +7,10 @@ same files it logs to MLflow); serving and streaming *read* it. On disk::
     <root>/<model>/
         aliases.json                      {"champion": "3", "challenger": "4"}  (atomic rewrite)
         versions/<version>/
-            model.torchscript.pt          TorchScript: float32 [n, width] raw features in schema
-                                          order -> float32 class probabilities [n, C] (or [n])
+            model.pt2                     torch.export program: float32 [n, width] raw features in
+                                          schema order -> float32 class probabilities [n, C] (or [n])
+                                          (versions exported before bundle version 2 have
+                                          model.torchscript.pt instead: TorchScript, load only)
             feature_schema.json           workloads.data.schema.FeatureSchema.to_dict()
             reference_profile.json        workloads.data.profile.build_profile(...)
             version.json                  {"model", "version", "created", "metrics", "run_id", ...}
@@ -31,13 +33,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-ARTIFACT = "model.torchscript.pt"
+ARTIFACT = "model.pt2"  # workloads.serving.artifact.EXPORTED
+LEGACY_ARTIFACT = "model.torchscript.pt"  # bundle version 1 (TorchScript): still served, never written
+ARTIFACTS = (ARTIFACT, LEGACY_ARTIFACT)
 SCHEMA = "feature_schema.json"
 PROFILE = "reference_profile.json"
 MANIFEST = "strata_manifest.json"  # the serving bundle's manifest (workloads.training.artifacts)
 VERSION_INFO = "version.json"
 ALIASES = "aliases.json"
-REQUIRED = (ARTIFACT, SCHEMA)
+REQUIRED = (SCHEMA,)  # and one of ARTIFACTS
 ALIAS_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 VERSION_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
 
@@ -58,6 +62,13 @@ def find_bundle_dir(directory: Path | str) -> Path:
     return found[0].parent
 
 
+def artifact_in(directory: Path) -> Path:
+    for name in ARTIFACTS:
+        if (directory / name).is_file():
+            return directory / name
+    return directory / ARTIFACT
+
+
 def default_root() -> Path:
     env = os.environ.get("STRATA_REGISTRY_DIR")
     if env:
@@ -76,7 +87,8 @@ class ModelVersion:
 
     @property
     def artifact(self) -> Path:
-        return self.path / ARTIFACT
+        """The model file: `model.pt2`, or a version-1 bundle's TorchScript file."""
+        return artifact_in(self.path)
 
     @property
     def schema_path(self) -> Path:
@@ -122,6 +134,8 @@ def resolve(root: Path | str, model: str, alias: str | None = None, version: str
         version = aliases[alias]
     path = model_dir / "versions" / str(version)
     missing = [name for name in REQUIRED if not (path / name).is_file()]
+    if not any((path / name).is_file() for name in ARTIFACTS):
+        missing.insert(0, f"{ARTIFACT} (or a version-1 {LEGACY_ARTIFACT})")
     if missing:
         raise RegistryError(f"{model} version {version} at {path} is incomplete: missing {', '.join(missing)}")
     return ModelVersion(model=model, version=str(version), path=path, alias=alias)
@@ -149,7 +163,9 @@ def export_version(
     final = versions / str(version)
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=versions))
     try:
-        shutil.copyfile(artifact, tmp / ARTIFACT)
+        # a version-1 bundle's TorchScript file keeps its name, so the loader knows its format
+        name = LEGACY_ARTIFACT if Path(artifact).name == LEGACY_ARTIFACT else ARTIFACT
+        shutil.copyfile(artifact, tmp / name)
         shutil.copyfile(schema_json, tmp / SCHEMA)
         if profile_json is not None:
             shutil.copyfile(profile_json, tmp / PROFILE)

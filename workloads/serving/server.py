@@ -1,9 +1,9 @@
 """The Seldon Core (v1 python wrapper) model class: `workloads.serving.server.StrataModel`.
 
-Run by `seldon-core-microservice workloads.serving.server.StrataModel --parameters '[...]'`
-(see `workloads.serving.launch`, which builds that command). Seldon constructs the class
+Run by Seldon's microservice under our server settings (`workloads.serving.app`; the
+command is built by `workloads.serving.launch`). The class
 once in its parent process, then calls `load()` in each worker it forks (the gunicorn REST
-worker and the gRPC process), so torch is imported and the TorchScript module loaded and
+worker and the gRPC process), so torch is imported and the exported model loaded and
 warmed up per worker, after the fork.
 
 What it adds to Seldon's protocol:
@@ -29,7 +29,9 @@ champion. Health, metadata, `meta.tags` and the metrics' `version` label follow.
 
 from __future__ import annotations
 
+import functools
 import io
+import json
 import logging
 import os
 import threading
@@ -50,6 +52,7 @@ UNCOUNTED_PATHS = frozenset({"/metrics", "/health/ping", "/health/status", "/api
                              "/metadata", "/api/v1.0/metadata", "/seldon.json"})
 JSON_TYPES = ("application/json",)
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")  # Seldon's `json=` form field
+ENQUEUED_AT = "strata.enqueued_at"  # workloads.serving.worker.ENVIRON_KEY (no gunicorn import here)
 _HTTP_REASONS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
                  415: "unsupported_media_type"}
 
@@ -183,7 +186,7 @@ class StrataModel:
         return {
             "name": self.model_name,
             "versions": [self.resolved.version],
-            "platform": "torchscript",
+            "platform": "pytorch-export",
             "inputs": [{"messagetype": "tensor", "schema": {"names": self.schema.names, "shape": [self.schema.width]}}],
             "outputs": [{"messagetype": "tensor", "schema": {"shape": [len(self.schema.label_values)]}}],
             "custom": {"alias": self.alias or "", "predictor": self.predictor,
@@ -322,6 +325,23 @@ def _json_kind(value: Any) -> str:
     return {type(None): "null", list: "an array", str: "a string", bool: "a boolean"}.get(type(value), "a number")
 
 
+def shed_answer(server: StrataModel, config: Any, path: str, waited_s: float) -> tuple[str, list, bytes] | None:
+    """A prediction request that waited past the queue budget (`STRATA_QUEUE_BUDGET_S`,
+    set by workloads.serving.app) for a thread: the WSGI answer to give it at once (503,
+    `Retry-After`, the contract's error body), counted as reason=overloaded; else None.
+    Decided before Flask, so a shed costs a small part of a served request."""
+    budget = config.get("STRATA_QUEUE_BUDGET_S", 0.0)
+    if not budget or waited_s <= budget or path not in PREDICT_PATHS:
+        return None
+    retry = config.get("STRATA_RETRY_AFTER_S", 1)
+    body = json.dumps(error_body(503, "overloaded", f"overloaded: waited {waited_s * 1000:.0f} ms for a thread "
+                                 f"(queue budget {budget * 1000:.0f} ms); retry after {retry}s")).encode()
+    if server.metrics is not None:
+        server.metrics.observe_request("rest", 503, waited_s, "overloaded")
+    return "503 SERVICE UNAVAILABLE", [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                                       ("Retry-After", str(retry))], body
+
+
 def build_blueprint(server: StrataModel) -> Any:
     from flask import Blueprint, Response, g, jsonify, request
     from werkzeug.exceptions import BadRequest, HTTPException
@@ -332,6 +352,8 @@ def build_blueprint(server: StrataModel) -> Any:
     def _configure(state: Any) -> None:
         # werkzeug refuses to read a body over this (chunked uploads included): 413
         state.app.config["MAX_CONTENT_LENGTH"] = server.max_payload_bytes
+        # the REST worker (workloads.serving.worker) asks this before Flask sees a request
+        state.app.config["STRATA_SHED"] = functools.partial(shed_answer, server, state.app.config)
 
     def reply(code: int, reason: str, info: str) -> Any:
         g.strata_reason = reason
@@ -344,7 +366,9 @@ def build_blueprint(server: StrataModel) -> Any:
         path = request.path
         if path in UNCOUNTED_PATHS:
             return None
-        g.strata_start = time.perf_counter()
+        now = time.perf_counter()
+        enqueued = request.environ.get(ENQUEUED_AT)  # workloads.serving.worker: waiting for a thread since
+        g.strata_start = enqueued if enqueued is not None else now  # the latency a client sees includes the queue
         if server.metrics is not None:
             server.metrics.in_flight.inc()
             g.strata_in_flight = True
@@ -415,7 +439,8 @@ def build_blueprint(server: StrataModel) -> Any:
             reason = g.pop("strata_reason", None)
             if reason is None and 400 <= code < 500:
                 reason = _HTTP_REASONS.get(code, "bad_request")
-            server.metrics.observe_request("rest", code, time.perf_counter() - start, reason if 400 <= code < 500 else None)
+            counted = reason if 400 <= code < 500 or reason == "overloaded" else None
+            server.metrics.observe_request("rest", code, time.perf_counter() - start, counted)
         return response
 
     @bp.teardown_app_request

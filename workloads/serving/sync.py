@@ -4,7 +4,7 @@ Serving and stream pods read model versions from a local export (`workloads.serv
 `/mnt/models`), never from MLflow (the Seldon environment cannot import MLflow 3). This sidecar
 fills that export: for each alias it asks the registry which version the alias names,
 downloads that version's serving bundle once (`extra_files/` of the logged model: the
-TorchScript artifact, feature schema and reference profile), exports it under
+model file (torch.export), feature schema and reference profile), exports it under
 `versions/<v>/` and moves the alias atomically. The model server follows its alias
 (`aliases.json`), so a promotion in MLflow reaches the pods without a restart.
 
@@ -85,12 +85,12 @@ def sync_once(source: ModelRegistry, model: str, aliases: list[str], root: Path)
             continue
         version, run_id = found
         result = SyncResult(alias, version)
-        if not (root / model / "versions" / version / registry.ARTIFACT).is_file():
+        if not registry.artifact_in(root / model / "versions" / version).is_file():
             scratch = Path(tempfile.mkdtemp(prefix=f".sync-{model}-{version}-", dir=root))
             try:
                 bundle = registry.find_bundle_dir(source.download(model, version, scratch))
                 profile = bundle / registry.PROFILE
-                registry.export_version(root, model, version, artifact=bundle / registry.ARTIFACT,
+                registry.export_version(root, model, version, artifact=registry.artifact_in(bundle),
                                         schema_json=bundle / registry.SCHEMA,
                                         profile_json=profile if profile.is_file() else None,
                                         info={"run_id": run_id, "synced_from": "mlflow"})

@@ -1,8 +1,8 @@
 """A real registered-version layout for tests and benchmarks (main env: needs torch).
 
-`make_registry()` trains nothing: it scripts a small torch MLP with the shape the
+`make_registry()` trains nothing: it builds a small torch MLP with the shape the
 training harness exports (raw features in schema order -> class probabilities),
-writes it as TorchScript with the fraud feature schema and a reference profile built
+exports it with `workloads.serving.artifact.save_module` (torch.export) with the fraud feature schema and a reference profile built
 from the seeded synthetic data, and exports it under `<root>/<model>/` with the
 `champion` and `challenger` aliases (two versions with different weights). When the
 training harness has exported a real version, tests can point at that root instead.
@@ -53,14 +53,20 @@ def build_module(width: int, classes: int = 2, hidden: int = 32, seed: int = 0):
             x = torch.sign(x) * torch.log1p(torch.abs(x))
             return torch.softmax(self.net(x), dim=-1)
 
-    module = Scored().eval()
-    return torch.jit.script(module)
+    return Scored().eval()
+
+
+def save_test_module(directory: Path, schema: FeatureSchema, seed: int = 0) -> Path:
+    """`build_module` exported the way the trainer exports (the one writer), in `directory`."""
+    from workloads.serving.artifact import save_module
+
+    example = sample_rows(schema, 8, seed=99)
+    return save_module(build_module(schema.width, len(schema.label_values), seed=seed), example,
+                       Path(directory) / registry.ARTIFACT)
 
 
 def make_registry(root: Path | str, model: str = "fraud", versions: tuple[str, ...] = ("1", "2")) -> Path:
-    """Export `versions` (first = champion, second = challenger) of a scripted MLP."""
-    import torch
-
+    """Export `versions` (first = champion, second = challenger) of a small MLP."""
     root = Path(root)
     schema = fraud_schema()
     data = sample_rows(schema, 4096, seed=123)
@@ -69,8 +75,7 @@ def make_registry(root: Path | str, model: str = "fraud", versions: tuple[str, .
         schema.to_json(tmp / registry.SCHEMA)
         write_profile(build_profile(data, schema.names), tmp / registry.PROFILE)
         for index, version in enumerate(versions):
-            scripted = build_module(schema.width, len(schema.label_values), seed=index)
-            torch.jit.save(scripted, str(tmp / registry.ARTIFACT))
+            save_test_module(tmp, schema, seed=index)
             aliases = ("champion",) if index == 0 else ("challenger",) if index == 1 else ()
             registry.export_version(
                 root, model, version, tmp / registry.ARTIFACT, tmp / registry.SCHEMA, tmp / registry.PROFILE,
@@ -83,7 +88,9 @@ def reference_outputs(root: Path | str, model: str, alias: str, rows: np.ndarray
     """What the artifact itself answers for `rows` (the ground truth for the servers)."""
     import torch
 
+    from workloads.serving.artifact import load_module
+
     version = registry.resolve(root, model, alias=alias)
-    module = torch.jit.load(str(version.artifact), map_location="cpu")
+    module = load_module(version.artifact)
     with torch.inference_mode():
         return module(torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))).numpy()

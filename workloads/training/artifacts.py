@@ -3,8 +3,9 @@
 Files (inside the MLflow model directory, under `extra_files/`):
 
     strata_manifest.json     what the other files are, classes, run id, dataset digest
-    model.torchscript.pt     TorchScript: float32 [n, features] raw features in schema
-                             order -> float32 [n, classes] class probabilities
+    model.pt2                torch.export program: float32 [n, features] raw features in
+                             schema order -> float32 [n, classes] class probabilities
+                             (bundle version 1 had model.torchscript.pt: still loads)
     feature_schema.json      names, dtypes, valid ranges (workloads.data.schema)
     reference_profile.json   drift reference: quantile bin edges + counts, KS sample
 
@@ -16,7 +17,6 @@ model version's artifacts and calls it. This module must not import mlflow or ra
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,17 +27,19 @@ from torch import nn
 
 from workloads.data.profile import read_profile
 from workloads.data.schema import FeatureSchema
+from workloads.serving.artifact import load_module, save_module
 # The bundle's file names and its finder live with the registry export (stdlib only: the
 # sync sidecar and the serving image use them without torch).
-from workloads.serving.registry import ARTIFACT as TORCHSCRIPT
+from workloads.serving.registry import ARTIFACT as MODEL_FILE
 from workloads.serving.registry import MANIFEST, PROFILE, SCHEMA, find_bundle_dir
 
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # 2: torch.export (model.pt2); 1: TorchScript (model.torchscript.pt), load only
+LOADABLE_BUNDLE_VERSIONS = (1, 2)
 
 
 @dataclass
 class ServingBundle:
-    model: Any  # torch.jit.ScriptModule: [n, d] float32 -> [n, k] probabilities
+    model: Any  # the exported program's module: [n, d] float32 -> [n, k] probabilities
     schema: FeatureSchema
     profile: dict[str, Any]
     manifest: dict[str, Any]
@@ -52,12 +54,12 @@ class ServingBundle:
 def load_bundle(directory: Path | str) -> ServingBundle:
     bundle_dir = find_bundle_dir(directory)
     manifest = json.loads((bundle_dir / MANIFEST).read_text())
-    if manifest.get("bundleVersion") != BUNDLE_VERSION:
-        raise ValueError(f"{bundle_dir}: bundle version {manifest.get('bundleVersion')} unsupported (want {BUNDLE_VERSION})")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream, still supported
-        model = torch.jit.load(str(bundle_dir / manifest["files"]["model"]), map_location="cpu")
-    model.eval()
+    if manifest.get("bundleVersion") not in LOADABLE_BUNDLE_VERSIONS:
+        raise ValueError(f"{bundle_dir}: bundle version {manifest.get('bundleVersion')} is not one this code loads "
+                         f"({', '.join(map(str, LOADABLE_BUNDLE_VERSIONS))}); retrain the model version to write "
+                         f"bundle version {BUNDLE_VERSION}")
+    what = f"run {manifest.get('runId') or manifest.get('run_id') or bundle_dir}"
+    model = load_module(bundle_dir / manifest["files"]["model"], what=what)
     return ServingBundle(
         model=model,
         schema=FeatureSchema.from_json(bundle_dir / manifest["files"]["schema"]),
@@ -68,25 +70,6 @@ def load_bundle(directory: Path | str) -> ServingBundle:
 
 
 # ----------------------------------------------------------------- building (training side)
-
-
-def to_torchscript(module: nn.Module, example: np.ndarray, path: Path) -> Path:
-    """Script the module (trace as a fallback for code TorchScript cannot compile) and
-    check the saved file reproduces the eager outputs."""
-    x = torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        try:
-            scripted = torch.jit.script(module)
-        except Exception:  # noqa: BLE001 - team code TorchScript cannot compile
-            scripted = torch.jit.trace(module, x, check_trace=False)
-        torch.jit.save(scripted, str(path))
-        reloaded = torch.jit.load(str(path))
-    with torch.no_grad():
-        expected, got = module(x), reloaded(x)
-    if not torch.allclose(expected, got, atol=1e-5):
-        raise RuntimeError("TorchScript export does not reproduce the eager model's outputs")
-    return path
 
 
 def write_bundle(
@@ -103,19 +86,19 @@ def write_bundle(
 
     directory.mkdir(parents=True, exist_ok=True)
     module = serving_module_for(train_module, num_classes, schema.width)
-    to_torchscript(module, example, directory / TORCHSCRIPT)
+    save_module(module, example, directory / MODEL_FILE)
     schema.to_json(directory / SCHEMA)
     write_profile(profile, directory / PROFILE)
     manifest = {
         "bundleVersion": BUNDLE_VERSION,
-        "files": {"model": TORCHSCRIPT, "schema": SCHEMA, "profile": PROFILE},
+        "files": {"model": MODEL_FILE, "schema": SCHEMA, "profile": PROFILE},
         "input": {"dtype": "float32", "shape": [-1, schema.width], "order": schema.names},
         "output": {"dtype": "float32", "shape": [-1, num_classes], "meaning": "class probabilities"},
         "classes": list(schema.label_values),
         **info,
     }
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
-    return module, [directory / MANIFEST, directory / TORCHSCRIPT, directory / SCHEMA, directory / PROFILE]
+    return module, [directory / MANIFEST, directory / MODEL_FILE, directory / SCHEMA, directory / PROFILE]
 
 
 def serving_module_for(train_module: nn.Module, num_classes: int, width: int) -> nn.Module:

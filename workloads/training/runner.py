@@ -460,7 +460,7 @@ def _export_for_serving(
         root,
         model,
         version,
-        artifact=bundle / artifacts.TORCHSCRIPT,
+        artifact=bundle / artifacts.MODEL_FILE,
         schema_json=bundle / artifacts.SCHEMA,
         profile_json=bundle / artifacts.PROFILE,
         info={"run_id": run_id, "dataset_digest": digest, "metrics": holdout["candidate"], "manifest": manifest},
