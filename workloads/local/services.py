@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from workloads.local import kafka_setup, observability, s3
+from workloads.local import kafka_connect, kafka_setup, observability, postgres, s3
 from workloads.local.errors import ConfigError, MissingDependencyError, UnknownServiceError
 from workloads.local.health import Health, http_check, kafka_check
 from workloads.local.ports import HOST
@@ -364,6 +364,30 @@ def builtin_services() -> list[ServiceSpec]:
             prepare=_kafka_prepare,
             url=lambda ctx: f"kafka://{ctx.kafka_bootstrap}",
             start_timeout_s=120.0,
+            stop_timeout_s=30.0,
+        ),
+        ServiceSpec(
+            name="postgres",
+            description="PostgreSQL (wal_level=logical; the CDC source)",
+            ports=("postgres",),
+            command=postgres.command,
+            health=postgres.health,
+            requires=(Requirement("PostgreSQL (`initdb`, `postgres`)", postgres.FIX, binaries=("initdb", "pg_ctl")),),
+            prepare=postgres.prepare,
+            url=postgres.dsn,
+            start_timeout_s=60.0,
+        ),
+        ServiceSpec(
+            name="kafka-connect",
+            description=f"Kafka Connect + Debezium PostgreSQL ({kafka_connect.versions()})",
+            ports=("kafka-connect",),
+            command=kafka_connect.command,
+            health=kafka_connect.health,
+            depends_on=("kafka", "postgres"),
+            requires=(Requirement("Java 17+ (`java`)", kafka_setup.JAVA_FIX, binaries=("java",)),),
+            prepare=kafka_connect.prepare,
+            url=kafka_connect.rest_url,
+            start_timeout_s=180.0,
             stop_timeout_s=30.0,
         ),
         ServiceSpec(

@@ -103,7 +103,7 @@ def ingest_landing(lake: Lake, table: str, contract: Contract, chunk_rows: int =
                 bronze = lake.table("bronze", table)
                 base = (bronze.version() + 1 if bronze is not None else 0) << 20
                 append_bronze(lake, table, frame, source=f"s3://{bucket}/{key}",
-                              offsets=list(range(base, base + frame.height)), txn=(app, chunk))
+                              offsets=list(range(base, base + frame.height)), txns=[(app, chunk)])
                 result.chunks += 1
                 result.rows += frame.height
                 new = True

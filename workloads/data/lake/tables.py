@@ -126,11 +126,15 @@ def _write(lake: Lake, layer: str, name: str, frame: pl.DataFrame, commit, mode:
 
 # --- bronze ------------------------------------------------------------------------------
 def append_bronze(lake: Lake, name: str, records: pl.DataFrame, source: str, offsets: list[int] | pa.Array,
-                  op: str | list[str] = "c", txn: tuple[str, int] | None = None) -> int | None:
-    """Append one ingestion batch, payload columns as strings. `txn` = (app id, position)
-    makes the append exactly-once: a batch whose position the table already recorded for
-    that app id is skipped (returns None)."""
-    if txn is not None and _consumed(lake.table("bronze", name), txn[0]) >= txn[1]:
+                  op: str | list[str] = "c", txns: list[tuple[str, int]] = (),
+                  extra_lineage: dict[str, Any] | None = None) -> int | None:
+    """Append one ingestion batch, payload columns as strings. `txns` = [(app id, position)]
+    make the append exactly-once: a batch whose positions the table already recorded for
+    those app ids is skipped (returns None), and the commit records them atomically."""
+    from deltalake import CommitProperties, Transaction
+
+    table = lake.table("bronze", name)
+    if txns and all(_consumed(table, app) >= position for app, position in txns):
         return None
     payload = records.with_columns(pl.all().cast(pl.String))
     clash = [c for c in payload.columns if c.startswith("_")]
@@ -143,11 +147,9 @@ def append_bronze(lake: Lake, name: str, records: pl.DataFrame, source: str, off
         (pl.Series(OP, op, dtype=pl.String) if isinstance(op, list) else pl.lit(op)).alias(OP),
         pl.lit(now).dt.replace_time_zone("UTC").cast(pl.Datetime("us", "UTC")).alias(INGESTED_AT),
     )
-    from deltalake import CommitProperties, Transaction
-
-    lineage = {"step": "bronze", "source": source, "rows": frame.height}
-    commit = CommitProperties(custom_metadata={LINEAGE_KEY: json.dumps(lineage)},
-                              app_transactions=[Transaction(*txn)] if txn else None)
+    lineage = {"step": "bronze", "source": source, "rows": frame.height, **(extra_lineage or {})}
+    commit = CommitProperties(custom_metadata={LINEAGE_KEY: json.dumps(lineage, sort_keys=True)},
+                              app_transactions=[Transaction(app, position) for app, position in txns] or None)
     version = _write(lake, "bronze", name, frame, commit)
     metrics.ROWS.labels(step="bronze", table=name, outcome="ingested").inc(frame.height)
     metrics.VERSION.labels(layer="bronze", table=name).set(version)
@@ -183,8 +185,12 @@ def refine(lake: Lake, name: str, contract: Contract, max_invalid_fraction: floa
         result.batches += 1
         result.rows_in += rows.height
         # one row per key: the highest offset (LSN) wins; replays of the same record collapse
-        deduped = rows.sort(OFFSET).unique(subset=[key], keep="last", maintain_order=True) \
-            if key in rows.columns else rows
+        if key in rows.columns:  # rows without a key are not merged away: they go to quarantine
+            keyed = rows.filter(pl.col(key).is_not_null())
+            deduped = pl.concat([keyed.sort(OFFSET).unique(subset=[key], keep="last", maintain_order=True),
+                                 rows.filter(pl.col(key).is_null())], how="diagonal_relaxed")
+        else:
+            deduped = rows
         result.superseded += rows.height - deduped.height
         upserts, deletes = deduped.filter(pl.col(OP) != "d"), deduped.filter(pl.col(OP) == "d")
         parts = split(contract, upserts.drop([c for c in (BRONZE_VERSION,) if c in upserts.columns]),
