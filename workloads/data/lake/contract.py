@@ -25,6 +25,7 @@ import polars as pl
 from workloads.data.schema import FeatureSchema
 
 RULES_COLUMN = "_rules"
+_DUPLICATE = "__duplicate_key"  # a helper column while checking: the key occurs more than once
 _POLARS_DTYPES = {"float32": pl.Float32, "float64": pl.Float64, "int32": pl.Int32, "int64": pl.Int64}
 
 
@@ -97,7 +98,7 @@ def _broken(contract: Contract, raw: pl.DataFrame) -> dict[str, pl.Expr]:
     key = contract.key
     if key:
         exprs[f"{key}.not_null"] = pl.col(key).is_null()
-        exprs[f"{key}.unique"] = pl.col(key).is_not_null() & pl.col(key).is_duplicated()
+        exprs[f"{key}.unique"] = pl.col(key).is_not_null() & pl.col(_DUPLICATE)
     targets = {f.name: f for f in contract.schema.features}
     for name, f in targets.items():
         src = pl.col(name)
@@ -106,12 +107,14 @@ def _broken(contract: Contract, raw: pl.DataFrame) -> dict[str, pl.Expr]:
         as_float = src.cast(pl.Float64, strict=False) if numeric else src.str.strip_chars().cast(pl.Float64, strict=False)
         present = src.is_not_null() & (pl.lit(True) if numeric else src.str.strip_chars().str.len_chars() > 0)
         exprs[f"{name}.type"] = present & as_float.is_null()
+        nan = as_float.is_nan().fill_null(False)
         if not f.nullable:
-            exprs[f"{name}.not_null"] = ~present | (as_float.is_nan() if f.dtype.startswith("float") else pl.lit(False))
+            exprs[f"{name}.not_null"] = ~present | nan
         if f.dtype.startswith("float"):
             exprs[f"{name}.finite"] = as_float.is_infinite().fill_null(False)
-        else:
-            exprs[f"{name}.integer"] = (as_float.is_finite() & (as_float.floor() != as_float)).fill_null(False)
+        else:  # NaN/inf or a fraction in an int column
+            exprs[f"{name}.integer"] = (as_float.is_infinite() | (nan & pl.lit(f.nullable))
+                                        | (as_float.is_finite() & (as_float.floor() != as_float))).fill_null(False)
         finite = as_float.is_finite()  # polars orders NaN above everything: range rules skip it
         if f.low is not None:
             exprs[f"{name}.min"] = (finite & (as_float < f.low)).fill_null(False)
@@ -155,25 +158,40 @@ def split(contract: Contract, raw: pl.DataFrame, where: str = "input") -> Split:
     check_columns(contract, raw, where)
     exprs = _broken(contract, raw)
     ids = list(exprs)
-    # lazy: common sub-expressions (each column's parse) are computed once
-    flags = raw.lazy().select([e.alias(f"__{i}") for i, e in enumerate(exprs.values())]).collect()
-    counts = flags.sum().row(0)
-    rule_counts = {ids[i]: int(c) for i, c in enumerate(counts) if c}
-    bad = flags.select(pl.any_horizontal(pl.all())).to_series() if ids else pl.Series([False] * raw.height)
+    # uniqueness is a property of the whole batch: one helper column, computed once
+    checked = raw.with_columns(_duplicates(raw.get_column(contract.key)).alias(_DUPLICATE)) if contract.key else raw
+    # One fused pass finds the bad rows; the per-rule flags are then computed on those only
+    # (a rule can only be broken by a bad row), so the cost barely grows with the rule count.
+    bad = checked.select(pl.any_horizontal(list(exprs.values())).alias("bad")).to_series() \
+        if ids else pl.Series("bad", [False] * raw.height)
     good = raw.filter(~bad)
     typed = contract.typed_schema()
     valid = good.with_columns([_typed(good, name, dtype) for name, dtype in typed.items()])
-    if rule_counts:
-        bad_flags = flags.filter(bad)
-        rules = bad_flags.select(
+    rejected = raw.filter(bad)
+    if ids and rejected.height:
+        flags = checked.filter(bad).select([e.alias(f"__{i}") for i, e in enumerate(exprs.values())])
+        rule_counts = {ids[i]: int(c) for i, c in enumerate(flags.sum().row(0)) if c}
+        rules = flags.select(
             pl.concat_list([pl.when(pl.col(f"__{i}")).then(pl.lit(rule)) for i, rule in enumerate(ids)])
             .list.drop_nulls().alias(RULES_COLUMN)
         )
-        quarantined = pl.concat([raw.filter(bad).with_columns(pl.all().cast(pl.String)), rules], how="horizontal")
+        quarantined = pl.concat([rejected.with_columns(pl.all().cast(pl.String)), rules], how="horizontal")
     else:
+        rule_counts = {}
         quarantined = raw.clear().with_columns(pl.all().cast(pl.String)).with_columns(
             pl.lit(None, dtype=pl.List(pl.String)).alias(RULES_COLUMN))
     return Split(valid=valid, quarantined=quarantined, rule_counts=rule_counts)
+
+
+def _duplicates(key: pl.Series) -> pl.Series:
+    """True where the key occurs more than once: 64-bit hashes first (fast), then the exact
+    check among the rows whose hashes collide (every true duplicate is among them)."""
+    candidates = key.hash(seed=0).is_duplicated()
+    if not candidates.any():
+        return candidates
+    exact = key.filter(candidates).is_duplicated()
+    out = pl.Series([False] * key.len())
+    return out.scatter(candidates.arg_true(), exact)
 
 
 def _typed(frame: pl.DataFrame, name: str, dtype: pl.DataType) -> pl.Expr:
