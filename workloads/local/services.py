@@ -442,7 +442,7 @@ def builtin_services() -> list[ServiceSpec]:
 
 
 #: What ``strata local up`` starts when no service is named.
-DEFAULT_SERVICES = ("s3", "kafka", "mlflow", "prometheus", "alertmanager", "pagerduty")
+DEFAULT_SERVICES = ("s3", "kafka", "mlflow", "prometheus", "alertmanager", "pagerduty", "postgres", "kafka-connect")
 
 
 def default_registry() -> Registry:
