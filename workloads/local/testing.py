@@ -57,6 +57,12 @@ class RunningServices:
 
     def __call__(self, *names: str) -> "RunningServices":
         self.supervisor.up(list(names))
+        if self.supervisor.service_status("s3").state == "running":
+            # the test process is a client like any workload: its boto3/MLflow/delta-rs reach
+            # the local S3 through the standard variables (as pods do with IRSA on AWS)
+            from workloads.local import s3
+
+            os.environ.update(s3.s3_env(self.supervisor.context("s3")))
         return self
 
     @property
