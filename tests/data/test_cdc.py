@@ -43,9 +43,11 @@ def _wait_running(sup, name: str, deadline_s: float = 120) -> None:
     while time.monotonic() < deadline:
         try:
             status = kafka_connect.connector_status(sup.url("kafka-connect"), name)
-            if status["connector"]["state"] == "RUNNING" and all(t["state"] == "RUNNING" for t in status["tasks"]) \
-                    and status["tasks"]:
+            states = [status["connector"]["state"]] + [t["state"] for t in status["tasks"]]
+            if status["tasks"] and all(s == "RUNNING" for s in states):
                 return
+            if "FAILED" in states:
+                kafka_connect.restart_failed(sup.url("kafka-connect"), name)
         except OSError:
             pass
         time.sleep(1)

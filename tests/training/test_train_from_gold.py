@@ -33,4 +33,4 @@ def test_training_run_records_the_gold_version_it_read(platform, lake, table_nam
     assert tags["strata.lake.version"] == str(version)
     assert tags["strata.lake.digest"] == rebuild(lake, table_name, CONTRACT, version).meta["lake.digest"]
     trace = lineage(lake, "gold", table_name, version)
-    assert trace[f"bronze/{table_name}"] == [0]
+    assert trace[f"bronze/{table_name}"] == [1]  # version 0 is the empty table

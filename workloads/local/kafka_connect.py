@@ -148,3 +148,12 @@ def put_connector(base_url: str, name: str, config: dict[str, Any], timeout: flo
 def connector_status(base_url: str, name: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"{base_url}/connectors/{name}/status", timeout=5) as resp:
         return json.loads(resp.read())
+
+
+def restart_failed(base_url: str, name: str) -> None:
+    """Restart the connector's failed instances and tasks (after a broker outage outlasted
+    the producer's retries; the runbook's first step on the cluster too)."""
+    req = urllib.request.Request(f"{base_url}/connectors/{name}/restart?includeTasks=true&onlyFailed=true",
+                                 data=b"", method="POST")
+    with urllib.request.urlopen(req, timeout=10):
+        pass

@@ -117,9 +117,13 @@ def _write(lake: Lake, layer: str, name: str, frame: pl.DataFrame, commit, mode:
     from deltalake import write_deltalake
 
     table = lake.table(layer, name)
-    target = table if table is not None else lake.uri(layer, name)
-    write_deltalake(target, frame.to_arrow(), mode=mode, schema_mode="merge",
-                    configuration=CDF if table is None else None,
+    data = frame.to_arrow()
+    if table is None:  # version 0: the empty table with its change data feed on (rows start at 1,
+        # so every data commit's rows are in the feed)
+        write_deltalake(lake.uri(layer, name), data.schema.empty_table(), mode="error", configuration=CDF,
+                        storage_options=lake.settings.delta_options())
+        table = lake.require(layer, name)
+    write_deltalake(table, data, mode=mode, schema_mode="merge",
                     storage_options=lake.settings.delta_options(), commit_properties=commit)
     return lake.require(layer, name).version()
 
@@ -157,11 +161,15 @@ def append_bronze(lake: Lake, name: str, records: pl.DataFrame, source: str, off
     return version
 
 
+def _changes(table, version: int) -> pl.DataFrame:
+    """One commit's change data feed (deltalake returns Arrow C-stream tables: via pyarrow)."""
+    return pl.from_arrow(pa.table(table.load_cdf(starting_version=version, ending_version=version).read_all()))
+
+
 def _batch(table, version: int) -> pl.DataFrame:
     """The rows one commit added (change data feed, inserts only)."""
-    reader = table.load_cdf(starting_version=version, ending_version=version)
-    frame = pl.from_arrow(reader.read_all())
-    if not isinstance(frame, pl.DataFrame) or frame.is_empty():
+    frame = _changes(table, version)
+    if frame.is_empty():
         return pl.DataFrame()
     return frame.filter(pl.col("_change_type").is_in(["insert", "update_postimage"])).drop(
         ["_change_type", "_commit_version", "_commit_timestamp"])
@@ -248,9 +256,8 @@ def publish(lake: Lake, name: str, contract: Contract) -> StepResult:
     columns = contract.columns
     for version in range(start, silver.version() + 1):
         t0 = time.perf_counter()
-        reader = silver.load_cdf(starting_version=version, ending_version=version)
-        changes = pl.from_arrow(reader.read_all())
-        if not isinstance(changes, pl.DataFrame) or changes.is_empty():
+        changes = _changes(silver, version)
+        if changes.is_empty():
             continue
         result.batches += 1
         upserts = changes.filter(pl.col("_change_type").is_in(["insert", "update_postimage"]) & pl.col(BATCH_PASSED))
