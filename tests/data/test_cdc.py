@@ -14,7 +14,7 @@ import pytest
 
 from workloads.data.ingest.cdc import CdcIngester
 from workloads.data.ingest.debezium import PostgresSource, connector_config
-from workloads.data.ingest.fraud_source import KEY, TABLE, FraudSource
+from workloads.data.ingest.fraud_source import KEY, TABLE, FraudSource, create_table
 from workloads.data.lake.contract import Contract
 from workloads.data.lake.tables import publish, read, refine
 from workloads.data.synthetic import FRAUD_SCHEMA
@@ -33,7 +33,7 @@ def cdc(local_services, s3_settings):  # noqa: F811 - session fixtures from conf
                             tables=(f"public.{TABLE}",), topic_prefix="strata.cdctest")
     with psycopg.connect(postgres.dsn(ctx), autocommit=True) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
-    FraudSource(postgres.dsn(ctx)).write(0)  # creates the table
+        create_table(conn)
     kafka_connect.put_connector(sup.url("kafka-connect"), source.name, connector_config(source))
     return sup, source, postgres.dsn(ctx)
 

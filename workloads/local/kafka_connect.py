@@ -1,6 +1,6 @@
 """The local Kafka Connect worker (distributed mode, one node) with Debezium's PostgreSQL connector.
 
-Jars: `org.apache.kafka:connect-runtime` at the broker's Kafka version and
+Jars: `org.apache.kafka:connect-runtime` at Debezium 3.6's Kafka line (4.1; see the pom) and
 `io.debezium:debezium-connector-postgres`, fetched once with Maven from
 workloads/data/ingest/connect/pom.xml into the cache (the same mechanism as the broker's,
 workloads/local/kafka_setup.py). The worker keeps its configs, offsets and status in

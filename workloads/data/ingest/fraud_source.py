@@ -23,7 +23,7 @@ KEY = "txn_id"
 
 
 def create_table(conn) -> None:
-    columns = ", ".join(f"{name} double precision" for name in FRAUD_NAMES)
+    columns = ", ".join(f'"{name}" double precision' for name in FRAUD_NAMES)  # quoted: `foreign` is reserved
     conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({KEY} text PRIMARY KEY, {columns}, "
                  "is_fraud smallint NOT NULL DEFAULT 0, created_at timestamptz NOT NULL DEFAULT now())")
     conn.execute(f"ALTER TABLE {TABLE} REPLICA IDENTITY DEFAULT")
@@ -44,7 +44,7 @@ class FraudSource:
 
         x, y = generate_fraud(FraudConfig(rows=rows, seed=self.seed, corrupt=self.corrupt))
         ids = [f"tx{self.start + i:09d}" for i in range(rows)]
-        cols = ", ".join([KEY, *FRAUD_NAMES])
+        cols = ", ".join(f'"{c}"' for c in (KEY, *FRAUD_NAMES))
         marks = ", ".join(["%s"] * (len(FRAUD_NAMES) + 1))
         inserted = 0
         t0 = time.perf_counter()
