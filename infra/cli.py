@@ -198,6 +198,9 @@ def _mount_subcommands() -> None:
     from workloads.training.cli import train_command
 
     app.add_typer(local_app, name="local", help="Local mode: start, check and stop the local services.")
+    from workloads.data.cli import data_app
+
+    app.add_typer(data_app, name="data", help="The lake: ingest, refine, publish; versions, diffs, lineage, rebuilds.")
     app.command("train")(train_command)
     from workloads.rollout.cli import promote_command, rollout_status_command
 

@@ -151,7 +151,8 @@ class Baseline(_Spec):
 
 class Training(_Spec):
     entrypoint: str = Field(pattern=ENTRYPOINT_PATTERN)  # module:function returning the model-team hooks
-    data: str  # URI: synthetic://..., file://..., s3://..., sklearn://digits
+    data: str  # URI: synthetic://..., file://..., s3://..., sklearn://digits, lake://gold/<table>[?version=N]
+    data_key: str | None = None  # the record key of the model's lake tables (dedup in silver, joins)
     resources: Resources = Resources()
     workers: int = Field(1, ge=1, le=64)
     epochs: int = Field(5, ge=1, le=10_000)
@@ -166,8 +167,8 @@ class Training(_Spec):
     @field_validator("data")
     @classmethod
     def _data_uri(cls, value: str) -> str:
-        if not re.match(r"^(synthetic|file|s3|sklearn)://\S+$", value):
-            raise ValueError("must be a URI with scheme synthetic://, file://, s3:// or sklearn://")
+        if not re.match(r"^(synthetic|file|s3|sklearn|lake)://\S+$", value):
+            raise ValueError("must be a URI with scheme synthetic://, file://, s3://, sklearn:// or lake://")
         return value
 
 

@@ -1,4 +1,4 @@
-"""Strimzi custom resources: `Kafka`, `KafkaNodePool`, `KafkaTopic`, `KafkaUser`.
+"""Strimzi custom resources: `Kafka`, `KafkaNodePool`, `KafkaTopic`, `KafkaUser`, `KafkaConnect`, `KafkaConnector`.
 
 Mirrors the `kafka.strimzi.io/v1beta2` schemas served by Strimzi **0.51.0** (the
 version pinned in `infra.platform.charts`), from the CRDs shipped in
@@ -251,4 +251,93 @@ def kafka_user(resource_name: str, *, name: str, namespace: str, cluster: str, s
     """A `KafkaUser` (TLS client certificate + ACLs), reconciled by the User Operator."""
     return custom_resource(resource_name, api_version=API_VERSION, kind="KafkaUser",
                            metadata=_meta(name, namespace, cluster, None, labels),
+                           spec=spec, operator=operator, opts=opts)
+
+
+# --- Kafka Connect (CDC: Debezium's PostgreSQL connector) --------------------------------------
+class ConnectPluginArtifactType(str, enum.Enum):  # KafkaConnect .spec.build.plugins[].artifacts[].type
+    JAR = "jar"
+    TGZ = "tgz"
+    ZIP = "zip"
+    MAVEN = "maven"
+    OTHER = "other"
+
+
+class ConnectPluginArtifact(CrdModel):
+    type: ConnectPluginArtifactType
+    group: str | None = None  # maven
+    artifact: str | None = None  # maven
+    version: str | None = None  # maven
+    repository: str | None = None  # maven: a mirror the cluster reaches
+    url: str | None = None  # jar/tgz/zip
+
+
+class ConnectPlugin(CrdModel):
+    name: str = Field(pattern=r"^[a-z0-9][-_a-z0-9]*[a-z0-9]$")
+    artifacts: list[ConnectPluginArtifact] = Field(min_length=1)
+
+
+class ConnectBuildOutput(CrdModel):
+    type: Literal["docker", "imagestream"]
+    image: str
+    push_secret: str | None = None
+
+
+class ConnectBuild(CrdModel):
+    output: ConnectBuildOutput
+    plugins: list[ConnectPlugin] = Field(min_length=1)
+
+
+class ExternalConfigurationEnvVarSource(CrdModel):
+    secret_key_ref: dict[str, str] | None = None  # {"name": ..., "key": ...}
+    config_map_key_ref: dict[str, str] | None = None
+
+
+class ExternalConfigurationEnv(CrdModel):
+    name: str
+    value_from: ExternalConfigurationEnvVarSource
+
+
+class KafkaConnectSpec(CrdModel):
+    replicas: int = Field(ge=0)
+    bootstrap_servers: str
+    version: str | None = None
+    image: str | None = None
+    config: dict[str, Any] | None = None
+    resources: ResourceRequirements | None = None
+    build: ConnectBuild | None = None
+    template: dict[str, Any] | None = None
+    # Strimzi 0.51 v1beta2 names it externalConfiguration (env from secrets: credentials)
+    external_configuration: dict[str, list[ExternalConfigurationEnv]] | None = None
+
+
+class KafkaConnectorState(str, enum.Enum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+
+class KafkaConnectorSpec(CrdModel):
+    class_: str = Field(alias="class")
+    tasks_max: int = Field(1, ge=1)
+    config: dict[str, Any] | None = None
+    state: KafkaConnectorState | None = None
+
+
+def kafka_connect(resource_name: str, *, name: str, namespace: str, spec: KafkaConnectSpec,
+                  operator: pulumi.Resource, opts: pulumi.ResourceOptions | None = None,
+                  labels: dict[str, str] | None = None) -> k8s.apiextensions.CustomResource:
+    """A `KafkaConnect` cluster whose connectors are `KafkaConnector` resources
+    (`strimzi.io/use-connector-resources`)."""
+    return custom_resource(resource_name, api_version=API_VERSION, kind="KafkaConnect",
+                           metadata=_meta(name, namespace, None, {"strimzi.io/use-connector-resources": "true"}, labels),
+                           spec=spec, operator=operator, opts=opts)
+
+
+def kafka_connector(resource_name: str, *, name: str, namespace: str, connect_cluster: str, spec: KafkaConnectorSpec,
+                    operator: pulumi.Resource, opts: pulumi.ResourceOptions | None = None,
+                    labels: dict[str, str] | None = None) -> k8s.apiextensions.CustomResource:
+    """A `KafkaConnector` of `connect_cluster` (labelled `strimzi.io/cluster`)."""
+    return custom_resource(resource_name, api_version=API_VERSION, kind="KafkaConnector",
+                           metadata=_meta(name, namespace, connect_cluster, None, labels),
                            spec=spec, operator=operator, opts=opts)

@@ -45,6 +45,9 @@ def mode_notes(plan: Plan) -> list[str]:
             notes.append(f"{model.name}: rollout {wanted.value!r} is not offered in mode {caps.mode.value!r}; one predictor instead")
         if model.serving.streaming.enabled and not caps.kafka:
             notes.append(f"{model.name}: streaming needs Kafka, which mode {caps.mode.value!r} does not deploy; real-time only")
+        if model.training.data_key and not caps.kafka:
+            notes.append(f"{model.name}: lake ingestion by CDC (Debezium on Kafka Connect) needs Kafka, which mode "
+                         f"{caps.mode.value!r} does not deploy; batch ingestion (landing files) only")
         if model.training.hpo is not None and not caps.training_hpo:
             notes.append(f"{model.name}: HPO is off in mode {caps.mode.value!r}; trains once with the spec's defaults")
         if model.training.workers > caps.training_max_workers:

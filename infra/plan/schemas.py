@@ -146,6 +146,8 @@ CRD_SOURCES: Mapping[GVK, CrdSource] = {
             ("KafkaNodePool", "nodepool.KafkaNodePool"),
             ("KafkaTopic", "topic.KafkaTopic"),
             ("KafkaUser", "user.KafkaUser"),
+            ("KafkaConnect", "connect.KafkaConnect"),
+            ("KafkaConnector", "connector.KafkaConnector"),
         )
     },
     # prometheus-operator (kube-prometheus-stack's app_version)

@@ -106,6 +106,13 @@ CASES: list[tuple[str, str, dict, list[tuple[str, str]], str, list[dict]]] = [
     ("successful runs are silent", "TrainingJobFailed", {},
      [('strata_training_runs_total{model="fraud",team="payments-risk",trigger="schedule",outcome="succeeded"}', "0 0 0 1 1 1 2 2 2 3 3 3")],
      "10m", []),
+    # ---- the lake (fraud: dataKey txn_id)
+    ("a lake batch over the invalid-row limit", "LakeBatchHeldFromGold", {},
+     [('strata_lake_refused_batches_total{table="fraud"}', "0 0 0 1 1 1 1 1 1 1")],
+     "6m", [{"model": "fraud", "table": "fraud"}]),
+    ("batches within the limit are silent", "LakeBatchHeldFromGold", {},
+     [('strata_lake_refused_batches_total{table="fraud"}', "0x10")],
+     "6m", []),
     # ---- rollouts (fraud: analysisWindow 5m -> stuck after 3 windows = 900s)
     ("rollout active with no transition for 3 windows", "RolloutStuck", {},
      [('strata_rollout_active{model="fraud",team="payments-risk",strategy="canary",candidate_version="4"}', "1x40"),

@@ -7,6 +7,8 @@
 * `file:///path/data.npz` (arrays `features`, `labels`, optional `names`) or
   `file:///path/data.csv` (header row; the label column named by the schema)
 * `s3://bucket/key.npz|.csv` (in the cluster; needs `boto3` and credentials via IRSA)
+* `lake://gold/<table>[?version=N]` (a gold Delta table of the lake at a version; the
+  latest when none is given; the version read and its digest land in `Dataset.meta`)
 """
 
 from __future__ import annotations
@@ -108,6 +110,10 @@ def load_uri(uri: str, seed: int = 0, schema: FeatureSchema | None = None) -> Da
         return _load_file(Path(location), uri, schema)
     if scheme == "s3":
         return _load_s3(location, uri, schema)
+    if scheme == "lake":
+        from workloads.data.lake.gold import load_lake_uri
+
+        return load_lake_uri(uri, schema)
     raise ValueError(f"data URI {uri!r}: unsupported scheme {scheme!r}")
 
 

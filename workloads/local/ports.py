@@ -23,6 +23,9 @@ All services bind 127.0.0.1 only.
 | stream-workers   | 19200   | STRATA_PORT_STREAM_WORKERS     | stream worker metrics; +1 per model      |
 | drift-monitor    | 19300   | STRATA_PORT_DRIFT_MONITOR      | drift monitors; +1 per model             |
 | retrain-trigger  | 19310   | STRATA_PORT_RETRAIN_TRIGGER    | retraining trigger (webhook + metrics)   |
+| s3               | 19400   | STRATA_PORT_S3                 | S3 (SeaweedFS): gateway +0, internals +1..+9 |
+| postgres         | 19432   | STRATA_PORT_POSTGRES           | PostgreSQL (the CDC source)              |
+| kafka-connect    | 19083   | STRATA_PORT_KAFKA_CONNECT      | Kafka Connect REST (Debezium)            |
 
 The last five rows are the workloads' (workloads/local/services.py gives each model its
 offset within a row).
@@ -44,6 +47,7 @@ class PortSpec:
     key: str
     default: int
     description: str
+    span: int = 1  # ports the row reserves from its port on (a service's internal listeners)
 
     @property
     def env_var(self) -> str:
@@ -64,6 +68,9 @@ PORTS: dict[str, PortSpec] = {
         PortSpec("stream-workers", 19200, "stream worker metrics; +1 per model"),
         PortSpec("drift-monitor", 19300, "drift monitors; +1 per model"),
         PortSpec("retrain-trigger", 19310, "retraining trigger (webhook + metrics)"),
+        PortSpec("postgres", 19432, "PostgreSQL (wal_level=logical: the CDC source)"),
+        PortSpec("kafka-connect", 19083, "Kafka Connect REST API (Debezium PostgreSQL connector)"),
+        PortSpec("s3", 19400, "S3 gateway (SeaweedFS); +1..+9 its master, volume, filer, gRPC and metrics", span=10),
     )
 }
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from workloads.local import kafka_setup, observability
+from workloads.local import kafka_connect, kafka_setup, observability, postgres, s3
 from workloads.local.errors import ConfigError, MissingDependencyError, UnknownServiceError
 from workloads.local.health import Health, http_check, kafka_check
 from workloads.local.ports import HOST
@@ -250,15 +250,12 @@ def _mlflow_backend(ctx: ServiceContext) -> str:
     return ctx.options.mlflow_backend_uri or f"sqlite:///{ctx.data_dir() / 'mlflow.db'}"
 
 
-def _mlflow_prepare(ctx: ServiceContext) -> None:
-    (ctx.data_dir() / "artifacts").mkdir(parents=True, exist_ok=True)
-
-
 def _mlflow_command(ctx: ServiceContext) -> list[str]:
+    # As on AWS: clients write artifacts to S3 themselves; the server only tracks.
     return [
         ctx.python, "-m", "mlflow", "server",
         "--backend-store-uri", _mlflow_backend(ctx),
-        "--artifacts-destination", str(ctx.data_dir() / "artifacts"),
+        "--no-serve-artifacts", "--default-artifact-root", f"s3://{s3.ARTIFACTS_BUCKET}/mlflow",
         "--host", HOST, "--port", str(ctx.port("mlflow")),
         "--workers", "1",
     ]
@@ -337,10 +334,26 @@ def _python_env(ctx: ServiceContext) -> dict[str, str]:
     return {"PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ctx.repo_root) + (os.pathsep + path if path else "")}
 
 
+def s3_setup_version() -> str:
+    from workloads.local import s3_setup
+
+    return s3_setup.VERSION
+
+
 def builtin_services() -> list[ServiceSpec]:
     from workloads.traffic.local_proxy import proxy_service  # here: it builds on this module's ServiceSpec
 
     return [
+        ServiceSpec(
+            name="s3",
+            description=f"S3 (SeaweedFS `weed mini`, {s3_setup_version()}): lake, artifacts, checkpoints, bundles",
+            ports=tuple(f"s3+{offset}" if offset else "s3" for offset in sorted(s3.OFFSETS.values())),
+            command=s3.command,
+            health=s3.health,
+            prepare=s3.prepare,
+            url=s3.endpoint,
+            start_timeout_s=1800.0,  # the first start builds SeaweedFS from the Go module proxy
+        ),
         ServiceSpec(
             name="kafka",
             description=f"Apache Kafka {kafka_setup.kafka_version()} (KRaft broker+controller)",
@@ -354,14 +367,38 @@ def builtin_services() -> list[ServiceSpec]:
             stop_timeout_s=30.0,
         ),
         ServiceSpec(
+            name="postgres",
+            description="PostgreSQL (wal_level=logical; the CDC source)",
+            ports=("postgres",),
+            command=postgres.command,
+            health=postgres.health,
+            requires=(Requirement("PostgreSQL (`initdb`, `postgres`)", postgres.FIX, binaries=("initdb", "pg_ctl")),),
+            prepare=postgres.prepare,
+            url=postgres.dsn,
+            start_timeout_s=60.0,
+        ),
+        ServiceSpec(
+            name="kafka-connect",
+            description=f"Kafka Connect + Debezium PostgreSQL ({kafka_connect.versions()})",
+            ports=("kafka-connect",),
+            command=kafka_connect.command,
+            health=kafka_connect.health,
+            depends_on=("kafka", "postgres"),
+            requires=(Requirement("Java 17+ (`java`)", kafka_setup.JAVA_FIX, binaries=("java",)),),
+            prepare=kafka_connect.prepare,
+            url=kafka_connect.rest_url,
+            start_timeout_s=180.0,
+            stop_timeout_s=30.0,
+        ),
+        ServiceSpec(
             name="mlflow",
-            description="MLflow tracking server (sqlite backend, local artifacts)",
+            description="MLflow tracking server (sqlite backend, artifacts in S3, written by clients)",
             ports=("mlflow",),
             command=_mlflow_command,
             health=HttpHealth("mlflow", "/health"),
+            depends_on=("s3",),
             requires=(Requirement("the `mlflow` Python package", MLFLOW_FIX, module="mlflow"),),
-            prepare=_mlflow_prepare,
-            env=_python_env,
+            env=lambda ctx: {**_python_env(ctx), **s3.s3_env(ctx)},
             start_timeout_s=300.0,  # first start creates the sqlite schema; slow on a busy 2-core box
         ),
         ServiceSpec(
@@ -405,7 +442,7 @@ def builtin_services() -> list[ServiceSpec]:
 
 
 #: What ``strata local up`` starts when no service is named.
-DEFAULT_SERVICES = ("kafka", "mlflow", "prometheus", "alertmanager", "pagerduty")
+DEFAULT_SERVICES = ("s3", "kafka", "mlflow", "prometheus", "alertmanager", "pagerduty", "postgres", "kafka-connect")
 
 
 def default_registry() -> Registry:
@@ -444,6 +481,7 @@ def workload_env(ctx: "ServiceContext") -> dict[str, str]:
         "STRATA_REGISTRY_DIR": str(registry_root(ctx)),
         "MLFLOW_TRACKING_URI": f"http://{HOST}:{ctx.port('mlflow')}",
         "STRATA_LOG_LEVEL": "WARNING",
+        **s3.s3_env(ctx),
     }
 
 

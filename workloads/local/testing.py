@@ -36,12 +36,13 @@ def free_port_map(low: int = 20000, high: int = 32000, seed: int | None = None) 
     rng = random.Random(seed)
     chosen: dict[str, int] = {}
     used: set[int] = set()
-    for key in PORTS:
+    for key, spec in PORTS.items():
         for _ in range(500):
-            port = rng.randrange(low, high)
-            if port not in used and port_free(port):
+            port = rng.randrange(low, high - spec.span)
+            span = set(range(port, port + spec.span))
+            if not span & used and all(port_free(p) for p in span):
                 chosen[key] = port
-                used.add(port)
+                used |= span
                 break
         else:
             raise RuntimeError(f"no free port for {key} in {low}-{high}")
@@ -56,6 +57,12 @@ class RunningServices:
 
     def __call__(self, *names: str) -> "RunningServices":
         self.supervisor.up(list(names))
+        if self.supervisor.service_status("s3").state == "running":
+            # the test process is a client like any workload: its boto3/MLflow/delta-rs reach
+            # the local S3 through the standard variables (as pods do with IRSA on AWS)
+            from workloads.local import s3
+
+            os.environ.update(s3.s3_env(self.supervisor.context("s3")))
         return self
 
     @property

@@ -37,6 +37,7 @@ class Emitter(str, enum.Enum):
     RETRAIN = "retrain"  # workloads.monitoring.retrain
     COST = "cost"  # the platform's cost/spot exporter (Karpenter + pricing)
     ROLLOUT = "rollout"  # workloads.rollout (the rollout controller)
+    LAKE = "lake"  # workloads.data (lake steps and the CDC ingester)
 
 
 # Units allowed as a name suffix (Prometheus base units; "ratio" for 0..1 values).
@@ -203,6 +204,19 @@ CONTRACT: tuple[Metric, ...] = (
        "Unix time of the controller's last state transition (a step, a promotion or a rollback).", "rollout"),
     _m("rollout_rollback_duration_seconds", G, "seconds", ROLLOUT_LABELS,
        "Seconds from the last rollback decision to 100% stable traffic.", "rollout"),
+    # ---------------------------------------------------------------- the lake
+    _m("lake_rows_total", C, "rows", ("step", "table", "outcome"),
+       "Rows through a lake step by outcome (bronze: ingested; silver: valid|quarantined|superseded; "
+       "gold: published|held).", "lake"),
+    _m("lake_refused_batches_total", C, "", ("table",),
+       "Bronze batches over maxInvalidRowFraction: kept in silver, not promoted to gold.", "lake"),
+    _m("lake_invalid_row_ratio", G, "ratio", ("table",), "Invalid-row fraction of the last silver batch.", "lake"),
+    _m("lake_table_version", G, "", ("layer", "table"), "Latest Delta version a step wrote.", "lake"),
+    _m("lake_last_ingest_timestamp_seconds", G, "seconds", ("table",), "Unix time bronze last received rows.", "lake"),
+    _m("lake_cdc_lag_seconds", G, "seconds", ("table",),
+       "Source commit -> bronze append, for the oldest change of the last CDC batch.", "lake"),
+    _m("lake_step_duration_seconds", H, "seconds", ("step", "table"), "Wall time of one batch of a lake step.",
+       "lake", SHORT_DURATION_BUCKETS),
     # ---------------------------------------------------------------- cost and spot
     _m("node_hourly_cost_dollars", G, "dollars", ("node", "node_pool", "capacity_type", "instance_type"),
        "On-demand or current spot price of each node, per hour.", "cost"),

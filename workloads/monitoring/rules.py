@@ -287,6 +287,19 @@ def model_group(spec: ModelSpec, options: RuleOptions) -> dict[str, Any]:
         f"At least one training run of {name} failed in the last hour.",
         ml,
     ))
+    # The lake (ticket): a batch of the model's data broke the contract too often to train on.
+    if spec.training.data_key:
+        limit = spec.training.baseline.max_invalid_row_fraction
+        rules.append(_alert(
+            options, "LakeBatchHeldFromGold",
+            f'sum by (table) (increase(strata_lake_refused_batches_total{{table="{name}"}}[1h])) > 0',
+            "0s", TICKET, team,
+            f"{name}: a lake batch was held out of gold (invalid rows over {_num(limit * 100)}%)",
+            f"A bronze batch of {name} had more than maxInvalidRowFraction {_num(limit)} invalid rows: its valid "
+            f"rows are in silver but not promoted to gold, so training does not see them. The rejected rows "
+            f"and the rules they broke are in the quarantine table.",
+            ml,
+        ))
     for rule in rules:  # the routing key travels with the alert (platform routing contract)
         if "alert" in rule:
             rule["labels"]["pagerduty"] = spec.pagerduty.routing_key_name

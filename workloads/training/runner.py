@@ -213,6 +213,9 @@ def run_training(spec: ModelSpec, options: TrainOptions) -> TrainOutcome:
         _emit(options, {"event": "phase", "phase": "data"})
         data_seed = _split_uri_seed(training.data, training.seed)
         raw = hooks.load_data(training.data, data_seed)
+        lake_meta = {f"strata.{k}": str(v) for k, v in raw.meta.items() if k.startswith("lake.")}
+        if lake_meta:  # the exact gold version (and its content digest) this run trained on
+            mlflow.set_tags(lake_meta)
         try:
             validated = validate(raw, hooks.feature_schema, training.baseline.max_invalid_row_fraction)
         except DataValidationError as error:

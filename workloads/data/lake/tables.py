@@ -1,0 +1,344 @@
+"""The medallion lake: Delta tables in the lake buckets, and the steps between them.
+
+    bronze/<source>      raw records as received (all payload columns strings), append-only,
+                         with `_source`, `_offset` (LSN or file row), `_op`, `_ingested_at`
+    silver/<source>      typed and validated, one row per key (the highest offset wins)
+    silver/_quarantine/<source>   every rejected row, as received, with `_rules`
+    gold/<source>        model-ready: key, features, label, from batches that passed
+
+Incremental and idempotent through Delta's own idempotent-write record: each commit of a
+step carries a transaction (`appId` = "<step>:<input table>", `version` = the input version
+it consumed), so a step resumes after the last input version it committed and a re-run
+adds nothing, even after a crash between commits. Each bronze version is one ingestion
+batch (a landing file chunk, a CDC poll), bounded in rows by the ingester, so a step
+holds one batch in memory at a time, never a table. Lineage (input versions -> output
+version, row counts) is commit metadata, read back by `lineage()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+import polars as pl
+import pyarrow as pa
+
+from workloads.data.lake import metrics
+from workloads.data.lake.contract import RULES_COLUMN, Contract, ContractError, split
+from workloads.data.storage import LAKE_BUCKETS, S3Settings
+
+SOURCE, OFFSET, OP, INGESTED_AT = "_source", "_offset", "_op", "_ingested_at"
+BRONZE_VERSION, BATCH_PASSED = "_bronze_version", "_batch_passed"
+META = (SOURCE, OFFSET, OP, INGESTED_AT)
+LINEAGE_KEY = "strata.lineage"
+CDF = {"delta.enableChangeDataFeed": "true"}
+
+
+class LakeError(RuntimeError):
+    """A lake step cannot go on; the message names the table, version and what to do."""
+
+
+@dataclass(frozen=True)
+class Lake:
+    """Where the lake's tables live. Buckets default to the local names; the cloud layer's
+    lake buckets are passed in on the cluster."""
+
+    settings: S3Settings
+    buckets: dict[str, str] = field(default_factory=lambda: dict(LAKE_BUCKETS))
+
+    def uri(self, layer: str, name: str) -> str:
+        if layer == "quarantine":
+            return f"s3://{self.buckets['silver']}/_quarantine/{name}"
+        if layer not in self.buckets:
+            raise ValueError(f"unknown lake layer {layer!r}; layers: bronze, silver, quarantine, gold")
+        return f"s3://{self.buckets[layer]}/{name}"
+
+    def table(self, layer: str, name: str, version: int | None = None):
+        """The Delta table, or None when it does not exist yet."""
+        from deltalake import DeltaTable
+
+        uri, opts = self.uri(layer, name), self.settings.delta_options()
+        if not DeltaTable.is_deltatable(uri, storage_options=opts):
+            return None
+        table = DeltaTable(uri, storage_options=opts)
+        if version is not None:
+            table.load_as_version(version)
+        return table
+
+    def require(self, layer: str, name: str, version: int | None = None):
+        table = self.table(layer, name)
+        if table is None:
+            raise LakeError(f"no {layer} table {name!r} at {self.uri(layer, name)}; ingest into bronze first "
+                            f"(`strata data ingest`)")
+        if version is not None:
+            latest = table.version()
+            if not 0 <= version <= latest:
+                raise LakeError(f"{layer}/{name} has versions 0..{latest}; there is no version {version}")
+            table.load_as_version(version)
+        return table
+
+
+@dataclass
+class StepResult:
+    step: str
+    table: str
+    batches: int = 0  # input versions consumed
+    rows_in: int = 0
+    rows_out: int = 0
+    quarantined: int = 0
+    superseded: int = 0  # older records of a key replaced in the same batch
+    refused_batches: list[int] = field(default_factory=list)  # bronze versions over maxInvalidRowFraction
+    output_version: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _commit(app_id: str, version: int, lineage: dict[str, Any]):
+    from deltalake import CommitProperties, Transaction
+
+    return CommitProperties(custom_metadata={LINEAGE_KEY: json.dumps(lineage, sort_keys=True)},
+                            app_transactions=[Transaction(app_id, version)])
+
+
+def _consumed(table, app_id: str) -> int:
+    """The last input version a step committed into `table` (-1: none)."""
+    if table is None:
+        return -1
+    version = table.transaction_version(app_id)
+    return -1 if version is None else int(version)
+
+
+def _write(lake: Lake, layer: str, name: str, frame: pl.DataFrame, commit, mode: str = "append") -> int:
+    from deltalake import write_deltalake
+
+    table = lake.table(layer, name)
+    data = frame.to_arrow()
+    if table is None:  # version 0: the empty table with its change data feed on (rows start at 1,
+        # so every data commit's rows are in the feed)
+        write_deltalake(lake.uri(layer, name), data.schema.empty_table(), mode="error", configuration=CDF,
+                        storage_options=lake.settings.delta_options())
+        table = lake.require(layer, name)
+    write_deltalake(table, data, mode=mode, schema_mode="merge",
+                    storage_options=lake.settings.delta_options(), commit_properties=commit)
+    return lake.require(layer, name).version()
+
+
+# --- bronze ------------------------------------------------------------------------------
+def append_bronze(lake: Lake, name: str, records: pl.DataFrame, source: str, offsets: list[int] | pa.Array,
+                  op: str | list[str] = "c", txns: list[tuple[str, int]] = (),
+                  extra_lineage: dict[str, Any] | None = None) -> int | None:
+    """Append one ingestion batch, payload columns as strings. `txns` = [(app id, position)]
+    make the append exactly-once: a batch whose positions the table already recorded for
+    those app ids is skipped (returns None), and the commit records them atomically."""
+    from deltalake import CommitProperties, Transaction
+
+    table = lake.table("bronze", name)
+    if txns and all(_consumed(table, app) >= position for app, position in txns):
+        return None
+    payload = records.with_columns(pl.all().cast(pl.String))
+    clash = [c for c in payload.columns if c.startswith("_")]
+    if clash:
+        raise ContractError(f"bronze/{name}: source columns may not start with '_' (reserved): {', '.join(clash)}")
+    now = datetime.now(timezone.utc)
+    frame = payload.with_columns(
+        pl.lit(source).alias(SOURCE),
+        pl.Series(OFFSET, offsets, dtype=pl.Int64),
+        (pl.Series(OP, op, dtype=pl.String) if isinstance(op, list) else pl.lit(op)).alias(OP),
+        pl.lit(now).dt.replace_time_zone("UTC").cast(pl.Datetime("us", "UTC")).alias(INGESTED_AT),
+    )
+    lineage = {"step": "bronze", "source": source, "rows": frame.height, **(extra_lineage or {})}
+    commit = CommitProperties(custom_metadata={LINEAGE_KEY: json.dumps(lineage, sort_keys=True)},
+                              app_transactions=[Transaction(app, position) for app, position in txns] or None)
+    version = _write(lake, "bronze", name, frame, commit)
+    metrics.ROWS.labels(step="bronze", table=name, outcome="ingested").inc(frame.height)
+    metrics.VERSION.labels(layer="bronze", table=name).set(version)
+    metrics.LAST_INGEST.labels(table=name).set(time.time())
+    return version
+
+
+def _changes(table, version: int) -> pl.DataFrame:
+    """One commit's change data feed (deltalake returns Arrow C-stream tables: via pyarrow)."""
+    return pl.from_arrow(pa.table(table.load_cdf(starting_version=version, ending_version=version).read_all()))
+
+
+def _batch(table, version: int) -> pl.DataFrame:
+    """The rows one commit added (change data feed, inserts only)."""
+    frame = _changes(table, version)
+    if frame.is_empty():
+        return pl.DataFrame()
+    return frame.filter(pl.col("_change_type").is_in(["insert", "update_postimage"])).drop(
+        ["_change_type", "_commit_version", "_commit_timestamp"])
+
+
+# --- silver ------------------------------------------------------------------------------
+def refine(lake: Lake, name: str, contract: Contract, max_invalid_fraction: float = 0.001) -> StepResult:
+    """bronze -> silver (+ quarantine), one bronze version at a time, resumable."""
+    if not contract.key:
+        raise ContractError(f"silver/{name}: the contract needs a key to deduplicate by")
+    key = contract.key
+    bronze = lake.require("bronze", name)
+    app = f"silver:{lake.uri('bronze', name)}"
+    result = StepResult("silver", name)
+    start = _consumed(lake.table("silver", name), app) + 1
+    for version in range(start, bronze.version() + 1):
+        t0 = time.perf_counter()
+        rows = _batch(bronze, version)
+        if rows.is_empty():
+            continue
+        result.batches += 1
+        result.rows_in += rows.height
+        # one row per key: the highest offset (LSN) wins; replays of the same record collapse
+        if key in rows.columns:  # rows without a key are not merged away: they go to quarantine
+            keyed = rows.filter(pl.col(key).is_not_null())
+            deduped = pl.concat([keyed.sort(OFFSET).unique(subset=[key], keep="last", maintain_order=True),
+                                 rows.filter(pl.col(key).is_null())], how="diagonal_relaxed")
+        else:
+            deduped = rows
+        result.superseded += rows.height - deduped.height
+        upserts, deletes = deduped.filter(pl.col(OP) != "d"), deduped.filter(pl.col(OP) == "d")
+        parts = split(contract, upserts.drop([c for c in (BRONZE_VERSION,) if c in upserts.columns]),
+                      where=f"bronze/{name} v{version}")
+        passed = parts.invalid_fraction <= max_invalid_fraction
+        if not passed:
+            result.refused_batches.append(version)
+            metrics.REFUSED.labels(table=name).inc()
+        lineage = {"step": "silver", "inputs": {f"bronze/{name}": version}, "rows": upserts.height,
+                   "valid": parts.valid.height, "quarantined": parts.quarantined.height,
+                   "deleted": deletes.height, "invalidFraction": parts.invalid_fraction, "passed": passed,
+                   "maxInvalidFraction": max_invalid_fraction, "rules": parts.rule_counts}
+        quarantine = lake.table("quarantine", name)
+        if parts.quarantined.height and _consumed(quarantine, app) < version:
+            _write(lake, "quarantine", name, parts.quarantined.with_columns(
+                pl.lit(version, dtype=pl.Int64).alias(BRONZE_VERSION)), _commit(app, version, lineage))
+        valid = parts.valid.with_columns(pl.lit(version, dtype=pl.Int64).alias(BRONZE_VERSION),
+                                         pl.lit(passed).alias(BATCH_PASSED))
+        result.output_version = _merge_silver(lake, name, key, valid, deletes, _commit(app, version, lineage))
+        result.quarantined += parts.quarantined.height
+        result.rows_out += parts.valid.height
+        metrics.ROWS.labels(step="silver", table=name, outcome="valid").inc(parts.valid.height)
+        metrics.ROWS.labels(step="silver", table=name, outcome="quarantined").inc(parts.quarantined.height)
+        metrics.ROWS.labels(step="silver", table=name, outcome="superseded").inc(rows.height - deduped.height)
+        metrics.INVALID_FRACTION.labels(table=name).set(parts.invalid_fraction)
+        metrics.STEP_SECONDS.labels(step="silver", table=name).observe(time.perf_counter() - t0)
+    if result.output_version is not None:
+        metrics.VERSION.labels(layer="silver", table=name).set(result.output_version)
+    return result
+
+
+def _merge_silver(lake: Lake, name: str, key: str, valid: pl.DataFrame, deletes: pl.DataFrame, commit) -> int:
+    silver = lake.table("silver", name)
+    if silver is None:
+        return _write(lake, "silver", name, valid, commit)
+    source = pl.concat([valid, deletes.select([c for c in deletes.columns if c in (key, OFFSET, OP)])],
+                       how="diagonal_relaxed") if deletes.height else valid
+    (silver.merge(source.to_arrow(), predicate=f"t.{key} = s.{key}", source_alias="s", target_alias="t",
+                  merge_schema=True, commit_properties=commit)
+     .when_matched_delete(predicate=f"s.{OP} = 'd' AND t.{OFFSET} < s.{OFFSET}")
+     .when_matched_update_all(predicate=f"s.{OP} <> 'd' AND t.{OFFSET} < s.{OFFSET}")
+     .when_not_matched_insert_all(predicate=f"s.{OP} <> 'd'")
+     .execute())
+    return lake.require("silver", name).version()
+
+
+# --- gold --------------------------------------------------------------------------------
+def publish(lake: Lake, name: str, contract: Contract) -> StepResult:
+    """silver -> gold: the contract's columns of rows from passed batches, by key."""
+    key = contract.key
+    silver = lake.require("silver", name)
+    app = f"gold:{lake.uri('silver', name)}"
+    result = StepResult("gold", name)
+    start = _consumed(lake.table("gold", name), app) + 1
+    columns = contract.columns
+    for version in range(start, silver.version() + 1):
+        t0 = time.perf_counter()
+        changes = _changes(silver, version)
+        if changes.is_empty():
+            continue
+        result.batches += 1
+        upserts = changes.filter(pl.col("_change_type").is_in(["insert", "update_postimage"]) & pl.col(BATCH_PASSED))
+        deletes = changes.filter(pl.col("_change_type") == "delete").select(key)
+        held = changes.filter(pl.col("_change_type").is_in(["insert", "update_postimage"]) & ~pl.col(BATCH_PASSED)).height
+        result.rows_in += upserts.height + held
+        frame = upserts.select(columns + [OFFSET]).with_columns(pl.lit(version, dtype=pl.Int64).alias("_silver_version"))
+        lineage = {"step": "gold", "inputs": {f"silver/{name}": version}, "rows": frame.height,
+                   "deleted": deletes.height, "held": held}
+        commit = _commit(app, version, lineage)
+        gold = lake.table("gold", name)
+        if gold is None:
+            result.output_version = _write(lake, "gold", name, frame, commit)
+        else:
+            source = pl.concat([frame.with_columns(pl.lit(False).alias("_delete")),
+                                deletes.with_columns(pl.lit(True).alias("_delete"))], how="diagonal_relaxed")
+            (gold.merge(source.to_arrow(), predicate=f"t.{key} = s.{key}", source_alias="s", target_alias="t",
+                        commit_properties=commit)
+             .when_matched_delete(predicate="s._delete")
+             .when_matched_update(updates={c: f"s.{c}" for c in frame.columns}, predicate="NOT s._delete")
+             .when_not_matched_insert(updates={c: f"s.{c}" for c in frame.columns}, predicate="NOT s._delete")
+             .execute())
+            result.output_version = lake.require("gold", name).version()
+        result.rows_out += frame.height
+        metrics.ROWS.labels(step="gold", table=name, outcome="published").inc(frame.height)
+        metrics.ROWS.labels(step="gold", table=name, outcome="held").inc(held)
+        metrics.STEP_SECONDS.labels(step="gold", table=name).observe(time.perf_counter() - t0)
+    if result.output_version is not None:
+        metrics.VERSION.labels(layer="gold", table=name).set(result.output_version)
+    return result
+
+
+# --- versions, lineage, digests ------------------------------------------------------------
+def history(lake: Lake, layer: str, name: str) -> list[dict[str, Any]]:
+    """Each version of a table, newest first: version, time, operation, lineage."""
+    table = lake.require(layer, name)
+    out = []
+    for entry in table.history():
+        raw = entry.get(LINEAGE_KEY)
+        out.append({"version": entry.get("version"), "timestamp": entry.get("timestamp"),
+                    "operation": entry.get("operation"), "lineage": json.loads(raw) if raw else None})
+    return out
+
+
+def lineage(lake: Lake, layer: str, name: str, version: int) -> dict[str, list[int]]:
+    """The input versions a table version was built from, down to bronze:
+    {"gold/fraud": [0..v], "silver/fraud": [...], "bronze/fraud": [...]}."""
+    trace: dict[str, list[int]] = {f"{layer}/{name}": list(range(version + 1))}
+    frontier = [(layer, name, version)]
+    while frontier:
+        lay, nm, ver = frontier.pop()
+        inputs: dict[str, set[int]] = {}
+        for entry in history(lake, lay, nm):
+            if entry["version"] is not None and entry["version"] <= ver and entry["lineage"]:
+                for table, v in (entry["lineage"].get("inputs") or {}).items():
+                    inputs.setdefault(table, set()).add(int(v))
+        for table, versions in inputs.items():
+            trace[table] = sorted(versions)
+            in_layer, in_name = table.split("/", 1)
+            frontier.append((in_layer, in_name, max(versions)))
+    return trace
+
+
+def read(lake: Lake, layer: str, name: str, version: int | None = None, key: str | None = None) -> pl.DataFrame:
+    """A table snapshot as a frame, ordered by `key` when given (a deterministic order for digests)."""
+    table = lake.require(layer, name, version)
+    frame = pl.from_arrow(table.to_pyarrow_table())
+    return frame.sort(key) if key and key in frame.columns else frame
+
+
+def digest(frame: pl.DataFrame) -> str:
+    """sha256 over the columns' names, types and Arrow IPC bytes (rows in the frame's order)."""
+    h = hashlib.sha256(repr(frame.schema).encode())
+    table = frame.rechunk().to_arrow().combine_chunks()  # the bytes must not depend on chunking
+    for batch in table.to_batches(max_chunksize=65_536):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+        h.update(sink.getvalue().to_pybytes())
+    return h.hexdigest()
+
+
+def iter_versions(lake: Lake, layer: str, name: str) -> Iterator[int]:
+    yield from range(lake.require(layer, name).version() + 1)
