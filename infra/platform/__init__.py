@@ -223,6 +223,7 @@ class Platform(pulumi.ComponentResource):
                 namespace=ns("monitoring"), models=args.models, team_namespaces=dict(self.team_namespaces),
                 retrain=caps.drift_monitoring, rule_options=RuleOptions(runbook_base_url=args.runbook_base_url),
                 ecr_repositories=dict(storage.ecr_repositories) if storage is not None else {},
+                mlflow_namespace=ns("mlflow"),
             ) if args.models else None
             self.monitoring = Monitoring(
                 f"{name}-monitoring",
@@ -302,6 +303,7 @@ class Platform(pulumi.ComponentResource):
             kafka_cluster_name=self.kafka.cluster_name if self.kafka else None,
             kafka_namespace=self.kafka.namespace if self.kafka else None,
             monitoring_namespace=ns("monitoring") if caps.monitoring else None,
+            mlflow_namespace=ns("mlflow"),
         )
         self.register_outputs({
             "teamNamespaces": self.outputs.team_namespaces,

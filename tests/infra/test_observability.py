@@ -198,9 +198,10 @@ def test_retrain_trigger_runs_the_workload_hardened_from_a_pinned_image(plans, s
     assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}  # one process holds "one per model"
     pod = pod_spec(deployment)
     [container] = pod["containers"]
-    args = container["args"]
+    args = container["command"] + container["args"]
     assert args[:3] == ["python", "-m", "workloads.monitoring.retrain"]
-    assert args[args.index("--port") + 1] == str(RETRAIN_PORT) and args[args.index("--host") + 1] == "0.0.0.0"
+    # the pod's own address (downward API), not every interface
+    assert args[args.index("--port") + 1] == str(RETRAIN_PORT) and args[args.index("--host") + 1] == "$(POD_IP)"
     command = args[args.index("--command") + 1]
     # the stdlib submitter (in the monitoring image; no kubectl) creates it in the template's namespace
     assert command.split()[:3] == ["python", "-m", "workloads.training.submit"]
@@ -221,7 +222,8 @@ def test_retrain_trigger_runs_the_workload_hardened_from_a_pinned_image(plans, s
 def test_retrain_trigger_rbac_is_least_privilege(plans, stack):
     plan = plans[stack]
     namespace = monitoring_namespace(plan)
-    resources = descendants(plan, observability(plan))
+    resources = [r for r in descendants(plan, observability(plan))
+                 if (r.inputs.get("metadata") or {}).get("labels", {}).get("app.kubernetes.io/name") != "cost-exporter"]
     teams = sorted({m.team for m in plan.spec.models})
     roles = [r for r in resources if r.kind == "Role"]
     assert sorted(r.inputs["metadata"]["namespace"] for r in roles) == sorted(team_namespace(plan, t) for t in teams)
@@ -353,6 +355,20 @@ def test_monitoring_refuses_an_alertmanager_config_that_misses_the_trigger(plans
         ObservabilityArgs(namespace="monitoring", models=tuple(models), retrain=True)
 
 
+@pytest.mark.parametrize("stack", MONITORED)
+def test_cost_exporter_is_deployed_read_only(plans, stack):
+    """Issue 12 item 3: its alerts ship, so the program runs it; it only reads the API."""
+    plan = plans[stack]
+    resources = descendants(plan, observability(plan))
+    deployment = named(resources, "Deployment", "cost-exporter", monitoring_namespace(plan))
+    [container] = pod_spec(deployment)["containers"]
+    assert container["command"] == ["python", "-m", "workloads.monitoring.cost_exporter"]
+    [role] = [r for r in resources if r.kind == "ClusterRole"]
+    assert role.inputs["rules"] == [{"apiGroups": [""], "resources": ["nodes", "pods", "events"],
+                                     "verbs": ["get", "list", "watch"]}]
+    named(resources, "ServiceMonitor", "cost-exporter", monitoring_namespace(plan))
+
+
 # ------------------------------------------------------------------------------ drift exporters
 
 
@@ -379,7 +395,9 @@ def test_one_drift_exporter_per_model_in_its_team_namespace(plans, stack):
         serve = serve.split()
         assert serve[:3] == ["python", "-m", "workloads.monitoring.drift_service"]
         assert serve[serve.index("--model") + 1] == model.name and serve[serve.index("--team") + 1] == model.team
-        assert serve[serve.index("--host") + 1] == "0.0.0.0"
+        # the pod's own address, not every interface (Kubernetes expands $(POD_IP) from the env)
+        assert serve[serve.index("--host") + 1] == "$(POD_IP)"
+        assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in container["env"]
         assert container["image"].endswith(f":{IMAGES['drift-monitor'].tag}")
         assert container["livenessProbe"] and container["readinessProbe"] and container["resources"]["limits"]
         assert "initContainers" not in pod
@@ -397,9 +415,9 @@ def test_one_drift_exporter_per_model_in_its_team_namespace(plans, stack):
         if istio:  # Prometheus has no sidecar: it scrapes Istio's merged metrics, outside mTLS
             assert ports[endpoint["port"]]["port"] == 15020 and endpoint["path"] == "/stats/prometheus"
             annotations = deployment.inputs["spec"]["template"]["metadata"]["annotations"]
-            assert annotations["prometheus.io/port"] == str(int(ports["http"]["port"]))
+            assert annotations["prometheus.io/port"] == str(int(ports["http-metrics"]["port"]))
         else:
-            assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
+            assert endpoint["port"] == "http-metrics" and endpoint["path"] == "/metrics"
         assert release.urn in monitor.dependencies
 
 

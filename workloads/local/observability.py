@@ -67,11 +67,12 @@ def write_prometheus_config(path: Path, **kwargs) -> Path:
     return path
 
 
-def write_scrape_target(targets_dir: Path, service: str, port: int, metrics_path: str) -> Path:
-    """File-SD target of one service (its ``job`` label is the service name)."""
+def write_scrape_target(targets_dir: Path, service: str, port: int, metrics_path: str, job: str | None = None) -> Path:
+    """File-SD target of one service: ``job`` is the catalogue's job (as on the cluster), else
+    the service name; ``service`` is always the service name."""
     targets_dir.mkdir(parents=True, exist_ok=True)
     entry = [{"targets": [f"{HOST}:{port}"],
-              "labels": {"job": service, "service": service, "__metrics_path__": metrics_path}}]
+              "labels": {"job": job or service, "service": service, "__metrics_path__": metrics_path}}]
     path = targets_dir / f"{service}.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(entry, indent=2))

@@ -23,8 +23,9 @@ All services bind 127.0.0.1 only.
 | stream-workers   | 19200   | STRATA_PORT_STREAM_WORKERS     | stream worker metrics; +1 per model      |
 | drift-monitor    | 19300   | STRATA_PORT_DRIFT_MONITOR      | drift monitors; +1 per model             |
 | retrain-trigger  | 19310   | STRATA_PORT_RETRAIN_TRIGGER    | retraining trigger (webhook + metrics)   |
+| quality-service  | 19320   | STRATA_PORT_QUALITY_SERVICE    | model-quality services; +1 per model     |
 
-The last five rows are the workloads' (workloads/local/services.py gives each model its
+The last six rows are the workloads' (workloads/local/services.py gives each model its
 offset within a row).
 """
 
@@ -64,6 +65,7 @@ PORTS: dict[str, PortSpec] = {
         PortSpec("stream-workers", 19200, "stream worker metrics; +1 per model"),
         PortSpec("drift-monitor", 19300, "drift monitors; +1 per model"),
         PortSpec("retrain-trigger", 19310, "retraining trigger (webhook + metrics)"),
+        PortSpec("quality-service", 19320, "model-quality services; +1 per model"),
     )
 }
 

@@ -20,7 +20,7 @@ from workloads.monitoring.rules import PAGE, PLATFORM_ROUTING_KEY, PLATFORM_TEAM
 from workloads.spec import ModelSpec
 
 ROUTING_KEY_DIR = "/etc/alertmanager/secrets/strata-pagerduty-routing-keys"
-RETRAIN_WEBHOOK_URL = "http://strata-retrain-trigger.strata-monitoring.svc:8080/v1/alertmanager"
+RETRAIN_WEBHOOK_URL = "http://retrain-trigger.strata-monitoring.svc:8080/v1/alertmanager"
 
 
 @dataclass(frozen=True)

@@ -84,17 +84,10 @@ class WorkerConfig:
     ssl_keyfile: str = ""
 
     def security_options(self) -> dict[str, Any]:
-        """kafka-python client options for the configured transport."""
-        given = {"ssl_cafile": self.ssl_cafile, "ssl_certfile": self.ssl_certfile, "ssl_keyfile": self.ssl_keyfile}
-        if not any(given.values()):
-            return {"security_protocol": "PLAINTEXT"}
-        missing = [f"--{k.replace('_', '-')}" for k, v in given.items() if not v]
-        if missing:
-            raise ValueError(f"mutual TLS needs --ssl-cafile, --ssl-certfile and --ssl-keyfile; missing {', '.join(missing)}")
-        absent = [f"{k.replace('_', '-')} {v}" for k, v in given.items() if not os.path.isfile(v)]
-        if absent:
-            raise ValueError(f"TLS file(s) not found: {'; '.join(absent)}")
-        return {"security_protocol": "SSL", "ssl_check_hostname": True, **given}
+        """kafka-python client options for the configured transport (workloads.streaming.tls)."""
+        from workloads.streaming.tls import security_options
+
+        return security_options(self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile)
 
     def resolved_topics(self) -> Topics:
         return self.topics or topics_for(self.model)
