@@ -232,7 +232,9 @@ def predictor(args: ModelServingArgs, slot: str, split: Optional[TrafficSplit]) 
     ) if stable else None
     # In the mesh Prometheus scrapes Istio's merged metrics: these annotations name the app's part.
     annotations = scrape_annotations(model_server(model, slot)) if args.capabilities.istio else None
-    component = seldon.SeldonPodSpec(metadata=seldon.PodMetadata(labels={**args.labels, PREDICTOR_LABEL: slot},
+    # the catalogue's identity (component, workload) on the pods: what the ServiceMonitor's Service selects
+    pod_labels = {**args.labels, **model_server(model, slot).common_labels, PREDICTOR_LABEL: slot}
+    component = seldon.SeldonPodSpec(metadata=seldon.PodMetadata(labels=pod_labels,
                                                                  annotations=annotations),
                                      spec=predictor_pod_spec(args, slot), hpa_spec=hpa)
     if split is None:

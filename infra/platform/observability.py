@@ -40,8 +40,9 @@ labels only.
 from __future__ import annotations
 
 import re
+import secrets as _secrets
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -51,7 +52,10 @@ from infra.crds import prometheus as prometheus_crds
 from infra.k8s import empty_dir, labels
 from infra.platform.charts import IMAGES
 from workloads.monitoring import dashboards as dash
+from workloads.monitoring.alertmanager import RETRAIN_TOKEN_SECRET
 from workloads.monitoring.generate import to_json
+from workloads.monitoring.metrics import Emitter
+from workloads.monitoring.shipping import ship_dashboard, ship_rules
 from workloads.monitoring.rules import RuleOptions, rule_groups
 from infra.workloads import ClusterContext, PodPatch, RenderedWorkload
 from workloads.catalogue import CatalogueOptions, catalogue
@@ -76,12 +80,31 @@ RETRAIN_WEBHOOK_PATH = "/v1/alertmanager"
 RETRAIN_JOBS_DIR = "/etc/strata/retrain-jobs"  # one `<model>.json` RayJob manifest per model
 RETRAIN_STATE_DIR = "/var/lib/strata-retrain"
 RETRAIN_COOLDOWN_S = 6 * 3600  # = AlertmanagerOptions.retrain_repeat_interval
+# The training driver's own metrics endpoint on the Ray head is not scraped yet: its rules and
+# panels are not shipped (see README, issue 12 item 2).
+TRAINING_SCRAPED = False
 RETRAIN_TRIGGER_LABEL = "strata.dev/trigger"  # "deploy" | "schedule" | "retrain" on training RayJobs
 
 
 def retrain_webhook_url(namespace: str) -> str:
     """Where Alertmanager (same namespace) reaches the retraining trigger."""
     return f"http://{RETRAIN_APP}.{namespace}.svc:{RETRAIN_PORT}{RETRAIN_WEBHOOK_PATH}"
+
+
+def cluster_emitters(caps: Any, models: Sequence[ModelSpec]) -> frozenset:
+    """The contract emitters a mode runs on the cluster (what is deployed, not what is declared)."""
+    rollout = any(m.serving.realtime.enabled and m.serving.rollout.strategy.value != "none"
+                  and m.serving.rollout.strategy.value in {s.value for s in caps.rollout_strategies} for m in models)
+    running = {
+        Emitter.SERVING: any(m.serving.realtime.enabled for m in models),
+        Emitter.STREAMING: caps.kafka and caps.keda and any(m.serving.streaming.enabled for m in models),
+        Emitter.DRIFT: caps.drift_monitoring,
+        Emitter.RETRAIN: caps.drift_monitoring,
+        Emitter.COST: caps.monitoring,
+        Emitter.ROLLOUT: rollout,
+        Emitter.TRAINING: TRAINING_SCRAPED,
+    }
+    return frozenset(e for e, on in running.items() if on)
 
 
 def pinned_image(key: str, ecr_repositories: Mapping[str, pulumi.Input[str]] | None = None) -> pulumi.Input[str]:
@@ -140,6 +163,9 @@ class ObservabilityArgs:
     retrain_cooldown_s: int = RETRAIN_COOLDOWN_S
     mlflow_namespace: str = "mlflow"  # NetworkPolicy peer of the trigger's MLflow edge
     cost_exporter: bool = True  # the cost/spot exporter (its alerts ship with the rules)
+    # The contract emitters this mode runs (`cluster_emitters`); None: every emitter. Rules and
+    # panels reading another emitter's metrics are not shipped (workloads.monitoring.shipping).
+    emitters: Optional[frozenset] = None
     spot_pools: tuple[str, ...] = ()  # pools that run spot first (--spot-pool)
 
     def __post_init__(self) -> None:
@@ -161,6 +187,8 @@ class Observability(pulumi.ComponentResource):
 
         # --- rules: one PrometheusRule per generated group --------------------------------
         self.groups = rule_groups(specs, args.rule_options)
+        if args.emitters is not None:
+            self.groups = ship_rules(self.groups, args.emitters)
         self.rules: dict[str, k8s.apiextensions.CustomResource] = {}
         for group in self.groups["groups"]:
             self.rules[group["name"]] = prometheus_crds.prometheus_rule(
@@ -171,6 +199,10 @@ class Observability(pulumi.ComponentResource):
         # --- dashboards: ConfigMaps for the Grafana sidecar -------------------------------
         self.dashboards: dict[str, k8s.core.v1.ConfigMap] = {}
         for file_name, dashboard in dash.dashboards(specs).items():
+            if args.emitters is not None:
+                dashboard = ship_dashboard(dashboard, args.emitters)
+                if dashboard is None:
+                    continue
             cm_name = dashboard_config_map_name(file_name)
             self.dashboards[file_name] = k8s.core.v1.ConfigMap(
                 f"{name}-{cm_name}",
@@ -262,7 +294,21 @@ class Observability(pulumi.ComponentResource):
         command = (f"python -m workloads.training.submit --template {RETRAIN_JOBS_DIR}/{{model}}.json "
                    "--template-namespace --trigger retrain")
         state = {"command": command, "state_file": f"{RETRAIN_STATE_DIR}/state.json",
-                 "log_dir": f"{RETRAIN_STATE_DIR}/logs", "rollout_registry": "", "rollout_command": ""}
+                 "log_dir": f"{RETRAIN_STATE_DIR}/logs", "rollout_registry": "", "rollout_command": "",
+                 "models": ",".join(m.name for m in specs)}
+        # The webhook's bearer token: generated on first `up` and kept (the Secret ignores later
+        # changes); Alertmanager mounts it (alertmanagerSpec.secrets), the trigger reads it as env.
+        self.retrain_token = k8s.core.v1.Secret(
+            f"{name}-retrain-token",
+            metadata={"name": RETRAIN_TOKEN_SECRET, "namespace": ns, "labels": meta_labels},
+            type="Opaque", string_data={"token": pulumi.Output.secret(_secrets.token_urlsafe(32))},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=deps, ignore_changes=["stringData", "data"]))
+        # The cooldown and run history survive a rescheduled pod (an emptyDir would not).
+        self.retrain_state = k8s.core.v1.PersistentVolumeClaim(
+            f"{name}-retrain-state",
+            metadata={"name": f"{app}-state", "namespace": ns, "labels": meta_labels},
+            spec={"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+            opts=child)
         ctx = self.cluster_context(args, {"state": lambda w, r, output: state[output]})
         workload = retrain_trigger(CatalogueOptions(retrain_cooldown_s=args.retrain_cooldown_s))
         self.retrain = RenderedWorkload(
@@ -270,10 +316,11 @@ class Observability(pulumi.ComponentResource):
             patch=PodPatch(
                 service_account=app, image=image,
                 automount_token=True,  # the submitter talks to the API server
-                volumes=(jobs_volume, empty_dir("state", "64Mi")),
+                volumes=(jobs_volume, {"name": "state", "persistentVolumeClaim": {"claimName": f"{app}-state"}}),
                 volume_mounts=({"name": "jobs", "mountPath": RETRAIN_JOBS_DIR, "readOnly": True},
                                {"name": "state", "mountPath": RETRAIN_STATE_DIR})),
-            after=[*deps, self.retrain_service_account], opts=pulumi.ResourceOptions(parent=self))
+            after=[*deps, self.retrain_service_account, self.retrain_token, self.retrain_state],
+            opts=pulumi.ResourceOptions(parent=self))
         self.retrain_deployment = self.retrain.deployment
         self.retrain_service = self.retrain.service
         self.webhook_url = retrain_webhook_url(ns)

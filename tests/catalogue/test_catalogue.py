@@ -231,3 +231,20 @@ def test_cluster_and_local_code_never_import_each_others_adapters():
             assert not [n for n in names if n == "infra" or n.startswith("infra.")], file
     for file, names in _imports("workloads/catalogue").items():
         assert not [n for n in names if n.startswith("workloads.local")], file
+
+
+def test_alertmanager_starts_with_a_fresh_notification_log(tmp_path):
+    """Issue 12 item 14: a re-run after `down` pages again for a group the last run notified."""
+    from workloads.local.ports import resolve_ports
+    from workloads.local.services import LocalOptions, ServiceContext
+
+    spec = local_services()["alertmanager"]
+    ctx = ServiceContext(name="alertmanager", state_dir=tmp_path, ports=resolve_ports(), options=LocalOptions())
+    ctx.data_dir().mkdir(parents=True)
+    (ctx.data_dir() / "nflog").write_bytes(b"last run's notifications")
+    (ctx.data_dir() / "silences").write_bytes(b"kept")
+    spec.prepare(ctx)
+    assert not (ctx.data_dir() / "nflog").exists() and (ctx.data_dir() / "silences").exists()
+    config = (ctx.config_dir() / "alertmanager.yml").read_text()
+    token_file = tmp_path / "secrets" / "retrain-trigger-token" / "token"
+    assert f"credentials_file: {token_file}" in config and token_file.read_text().strip()

@@ -23,6 +23,8 @@ from infra.plan.harness import Plan, PlannedResource
 from infra.plan.schemas import ensure_crd_schemas, validate_custom, validate_resource
 from infra.platform.charts import IMAGES
 from infra.platform.monitoring import MonitoringArgs
+from workloads.monitoring.shipping import ship_dashboard, ship_rules
+from infra.platform.observability import cluster_emitters
 from infra.platform.observability import (GRAFANA_DASHBOARD_LABEL, RETRAIN_APP, RETRAIN_JOBS_DIR, RETRAIN_PORT,
                                           ObservabilityArgs, dashboard_config_map_name, retrain_job_config_map_name,
                                           retrain_job_file, retrain_webhook_url)
@@ -110,7 +112,9 @@ def test_quick_deploys_no_observability(plans):
 @pytest.mark.parametrize("stack", MONITORED)
 def test_prometheus_rules_are_the_generated_groups(plans, stack):
     plan = plans[stack]
-    expected = rule_groups(plan.spec.models, RuleOptions())["groups"]
+    # the generator's groups, less what reads an emitter this mode does not run (issue 12 item 2)
+    emitters = cluster_emitters(plan.spec.capabilities, plan.spec.models)
+    expected = ship_rules(rule_groups(plan.spec.models, RuleOptions()), emitters)["groups"]
     rules = [r for r in descendants(plan, observability(plan)) if r.kind == "PrometheusRule"]
     deployed = {r.inputs["metadata"]["name"]: r for r in rules}
     assert list(deployed) and sorted(deployed) == sorted(g["name"] for g in expected)
@@ -143,7 +147,9 @@ def test_prometheus_selects_the_rules_without_release_labels(plans, stack):
 @pytest.mark.parametrize("stack", MONITORED)
 def test_one_dashboard_config_map_per_generated_dashboard(plans, stack):
     plan = plans[stack]
-    generated = dash.dashboards(plan.spec.models)
+    emitters = cluster_emitters(plan.spec.capabilities, plan.spec.models)
+    shipped = {f: ship_dashboard(d, emitters) for f, d in dash.dashboards(plan.spec.models).items()}
+    generated = {f: d for f, d in shipped.items() if d is not None}
     sidecar = helm_values(plan)["grafana"]["sidecar"]["dashboards"]
     maps = [r for r in descendants(plan, observability(plan))
             if r.kind == "ConfigMap" and (r.inputs["metadata"].get("labels") or {}).get(sidecar["label"]) == sidecar["labelValue"]]
@@ -156,7 +162,7 @@ def test_one_dashboard_config_map_per_generated_dashboard(plans, stack):
         assert config_map.inputs["metadata"]["name"] == dashboard_config_map_name(file_name)
         assert config_map.inputs["metadata"]["namespace"] == monitoring_namespace(plan)
         assert config_map.inputs["metadata"]["annotations"][sidecar["folderAnnotation"]] == "Strata"
-        assert config_map.inputs["data"] == {file_name: to_json(dashboard)}  # the committed files' exact bytes
+        assert config_map.inputs["data"] == {file_name: to_json(dashboard)}  # the generator's exact bytes
         uids.add(json.loads(config_map.inputs["data"][file_name])["uid"])
     assert len(uids) == len(generated), "explicit, distinct UIDs"
 

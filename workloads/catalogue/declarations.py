@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from workloads.catalogue.model import (Dependency, EnvVar, HttpProbe, Metrics, Placement, Port, Resource, Resources,
-                                       Workload)
+                                       SecretRef, Workload)
 
 HTTP_METRICS = "http-metrics"  # one port serving an API and /metrics: `http-` for Istio, `-metrics` for scraping
 MLFLOW = "mlflow"
@@ -231,13 +231,16 @@ def retrain_trigger(options: CatalogueOptions = CatalogueOptions()) -> Workload:
               "--log-dir", "${resources.retrain.log_dir}",
               # the loop (local): a new challenger goes to the rollout controller; "" on the cluster
               "--rollout-registry", "${resources.retrain.rollout_registry}",
-              "--rollout-command", "${resources.retrain.rollout_command}"),
+              "--rollout-command", "${resources.retrain.rollout_command}",
+              "--models", "${resources.retrain.models}"),  # only these models are retrained
         ports=(Port(name=HTTP_METRICS, port=RETRAIN_PORT),),
         liveness=HttpProbe(path="/healthz", port=HTTP_METRICS, initial_delay_s=10, period_s=15),
         readiness=HttpProbe(path="/healthz", port=HTTP_METRICS, initial_delay_s=3, period_s=5),
         metrics=Metrics(port=HTTP_METRICS, job="strata-retrain-trigger"),
         depends_on=(Dependency(workload=MLFLOW, port="http"),),
         resources_used={"retrain": Resource(type="state"), "kubernetes": Resource(type="kubernetes-api")},
+        # the bearer token Alertmanager sends (a Secret on the cluster, a state-dir file locally)
+        env=(EnvVar(name="STRATA_RETRAIN_TOKEN", secret=SecretRef(secret="retrain-trigger-token", key="token")),),
         resources=Resources(cpu_request="50m", memory_request="128Mi", cpu_limit="500m", memory_limit="256Mi"),
         singleton=True,  # "one retrain per model at a time" is this process's state
     )

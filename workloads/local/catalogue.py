@@ -110,9 +110,13 @@ class LocalResolver:
         return provisioner(self.ctx, workload, resource, output)
 
 
+def local_secret_path(state_dir: Path, secret: str, key: str) -> Path:
+    return state_dir / "secrets" / secret / key
+
+
 def local_secret(state_dir: Path, secret: str, key: str) -> str:
     """A local Secret's key: generated once (like a Secret the cluster's program creates)."""
-    path = state_dir / "secrets" / secret / key
+    path = local_secret_path(state_dir, secret, key)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         path.write_text(secrets.token_urlsafe(32))

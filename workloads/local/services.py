@@ -294,10 +294,20 @@ def _alertmanager_config_path(ctx: ServiceContext) -> Path:
 
 def _alertmanager_prepare(ctx: ServiceContext) -> None:
     ctx.data_dir().mkdir(parents=True, exist_ok=True)
+    # A fresh notification log per start: the last run's log (kept across `down`/`up`) would
+    # make Alertmanager treat a still-firing group as already notified for `repeat_interval`,
+    # so a re-run's page (e.g. the demo's drift page) would never come. Silences are kept.
+    (ctx.data_dir() / "nflog").unlink(missing_ok=True)
     if not ctx.options.alertmanager_config:
+        from workloads.local.catalogue import local_secret, local_secret_path
+        from workloads.monitoring.alertmanager import RETRAIN_TOKEN_SECRET
+
+        local_secret(ctx.state_dir, RETRAIN_TOKEN_SECRET, "token")  # the same Secret the trigger reads
         observability.write_alertmanager_config(_alertmanager_config_path(ctx), workload_catalog(),
                                                 pagerduty_port=ctx.port("pagerduty"),
-                                                retrain_port=ctx.port("retrain-trigger"))
+                                                retrain_port=ctx.port("retrain-trigger"),
+                                                retrain_token_file=local_secret_path(ctx.state_dir, RETRAIN_TOKEN_SECRET,
+                                                                                     "token"))
 
 
 def _alertmanager_command(ctx: ServiceContext) -> list[str]:
@@ -508,6 +518,7 @@ def _state_output(ctx: ServiceContext, workload, resource, output: str) -> str:
         "backend": lambda: _mlflow_backend(ctx),
         "artifact_root": lambda: "mlflow-artifacts:/",
         "artifacts_destination": lambda: str(ctx.data_dir() / "artifacts"),
+        "models": lambda: ",".join(spec.name for spec in workload_catalog()),
         "serve_flag": lambda: "--serve-artifacts",
         "workers": lambda: "1",
     }
@@ -557,8 +568,12 @@ def _model_server_command(spec, workload, keys: tuple[str, ...]) -> Callable[[Se
 
 
 def _stream_prepare(workload) -> Callable[[ServiceContext], None]:
+    """The champion must be exported before the worker starts (a clear error instead of a crash loop)."""
     model = workload.labels["strata.dev/model"]
-    return lambda ctx: _resolve_alias(ctx, model, "champion") and None
+
+    def prepare(ctx: ServiceContext) -> None:
+        _resolve_alias(ctx, model, "champion")
+    return prepare
 
 
 def _mlflow_workload_prepare(ctx: ServiceContext) -> None:
