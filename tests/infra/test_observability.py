@@ -458,3 +458,31 @@ def test_observability_objects_validate_and_pass_the_policy_pack(plans, stack, c
     urns = {r.urn for r in ours}
     violations = [v for v in evaluate(plan.resources, plan.spec.capabilities.policy_enforcement) if v.urn in urns]
     assert [v.format() for v in violations] == []
+
+
+@pytest.mark.parametrize("stack", MONITORED)
+def test_retrain_trigger_is_authenticated_and_keeps_its_cooldown(plans, stack):
+    """Issue 12 item 5: a bearer token from a Secret (Alertmanager mounts it), only the stack's
+    models, the cooldown on a PersistentVolumeClaim (survives a rescheduled pod)."""
+    from workloads.monitoring.alertmanager import RETRAIN_TOKEN_FILE, RETRAIN_TOKEN_SECRET
+
+    plan = plans[stack]
+    namespace = monitoring_namespace(plan)
+    resources = descendants(plan, observability(plan))
+    deployment = named(resources, "Deployment", RETRAIN_APP, namespace)
+    pod = pod_spec(deployment)
+    [container] = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["STRATA_RETRAIN_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": RETRAIN_TOKEN_SECRET, "key": "token"}}
+    secret = named(resources, "Secret", RETRAIN_TOKEN_SECRET, namespace)
+    assert "stringData" in secret.secret_paths
+    args = container["command"] + container["args"]
+    assert args[args.index("--models") + 1].split(",") == sorted(m.name for m in plan.spec.models)
+    [state] = [v for v in pod["volumes"] if v["name"] == "state"]
+    claim = named(resources, "PersistentVolumeClaim", state["persistentVolumeClaim"]["claimName"], namespace)
+    assert claim.inputs["spec"]["accessModes"] == ["ReadWriteOnce"]
+    webhook = [r for r in plan.by_type("kubernetes:helm.sh/v3:Release") if r.inputs["chart"] == "kube-prometheus-stack"]
+    config = webhook[0].inputs["values"]["alertmanager"]["config"]
+    [hook] = [h for r in config["receivers"] if r["name"] == "retrain-webhook" for h in r["webhook_configs"]]
+    assert hook["http_config"]["authorization"] == {"type": "Bearer", "credentials_file": RETRAIN_TOKEN_FILE}
+    assert RETRAIN_TOKEN_SECRET in webhook[0].inputs["values"]["alertmanager"]["alertmanagerSpec"]["secrets"]

@@ -29,7 +29,7 @@ from workloads.local import (
     resolve_ports,
 )
 from workloads.local.process import ProcessRecord, group_members, proc_stat
-from workloads.local.testing import free_port_map
+from workloads.local.ports import free_port_map
 
 
 @pytest.fixture

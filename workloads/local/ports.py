@@ -113,3 +113,24 @@ def parse_port_overrides(items: list[str] | None) -> dict[str, int]:
             raise ConfigError(f"--port {item!r}: expected KEY=PORT, e.g. kafka=29092")
         out[key.strip()] = _check_port(value, f"--port {key.strip()}")
     return out
+
+
+def free_port_map(low: int = 20000, high: int = 32000, seed: int | None = None) -> dict[str, int]:
+    """A free loopback port for every key of the ports table (below the ephemeral range)."""
+    import random
+
+    from workloads.local.supervisor import port_free  # a socket probe; imported late (supervisor imports us)
+
+    rng = random.Random(seed)
+    chosen: dict[str, int] = {}
+    used: set[int] = set()
+    for key in PORTS:
+        for _ in range(500):
+            port = rng.randrange(low, high)
+            if port not in used and port_free(port):
+                chosen[key] = port
+                used.add(port)
+                break
+        else:
+            raise RuntimeError(f"no free port for {key} in {low}-{high}")
+    return chosen

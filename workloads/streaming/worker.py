@@ -165,8 +165,6 @@ class StreamWorker:
         self.consumer = None
         self.producer = None
         self.batches = 0
-        fault = os.environ.get("STRATA_STREAM_FAULT", "")
-        self._crash_before_commit = int(fault.split(":", 1)[1]) if fault.startswith("crash-before-commit:") else -1
 
     # ------------------------------------------------------------------ set-up
 
@@ -277,11 +275,6 @@ class StreamWorker:
                 self.consumer.seek(tp, batch[0].offset)
             raise RuntimeError("could not deliver a batch after retries; offsets not committed")
         self.batches += 1
-        if self._crash_before_commit == self.batches:
-            # fault injection (STRATA_STREAM_FAULT=crash-before-commit:N): die like kill -9
-            # after the N-th batch was produced and acknowledged, before its commit
-            log.warning("fault injection: exiting before committing batch %d", self.batches)
-            os._exit(137)
         self._commit(polled)
         self.metrics.consumed.inc(len(records))
         self.metrics.batch.observe(time.perf_counter() - start)
@@ -445,7 +438,8 @@ def _default_registry() -> Any:
     return REGISTRY
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, worker_class: type[StreamWorker] | None = None) -> int:
+    """`python -m workloads.streaming`; `worker_class` lets a test run a subclass (fault injection)."""
     parser = argparse.ArgumentParser(description="Strata stream worker (Kafka, at-least-once)")
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--model", required=True)
@@ -480,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.dead_letter_topic or defaults.dead_letter)
     stopper = Stopper()
     stopper.install()
-    worker = StreamWorker(WorkerConfig(
+    worker = (worker_class or StreamWorker)(WorkerConfig(
         bootstrap=args.bootstrap, model=args.model, alias=args.alias, version=args.version,
         registry_dir=args.registry, topics=topics, group_id=args.group, team=args.team,
         batch_size=args.batch_size, poll_timeout_ms=args.poll_timeout_ms,
