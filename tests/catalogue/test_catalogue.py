@@ -248,3 +248,12 @@ def test_alertmanager_starts_with_a_fresh_notification_log(tmp_path):
     config = (ctx.config_dir() / "alertmanager.yml").read_text()
     token_file = tmp_path / "secrets" / "retrain-trigger-token" / "token"
     assert f"credentials_file: {token_file}" in config and token_file.read_text().strip()
+
+
+def test_the_demo_compares_psi_with_the_threshold():
+    """Issue 12 item 10: "(no drift)" only when the PSI is below the spec's threshold."""
+    from workloads.local.demo import psi_verdict
+
+    assert psi_verdict(0.05, 0.2) == "(< threshold 0.2: no drift)"
+    assert psi_verdict(0.31, 0.2) == "(>= threshold 0.2: DRIFT)"
+    assert psi_verdict(float("nan"), 0.2) == "(not evaluated)"
