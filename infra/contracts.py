@@ -78,3 +78,4 @@ class PlatformOutputs:
     kafka_cluster_name: Optional[str] = None
     kafka_namespace: Optional[str] = None
     monitoring_namespace: Optional[str] = None
+    mlflow_namespace: str = "mlflow"  # where the tracking server's pods are (NetworkPolicy peers)

@@ -4,7 +4,7 @@ import functools
 
 import pytest
 
-pytest_plugins = ["workloads.local.testing"]  # real local services (Kafka, MLflow, Prometheus, ...) per session
+pytest_plugins = ["tests.local_services"]  # real local services (Kafka, MLflow, Prometheus, ...) per session
 
 STACKS = ("quick", "standard", "enterprise")
 

@@ -42,23 +42,22 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.contracts import CloudOutputs, ClusterHandle, PlatformOutputs
-from infra.crds import prometheus as prometheus_crds
-from infra.k8s import container, empty_dir, http_probe, resources, restricted_pod_security_context
+from infra.k8s import empty_dir
 from infra.modes import Capabilities, RolloutStrategy
 from infra.models.rollout import RolloutController, RolloutControllerArgs
 from infra.models.serving import ModelServing, ModelServingArgs
-from infra.models.streaming import DEFAULT_KAFKA_BROKERS, ModelStreaming, ModelStreamingArgs
+from infra.models.rollout import PROMETHEUS_PORT, PROMETHEUS_SERVICE, SPEC_MOUNT
+from infra.models.serving import REGISTRY_DIR
+from infra.models.streaming import DEFAULT_KAFKA_BROKERS, TLS_DIR, ModelStreaming, ModelStreamingArgs
 from infra.models.training import TrainingJob, TrainingJobArgs
 from infra.platform.observability import pinned_image
+from infra.workloads import ClusterContext, PodPatch, RenderedWorkload
+from workloads.catalogue import model_workloads, platform_workloads
+from workloads.catalogue.model import Placement
 from workloads.spec import ModelSpec
 
 SPEC_CONFIGMAP_KEY = "model.json"
 
-DRIFT_PORT = 9108  # workloads.monitoring.drift_service's default
-DRIFT_JOB = "strata-drift"  # the Prometheus job of every drift exporter
-JOB_LABEL = "strata.dev/job"  # Service label the ServiceMonitors take the job name from
-ISTIO_MERGED_METRICS_PORT = 15020  # istio-agent: app + proxy metrics, outside mTLS
-ISTIO_MERGED_METRICS_PATH = "/stats/prometheus"
 CHAMPION_ALIAS = "champion"  # workloads.training.tracking.CHAMPION
 PROFILE_DIR = "/profile"
 REFERENCE_PROFILE = f"{PROFILE_DIR}/extra_files/reference_profile.json"  # workloads.training.artifacts.PROFILE
@@ -104,6 +103,8 @@ class ModelDeployment(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         labels = model_labels(model)
         self.rollout_strategy = effective_rollout(model, caps)
+        self.workloads = {w.name: w for w in (*platform_workloads(), *model_workloads(model))}
+        self.cluster_context = cluster_context(args, platform, self.workloads)
 
         def service_account(role: str, workload_key: str) -> k8s.core.v1.ServiceAccount:
             role_arn = cloud.identities.role_for(workload_key) if cloud else None
@@ -202,7 +203,25 @@ class ModelDeployment(pulumi.ComponentResource):
                                    kafka_brokers=args.kafka_brokers, sync_image=pinned_image("drift-monitor", ecr),
                                    mlflow_tracking_uri=platform.mlflow_tracking_uri),
                 cluster, _operator(platform, "strimzi", model), _operator(platform, "keda", model),
-                after=(self.serving_service_account,), opts=children)
+                after=(self.serving_service_account,), context=self.cluster_context,
+                prometheus_operator=platform.operators.get("prometheus"),
+                quality=caps.drift_monitoring,  # quality metrics feed the drift/quality alerts
+                opts=children)
+
+        # The model servers' pods are the SeldonDeployment's; the catalogue adds what scrapes them
+        # (Service `<model>-<slot>-metrics`, ServiceMonitor, scrape ingress), and the registry
+        # sidecar's edge to MLflow.
+        self.server_metrics: list[RenderedWorkload] = []
+        if self.serving is not None:
+            prometheus = platform.operators.get("prometheus")
+            for predictor in self.serving.predictors:
+                self.server_metrics.append(RenderedWorkload(
+                    f"{name}-{predictor}", self.workloads[f"{model.name}-{predictor}"], self.cluster_context,
+                    prometheus_operator=prometheus, opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider)))
+        if self.serving is not None or self.streaming is not None:
+            self.registry_sync = RenderedWorkload(
+                f"{name}-registry-sync", self.workloads[f"{model.name}-registry-sync"], self.cluster_context,
+                opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider))
 
         self.rollout_controller: Optional[RolloutController] = None
         if self.serving is not None and self.rollout_strategy is not RolloutStrategy.NONE:
@@ -213,15 +232,15 @@ class ModelDeployment(pulumi.ComponentResource):
                                       spec_config_map=f"{model.name}-spec", spec_config_map_key=SPEC_CONFIGMAP_KEY,
                                       mlflow_tracking_uri=platform.mlflow_tracking_uri, labels=labels,
                                       monitoring_namespace=platform.monitoring_namespace),
-                cluster, after=(self.spec_config_map, self.serving.seldon_deployment), opts=children)
+                cluster, self.workloads[f"{model.name}-rollout"], self.cluster_context,
+                prometheus_operator=platform.operators.get("prometheus"),
+                after=(self.spec_config_map, self.serving.seldon_deployment), opts=children)
 
     def _drift_exporter(self, name: str, args: ModelDeploymentArgs, cluster: ClusterHandle, platform: PlatformOutputs,
                         cloud: Optional[CloudOutputs], child: pulumi.ResourceOptions, labels: dict[str, str]) -> None:
         model, caps, ns = args.model, args.capabilities, args.namespace
         app = f"{model.name}-drift"
-        match = {"app.kubernetes.io/name": app, "app.kubernetes.io/instance": app}
-        drift_labels = {**labels, **match, "app.kubernetes.io/component": "drift-monitor",
-                        "app.kubernetes.io/managed-by": "pulumi"}
+        drift_labels = {**self.workloads[app].common_labels, "app.kubernetes.io/managed-by": "pulumi"}
         image = pinned_image("drift-monitor", cloud.storage.ecr_repositories if cloud is not None else None)
 
         # Reads the model version's artifacts only: the serving identity (read-only S3).
@@ -236,74 +255,49 @@ class ModelDeployment(pulumi.ComponentResource):
         )
         # Model names are DNS labels ([a-z0-9-]): safe to place in the shell line as they are.
         fetch = f"mlflow artifacts download --artifact-uri models:/{model.name}@{CHAMPION_ALIAS} --dst-path {PROFILE_DIR}"
-        serve = (f"python -m workloads.monitoring.drift_service --model {model.name} --version {CHAMPION_ALIAS} "
-                 f"--team {model.team} --profile {REFERENCE_PROFILE} --host 0.0.0.0 --port {DRIFT_PORT} --interval 30")
-        exporter = container(
-            name="drift-monitor",
-            image=image,
-            command=["/bin/sh", "-c"],
-            args=[f"{fetch} && exec {serve}"],
-            env=[{"name": "MLFLOW_TRACKING_URI", "value": platform.mlflow_tracking_uri},
-                 {"name": "HOME", "value": "/tmp"}],
-            ports=[{"name": "http", "containerPort": DRIFT_PORT, "protocol": "TCP"}],
-            resources=resources("250m", "512Mi", "1", "1Gi"),
-            # The download comes first: liveness waits for it (up to ~2 minutes).
-            liveness_probe=http_probe("/healthz", "http", initial_delay=60, period=15, failures=4),
-            readiness_probe=http_probe("/healthz", "http", initial_delay=5, period=5),
-            volumeMounts=[{"name": "profile", "mountPath": PROFILE_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
-        )
-        pod_annotations = None
-        if caps.istio:
-            # Istio's metrics merging: the agent serves these under :15020/stats/prometheus.
-            # The profile download needs the proxy up: start the app only once it is.
-            pod_annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(DRIFT_PORT),
-                               "prometheus.io/path": "/metrics",
-                               "proxy.istio.io/config": '{"holdApplicationUntilProxyStarts": true}'}
-        self.drift_deployment = k8s.apps.v1.Deployment(
-            f"{name}-drift",
-            metadata={"name": app, "namespace": ns, "labels": drift_labels},
-            spec={
-                # One replica: the live window is the state of this one process.
-                "replicas": 1,
-                "strategy": {"type": "Recreate"},
-                "selector": {"matchLabels": match},
-                "template": {
-                    "metadata": {"labels": drift_labels,
-                                 **({"annotations": pod_annotations} if pod_annotations else {})},
-                    "spec": {
-                        "serviceAccountName": app,
-                        "automountServiceAccountToken": False,
-                        "securityContext": restricted_pod_security_context(),
-                        "containers": [exporter],
-                        "volumes": [empty_dir("profile", "1Gi"), empty_dir("tmp", "256Mi")],
-                    },
-                },
-            },
-            opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider,
-                                        depends_on=[self.drift_service_account]),
-        )
-        ports = [{"name": "http", "port": DRIFT_PORT, "targetPort": "http", "protocol": "TCP"}]
-        if caps.istio:
-            ports.append({"name": "http-merged-metrics", "port": ISTIO_MERGED_METRICS_PORT,
-                          "targetPort": ISTIO_MERGED_METRICS_PORT, "protocol": "TCP"})
-        service_labels = {**drift_labels, JOB_LABEL: DRIFT_JOB}
-        self.drift_service = k8s.core.v1.Service(
-            f"{name}-drift-service",
-            metadata={"name": app, "namespace": ns, "labels": service_labels},
-            spec={"selector": match, "ports": ports},
-            opts=child,
-        )
-        operator = platform.operators.get("prometheus")
-        if operator is not None:
-            endpoint = (prometheus_crds.Endpoint(port="http-merged-metrics", path=ISTIO_MERGED_METRICS_PATH,
-                                                 interval="30s")
-                        if caps.istio else prometheus_crds.Endpoint(port="http", path="/metrics", interval="30s"))
-            self.drift_service_monitor = prometheus_crds.service_monitor(
-                f"{name}-drift-service-monitor", name=app, namespace=ns, operator=operator, opts=child,
-                labels=drift_labels,
-                spec=prometheus_crds.ServiceMonitorSpec(
-                    selector=prometheus_crds.LabelSelector(match_labels=service_labels),
-                    endpoints=[endpoint], job_label=JOB_LABEL))
+        # The download comes first and needs the mesh's proxy: start the app only once it is up.
+        annotations = {"proxy.istio.io/config": '{"holdApplicationUntilProxyStarts": true}'} if caps.istio else {}
+        self.drift = RenderedWorkload(
+            f"{name}-drift", self.workloads[app], self.cluster_context,
+            patch=PodPatch(service_account=app, image=image, prelude=(fetch,), annotations=annotations,
+                           volumes=(empty_dir("profile", "1Gi"),),
+                           volume_mounts=({"name": "profile", "mountPath": PROFILE_DIR},)),
+            prometheus_operator=platform.operators.get("prometheus"), after=[self.drift_service_account],
+            opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider))
+        self.drift_deployment = self.drift.deployment
+        self.drift_service = self.drift.service
+
+
+def cluster_context(args: ModelDeploymentArgs, platform: PlatformOutputs, workloads) -> ClusterContext:
+    """Where this model's catalogue workloads land and what their resources resolve to."""
+    model = args.model
+    stream = ModelStreamingArgs(model=model, namespace=args.namespace, kafka_namespace=platform.kafka_namespace or "",
+                                kafka_cluster=platform.kafka_cluster_name or "", image="", service_account="", labels={})
+
+    def model_version(workload, resource, output: str) -> str:
+        return {"version": CHAMPION_ALIAS, "profile": REFERENCE_PROFILE, "baseline": ""}[output]
+
+    def registry(workload, resource, output: str) -> str:
+        return {"dir": REGISTRY_DIR}[output]
+
+    def kafka(workload, resource, output: str) -> str:
+        return {"bootstrap": stream.bootstrap, "ca_file": f"{TLS_DIR}/ca.crt", "cert_file": f"{TLS_DIR}/user.crt",
+                "key_file": f"{TLS_DIR}/user.key"}[output]
+
+    def prometheus(workload, resource, output: str) -> str:
+        ns = platform.monitoring_namespace
+        return {"url": f"http://{PROMETHEUS_SERVICE}.{ns}.svc:{PROMETHEUS_PORT}" if ns else ""}[output]
+
+    def state(workload, resource, output: str) -> str:
+        return {"file": f"{SPEC_MOUNT}/{SPEC_CONFIGMAP_KEY}"}[output]
+
+    return ClusterContext(
+        namespaces={Placement.MONITORING: platform.monitoring_namespace or "", Placement.MLFLOW: platform.mlflow_namespace},
+        team_namespaces={model.team: args.namespace}, catalogue=workloads,
+        provisioners={"model-version": model_version, "model-registry": registry, "kafka": kafka,
+                      "prometheus": prometheus, "state": state, "kubernetes-api": lambda *_: ""},
+        prometheus=args.capabilities.monitoring and platform.operators.get("prometheus") is not None,
+        istio=args.capabilities.istio)
 
 
 def _operator(platform: PlatformOutputs, key: str, model: ModelSpec) -> pulumi.Resource:

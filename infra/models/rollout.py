@@ -35,7 +35,8 @@ import pulumi_kubernetes as k8s
 
 from infra.contracts import ClusterHandle
 from infra.crds import seldon
-from infra.k8s import container, empty_dir, http_probe, resources, restricted_pod_security_context
+from infra.workloads import ClusterContext, PodPatch, RenderedWorkload
+from workloads.catalogue.model import Workload
 from workloads.spec import ModelSpec
 
 HEALTH_PORT = 8080
@@ -79,13 +80,13 @@ def role_rules(args: RolloutControllerArgs) -> list[dict]:
 
 
 class RolloutController(pulumi.ComponentResource):
-    def __init__(self, name: str, args: RolloutControllerArgs, cluster: ClusterHandle,
+    def __init__(self, name: str, args: RolloutControllerArgs, cluster: ClusterHandle, workload: Workload,
+                 context: ClusterContext, prometheus_operator: Optional[pulumi.Resource] = None,
                  after: tuple[pulumi.Resource, ...] = (), opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("strata:models:RolloutController", name, None, opts)
         model, ns = args.model, args.namespace
         child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
-        match = {"app.kubernetes.io/name": args.name, "app.kubernetes.io/instance": args.name}
-        labels = {**args.labels, **match, "app.kubernetes.io/component": "rollout-controller"}
+        labels = workload.common_labels
 
         self.service_account = k8s.core.v1.ServiceAccount(
             f"{name}-sa", metadata={"name": args.name, "namespace": ns, "labels": labels},
@@ -105,48 +106,20 @@ class RolloutController(pulumi.ComponentResource):
             data={},
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["data"])))
 
-        spec_file = f"{SPEC_MOUNT}/{args.spec_config_map_key}"
-        env = [{"name": "MLFLOW_TRACKING_URI", "value": args.mlflow_tracking_uri},
-               {"name": "STRATA_NAMESPACE", "value": ns},
-               {"name": "STRATA_ROLLOUT_STATE_CONFIGMAP", "value": args.state_config_map},
-               {"name": "STRATA_HEALTH_PORT", "value": str(HEALTH_PORT)},
-               {"name": "HOME", "value": "/tmp"}]
-        if args.monitoring_namespace:
-            env.append({"name": "STRATA_PROMETHEUS_URL",
-                        "value": f"http://{PROMETHEUS_SERVICE}.{args.monitoring_namespace}.svc:{PROMETHEUS_PORT}"})
-        controller = container(
-            name="rollout-controller", image=args.image,
-            command=["python", "-m", "workloads.rollout"],
-            args=["--model", model.name, "--cluster", "--spec-file", spec_file],
-            resources=resources("100m", "256Mi", "500m", "512Mi"),
-            liveness_probe=http_probe("/healthz", "health", initial_delay=15, period=15, failures=4),
-            readiness_probe=http_probe("/healthz", "health", initial_delay=5, period=10),
-            ports=[{"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
-            env=env,
-            volumeMounts=[{"name": "model-spec", "mountPath": SPEC_MOUNT, "readOnly": True},
-                          {"name": "tmp", "mountPath": "/tmp"}],
-        )
-        self.deployment = k8s.apps.v1.Deployment(
-            f"{name}-deployment",
-            metadata={"name": args.name, "namespace": ns, "labels": labels},
-            spec={
-                "replicas": 1,
-                "strategy": {"type": "Recreate"},
-                "selector": {"matchLabels": match},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "serviceAccountName": args.name,
-                        "automountServiceAccountToken": True,  # it talks to the API server
-                        "securityContext": restricted_pod_security_context(),
-                        "containers": [controller],
-                        "volumes": [{"name": "model-spec", "configMap": {
-                            "name": args.spec_config_map,
-                            "items": [{"key": args.spec_config_map_key, "path": args.spec_config_map_key}]}},
-                            empty_dir("tmp", "64Mi")],
-                    },
-                },
-            },
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
-                depends_on=[*after, self.role_binding, self.state])))
+        # The pod: the catalogue's declaration (workloads.catalogue.declarations.rollout_controller),
+        # with the cluster's identity, the deployed spec and the state ConfigMap's name.
+        self.workload = RenderedWorkload(
+            f"{name}-workload", workload, context,
+            patch=PodPatch(
+                service_account=args.name, automount_token=True,  # it talks to the API server
+                image=args.image,
+                volumes=({"name": "model-spec", "configMap": {
+                    "name": args.spec_config_map,
+                    "items": [{"key": args.spec_config_map_key, "path": args.spec_config_map_key}]}},),
+                volume_mounts=({"name": "model-spec", "mountPath": SPEC_MOUNT, "readOnly": True},),
+                extra_env=({"name": "STRATA_NAMESPACE", "value": ns},
+                           {"name": "STRATA_ROLLOUT_STATE_CONFIGMAP", "value": args.state_config_map})),
+            prometheus_operator=prometheus_operator, after=[*after, self.role_binding, self.state],
+            opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider))
+        self.deployment = self.workload.deployment
         self.register_outputs({"deployment": self.deployment.metadata["name"], "role": self.role.metadata["name"]})

@@ -70,6 +70,8 @@ from infra.crds.kuberay import fill, marker
 from infra.k8s import (container, empty_dir, exec_probe, http_probe, pod_disruption_budget_spec, resources,
                        restricted_pod_security_context, topology_spread)
 from infra.modes import Capabilities, RolloutStrategy
+from infra.workloads import scrape_annotations
+from workloads.catalogue.declarations import model_server
 from workloads.spec import ModelSpec, ServerSettings
 from workloads.traffic.split import ALIAS_OF_PREDICTOR, CANDIDATE, STABLE, TrafficSplit, metrics_predictor
 
@@ -236,7 +238,12 @@ def predictor(args: ModelServingArgs, slot: str, split: Optional[TrafficSplit]) 
         metricsv2=[{"type": "Resource", "resource": {
             "name": "cpu", "target": {"type": "Utilization", "averageUtilization": scaling.target_cpu_percent}}}],
     ) if stable else None
-    component = seldon.SeldonPodSpec(metadata=seldon.PodMetadata(labels={**args.labels, PREDICTOR_LABEL: slot}),
+    # In the mesh Prometheus scrapes Istio's merged metrics: these annotations name the app's part.
+    annotations = scrape_annotations(model_server(model, slot)) if args.capabilities.istio else None
+    # the catalogue's identity (component, workload) on the pods: what the ServiceMonitor's Service selects
+    pod_labels = {**args.labels, **model_server(model, slot).common_labels, PREDICTOR_LABEL: slot}
+    component = seldon.SeldonPodSpec(metadata=seldon.PodMetadata(labels=pod_labels,
+                                                                 annotations=annotations),
                                      spec=predictor_pod_spec(args, slot), hpa_spec=hpa)
     if split is None:
         traffic, shadow = 100, None
@@ -284,5 +291,6 @@ class ModelServing(pulumi.ComponentResource):
                 opts=child)
             for p in spec.predictors
         ]
+        self.predictors = [p.name for p in spec.predictors]
         self.register_outputs({"seldonDeployment": self.seldon_deployment.metadata["name"],
                                "predictors": [p.name for p in spec.predictors]})

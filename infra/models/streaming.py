@@ -39,19 +39,20 @@ from dataclasses import dataclass
 from typing import Mapping, Optional
 
 import pulumi
-import pulumi_kubernetes as k8s
 
 from infra.contracts import ClusterHandle
 from infra.crds import keda, strimzi
-from infra.k8s import (container, empty_dir, http_probe, pod_disruption_budget_spec, resources,
-                       restricted_pod_security_context, topology_spread)
+from infra.k8s import empty_dir, topology_spread
 from infra.platform.kafka import TLS_LISTENER_PORT, KafkaClusterArgs
 from infra.models.serving import registry_sync_container
+from infra.workloads import ClusterContext, PodPatch, RenderedWorkload, deployment_spec
+from workloads.catalogue import model_workloads, platform_workloads
+from workloads.catalogue.declarations import quality_service, stream_worker
+from workloads.catalogue.model import Placement
 from workloads.spec import ModelSpec
-from workloads.streaming.topics import topics_for
+from workloads.streaming.topics import labels_topic_for, topics_for
 
 DEFAULT_KAFKA_BROKERS = KafkaClusterArgs.__dataclass_fields__["brokers"].default  # what the platform deploys
-METRICS_PORT = 9109
 TLS_DIR = "/etc/strata/kafka"
 REGISTRY_DIR = "/mnt/models"
 DLQ_MAX_PARTITIONS = 3
@@ -156,60 +157,88 @@ def scaled_object_spec(args: ModelStreamingArgs) -> keda.ScaledObjectSpec:
     )
 
 
-def worker_deployment_spec(args: ModelStreamingArgs) -> dict:
-    model, stream = args.model, args.model.serving.streaming
-    match = {"app.kubernetes.io/name": args.worker_name, "app.kubernetes.io/instance": args.worker_name}
-    labels = {**args.labels, **match, "app.kubernetes.io/component": "stream-worker"}
-    argv = ["python", "-m", "workloads.streaming", "--bootstrap", args.bootstrap, "--model", model.name,
-            "--alias", "champion", "--team", model.team, "--group", args.consumer_group,
-            "--batch-size", str(stream.batch_size), "--registry", REGISTRY_DIR,
-            "--metrics-port", str(METRICS_PORT), "--metrics-host", "0.0.0.0",
-            "--ssl-cafile", f"{TLS_DIR}/ca.crt", "--ssl-certfile", f"{TLS_DIR}/user.crt",
-            "--ssl-keyfile", f"{TLS_DIR}/user.key"]
-    worker = container(
-        name="stream-worker", image=args.image,
-        command=argv[:3], args=argv[3:],
-        resources=resources("500m", "1Gi", "2", "2Gi"),
-        liveness_probe=http_probe("/metrics", "metrics", initial_delay=30, period=15, failures=4),
-        readiness_probe=http_probe("/metrics", "metrics", initial_delay=5, period=10),
-        ports=[{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
-        env=[{"name": "HOME", "value": "/tmp"}, {"name": "STRATA_REGISTRY_DIR", "value": REGISTRY_DIR}],
-        volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}, {"name": "registry", "mountPath": REGISTRY_DIR},
-                      {"name": "kafka-tls", "mountPath": TLS_DIR, "readOnly": True}],
-    )
-    sync = registry_sync_container("champion", model.name)
+def stream_context(args: ModelStreamingArgs, *, prometheus: bool = False, istio: bool = False,
+                   monitoring_namespace: str = "", mlflow_namespace: str = "mlflow") -> ClusterContext:
+    """What the worker's declaration resolves to here: the TLS listener and the mounted files."""
+    def kafka(workload, resource, output: str) -> str:
+        return {"bootstrap": args.bootstrap, "ca_file": f"{TLS_DIR}/ca.crt", "cert_file": f"{TLS_DIR}/user.crt",
+                "key_file": f"{TLS_DIR}/user.key"}[output]
+
+    return ClusterContext(
+        namespaces={Placement.MONITORING: monitoring_namespace, Placement.MLFLOW: mlflow_namespace},
+        team_namespaces={args.model.team: args.namespace},
+        catalogue={w.name: w for w in (*platform_workloads(), *model_workloads(args.model))},
+        provisioners={"kafka": kafka, "model-registry": lambda w, r, o: {"dir": REGISTRY_DIR}[o]},
+        prometheus=prometheus, istio=istio)
+
+
+def worker_patch(args: ModelStreamingArgs) -> PodPatch:
+    """The cluster's part of the worker pod: identity, the registry-sync sidecar, TLS files, spread."""
+    stream = args.model.serving.streaming
+    match = stream_worker(args.model).selector_labels
+    sync = registry_sync_container("champion", args.model.name)
     sync["image"] = args.sync_image
     sync["env"] = [{**e, "value": args.mlflow_tracking_uri} if e["name"] == "MLFLOW_TRACKING_URI" else e
                    for e in sync["env"]]
-    return {
-        "replicas": 1,  # KEDA's HPA owns it after creation
-        "selector": {"matchLabels": match},
-        "template": {
-            "metadata": {"labels": labels},
-            "spec": {
-                "serviceAccountName": args.service_account,
-                "automountServiceAccountToken": False,
-                "securityContext": restricted_pod_security_context(),
-                # SIGTERM: the worker finishes its batch, commits and exits.
-                "terminationGracePeriodSeconds": 60,
-                "containers": [worker, sync],
-                "volumes": [empty_dir("tmp", "256Mi"), empty_dir("registry", "2Gi"),
-                            {"name": "kafka-tls", "projected": {"defaultMode": 0o440, "sources": [
-                                {"secret": {"name": secret, "items": [{"key": key, "path": key}]}}
-                                for _, secret, key in args.tls_files()]}}],
-                "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
-                    "weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
-                                                       "labelSelector": {"matchLabels": match}}}]}},
-                "topologySpreadConstraints": topology_spread(match),
-            },
-        },
-    }
+    return PodPatch(
+        service_account=args.service_account, image=args.image, sidecars=(sync,),
+        volumes=(empty_dir("registry", "2Gi"),
+                 {"name": "kafka-tls", "projected": {"defaultMode": 0o440, "sources": [
+                     {"secret": {"name": secret, "items": [{"key": key, "path": key}]}}
+                     for _, secret, key in args.tls_files()]}}),
+        volume_mounts=({"name": "registry", "mountPath": REGISTRY_DIR},
+                       {"name": "kafka-tls", "mountPath": TLS_DIR, "readOnly": True}),
+        max_replicas=min(stream.effective_max_replicas, stream.partitions),
+        pod_spec={
+            # SIGTERM: the worker finishes its batch, commits and exits.
+            "terminationGracePeriodSeconds": 60,
+            "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+                "weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                                                   "labelSelector": {"matchLabels": match}}}]}},
+            "topologySpreadConstraints": topology_spread(match),
+        })
+
+
+def quality_acls(args: ModelStreamingArgs) -> list[strimzi.AclRule]:
+    """The quality service reads the scored and labels topics in its own consumer group."""
+    topics = topics_for(args.model.name)
+
+    def rule(kind: strimzi.AclResourceType, name: str) -> strimzi.AclRule:
+        return strimzi.AclRule(resource=strimzi.AclResource(type=kind, name=name, pattern_type="literal"),
+                               operations=[strimzi.AclOperation.READ], type="allow")
+
+    return [rule(strimzi.AclResourceType.TOPIC, topics.output),
+            rule(strimzi.AclResourceType.TOPIC, labels_topic_for(args.model.name)),
+            rule(strimzi.AclResourceType.GROUP, f"strata-{args.model.name}-quality")]
+
+
+def quality_patch(args: ModelStreamingArgs) -> PodPatch:
+    """The quality pod: its own Kafka identity's files, the registry export (baselines) and its sync."""
+    user_secret = f"{args.model.name}-quality"
+    sync = registry_sync_container("champion", args.model.name)
+    sync["image"] = args.sync_image
+    sync["env"] = [{**e, "value": args.mlflow_tracking_uri} if e["name"] == "MLFLOW_TRACKING_URI" else e
+                   for e in sync["env"]]
+    files = (("ca", args.cluster_ca_secret, "ca.crt"), ("cert", user_secret, "user.crt"), ("key", user_secret, "user.key"))
+    return PodPatch(
+        service_account=args.service_account, image=args.sync_image, sidecars=(sync,),
+        volumes=(empty_dir("registry", "2Gi"),
+                 {"name": "kafka-tls", "projected": {"defaultMode": 0o440, "sources": [
+                     {"secret": {"name": secret, "items": [{"key": key, "path": key}]}} for _, secret, key in files]}}),
+        volume_mounts=({"name": "registry", "mountPath": REGISTRY_DIR},
+                       {"name": "kafka-tls", "mountPath": TLS_DIR, "readOnly": True}))
+
+
+def worker_deployment_spec(args: ModelStreamingArgs, context: Optional[ClusterContext] = None) -> dict:
+    """The worker Deployment's spec: the catalogue's declaration + `worker_patch` (KEDA owns replicas)."""
+    return deployment_spec(stream_worker(args.model), context or stream_context(args), worker_patch(args))
 
 
 class ModelStreaming(pulumi.ComponentResource):
     def __init__(self, name: str, args: ModelStreamingArgs, cluster: ClusterHandle, strimzi_operator: pulumi.Resource,
                  keda_operator: pulumi.Resource, after: tuple[pulumi.Resource, ...] = (),
-                 opts: Optional[pulumi.ResourceOptions] = None):
+                 context: Optional[ClusterContext] = None, prometheus_operator: Optional[pulumi.Resource] = None,
+                 quality: bool = False, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("strata:models:ModelStreaming", name, None, opts)
         labels = dict(args.labels)
         child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
@@ -228,19 +257,34 @@ class ModelStreaming(pulumi.ComponentResource):
                 # the User Operator writes the Secret in the Kafka namespace; the reflector
                 # keeps a copy in the worker's namespace (infra.platform.kafka)
                 template={"secret": {"metadata": {"annotations": strimzi.mirrored_to(args.namespace)}}}))
-        deployment_spec = worker_deployment_spec(args)
-        self.worker = k8s.apps.v1.Deployment(
-            f"{name}-worker",
-            metadata={"name": args.worker_name, "namespace": args.namespace,
-                      "labels": deployment_spec["template"]["metadata"]["labels"]},
-            spec=deployment_spec,
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
-                ignore_changes=["spec.replicas"], depends_on=[*after, *self.topics.values(), self.user])))
-        self.disruption_budget = k8s.policy.v1.PodDisruptionBudget(
-            f"{name}-worker-pdb",
-            metadata={"name": args.worker_name, "namespace": args.namespace, "labels": labels},
-            spec=pod_disruption_budget_spec(deployment_spec["selector"]["matchLabels"]),
+        self.rendered = RenderedWorkload(
+            f"{name}-worker", stream_worker(args.model), context or stream_context(args), patch=worker_patch(args),
+            prometheus_operator=prometheus_operator,
+            deployment_opts=pulumi.ResourceOptions(ignore_changes=["spec.replicas"],
+                                                   depends_on=[*after, *self.topics.values(), self.user]),
             opts=child)
+        self.worker = self.rendered.deployment
+        self.disruption_budget = self.rendered.disruption_budget
+        self.quality: Optional[RenderedWorkload] = None
+        if quality:
+            # model quality from delayed labels: the labels topic, a read-only identity, the service
+            labels_spec = topic_specs(args)["input"][1].model_copy(update={"topic_name": labels_topic_for(args.model.name)})
+            self.topics["labels"] = strimzi.kafka_topic(
+                f"{name}-topic-labels", name=f"{args.model.name}-labels", namespace=args.kafka_namespace,
+                cluster=args.kafka_cluster, spec=labels_spec, operator=strimzi_operator, labels=labels, opts=child)
+            self.quality_user = strimzi.kafka_user(
+                f"{name}-quality-kafka-user", name=f"{args.model.name}-quality", namespace=args.kafka_namespace,
+                cluster=args.kafka_cluster, operator=strimzi_operator, labels=labels, opts=child,
+                spec=strimzi.KafkaUserSpec(
+                    authentication=strimzi.KafkaUserAuthentication(type=strimzi.KafkaUserAuthenticationType.TLS),
+                    authorization=strimzi.KafkaUserAuthorization(acls=quality_acls(args)),
+                    template={"secret": {"metadata": {"annotations": strimzi.mirrored_to(args.namespace)}}}))
+            self.quality = RenderedWorkload(
+                f"{name}-quality", quality_service(args.model), context or stream_context(args),
+                patch=quality_patch(args), prometheus_operator=prometheus_operator,
+                deployment_opts=pulumi.ResourceOptions(depends_on=[*after, self.topics["scored"], self.topics["labels"],
+                                                                   self.quality_user]),
+                opts=child)
         self.trigger_authentication = keda.trigger_authentication(
             f"{name}-trigger-auth", name=args.trigger_authentication, namespace=args.namespace, operator=keda_operator,
             labels=labels, opts=child,

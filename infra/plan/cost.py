@@ -1,8 +1,10 @@
 """Monthly cost estimate of a plan, from the versioned price table.
 
 Fixed capacity is priced from what the plan registers (EKS, NAT, node groups, RDS,
-KMS, SQS); per-model serving capacity from each model's spec (min replicas x requests),
-priced as spot where the mode autoscales CPU spot, on-demand otherwise. Usage-priced
+KMS, SQS). The models' serving floor (min replicas x requests, + one stream worker) runs on
+the CPU spot node group first: only the part beyond that group's capacity is priced, as
+elastic (Karpenter) capacity, spot where the mode autoscales CPU spot, on-demand otherwise;
+pricing all of it on top of the node groups would count those pods twice. Usage-priced
 items (S3 bytes, data transfer, logs) are listed as not estimated.
 """
 
@@ -104,7 +106,7 @@ def estimate(plan: Plan) -> CostReport:
             report.lines.append(CostLine("KMS key", resource.name, prices.KMS_KEY_MONTHLY))
         elif t == "aws:sqs/queue:Queue":
             report.lines.append(CostLine("SQS queue", resource.name, prices.SQS_QUEUE_MONTHLY))
-    report.lines.extend(_model_capacity(plan))
+    report.lines.extend(_model_capacity(plan, _model_pool_capacity(plan, templates)))
     report.not_estimated = [
         "S3 storage and requests (usage)", "data transfer and NAT processing (usage)",
         "CloudWatch logs (usage)", "ECR storage (usage)", "training runs (per run, elastic)",
@@ -113,8 +115,26 @@ def estimate(plan: Plan) -> CostReport:
     return report
 
 
-def _model_capacity(plan: Plan) -> list[CostLine]:
-    """Steady-state serving floor of every model: min replicas x requests (+1 stream worker)."""
+def _model_pool_capacity(plan: Plan, templates: dict[str, dict]) -> tuple[float, float]:
+    """(vCPU, GiB) of the untainted spot node groups at their desired size: where model pods land."""
+    cpu = memory = 0.0
+    for group in plan.by_type("aws:eks/nodeGroup:NodeGroup"):
+        inputs = group.inputs
+        if inputs.get("capacityType") != "SPOT" or inputs.get("taints"):
+            continue
+        types = list(inputs.get("instanceTypes") or []) or [
+            templates.get(str((inputs.get("launchTemplate") or {}).get("id")), {}).get("instanceType", "m5.large")]
+        if types[0] not in prices.INSTANCE_CAPACITY:
+            raise KeyError(f"no capacity for instance type {types[0]!r} in table {prices.PRICE_TABLE_VERSION}")
+        vcpu, gib = prices.INSTANCE_CAPACITY[types[0]]
+        desired = int((inputs.get("scalingConfig") or {}).get("desiredSize", 0))
+        cpu, memory = cpu + vcpu * desired, memory + gib * desired
+    return cpu, memory
+
+
+def _model_capacity(plan: Plan, pool: tuple[float, float] = (0.0, 0.0)) -> list[CostLine]:
+    """The models' steady-state serving floor beyond what `pool` (vCPU, GiB) already carries,
+    shared among the models in proportion to their floors."""
     spec = plan.spec
     if spec is None:
         return []
@@ -122,7 +142,7 @@ def _model_capacity(plan: Plan) -> list[CostLine]:
     spot = caps.cpu_spot_autoscaled or caps.cpu_spot_pool
     vcpu = prices.SPOT_VCPU_HOURLY if spot else prices.ON_DEMAND_VCPU_HOURLY
     gib = prices.SPOT_GIB_HOURLY if spot else prices.ON_DEMAND_GIB_HOURLY
-    lines = []
+    floors = {}
     for model in spec.models:
         realtime = model.serving.realtime
         cpu, memory = 0.0, 0.0
@@ -133,6 +153,16 @@ def _model_capacity(plan: Plan) -> list[CostLine]:
         if model.serving.streaming.enabled and caps.kafka:
             cpu += 1.0
             memory += 1.0
-        hourly = cpu * vcpu + memory * gib
-        lines.append(CostLine("model serving floor" + (" (spot)" if spot else ""), model.name, _monthly(hourly), spot=spot, compute=True))
+        floors[model.name] = (cpu, memory)
+    total_cpu = sum(c for c, _ in floors.values())
+    total_memory = sum(m for _, m in floors.values())
+    extra_cpu, extra_memory = max(0.0, total_cpu - pool[0]), max(0.0, total_memory - pool[1])
+    lines = []
+    for name, (cpu, memory) in floors.items():
+        share_cpu = extra_cpu * cpu / total_cpu if total_cpu else 0.0
+        share_memory = extra_memory * memory / total_memory if total_memory else 0.0
+        hourly = share_cpu * vcpu + share_memory * gib
+        if hourly > 0:
+            lines.append(CostLine("model serving beyond the node groups" + (" (spot)" if spot else ""), name,
+                                  _monthly(hourly), spot=spot, compute=True))
     return lines

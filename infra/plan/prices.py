@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-PRICE_TABLE_VERSION = "2026-11-eu-west-1-v1"
+PRICE_TABLE_VERSION = "2026-11-eu-west-1-v2"  # v2: instance capacities (the floor beyond the node groups)
 HOURS_PER_MONTH = 730
 
 # On-demand USD per hour, Linux.
@@ -20,6 +20,15 @@ EC2_ON_DEMAND_HOURLY = MappingProxyType({
     "m7i.large": 0.1124, "m7i.xlarge": 0.2247, "m7i.2xlarge": 0.4494,
     "c6i.xlarge": 0.192, "c7i.xlarge": 0.2016, "r6i.xlarge": 0.282,
     "g4dn.xlarge": 0.587, "g5.xlarge": 1.123, "g5.2xlarge": 1.361, "g6.xlarge": 0.8905,
+})
+# (vCPU, GiB) per instance type: how much of the models' floor a node group already carries.
+INSTANCE_CAPACITY = MappingProxyType({
+    "m5.large": (2, 8), "m5.xlarge": (4, 16), "m5.2xlarge": (8, 32),
+    "m6i.large": (2, 8), "m6i.xlarge": (4, 16), "m6i.2xlarge": (8, 32),
+    "m6a.large": (2, 8), "m6a.xlarge": (4, 16), "m6a.2xlarge": (8, 32),
+    "m7i.large": (2, 8), "m7i.xlarge": (4, 16), "m7i.2xlarge": (8, 32),
+    "c6i.xlarge": (4, 8), "c7i.xlarge": (4, 8), "r6i.xlarge": (4, 32),
+    "g4dn.xlarge": (4, 16), "g5.xlarge": (4, 16), "g5.2xlarge": (8, 32), "g6.xlarge": (4, 16),
 })
 # Average spot price as a fraction of on-demand, by instance family prefix.
 SPOT_FRACTION = MappingProxyType({"m": 0.38, "c": 0.36, "r": 0.35, "g": 0.42})

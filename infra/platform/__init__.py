@@ -58,7 +58,7 @@ from infra.platform.keda import Keda, KedaArgs
 from infra.platform.mlflow import PORT as MLFLOW_PORT
 from infra.platform.mlflow import MlflowTracking, MlflowTrackingArgs
 from infra.platform.monitoring import Monitoring, MonitoringArgs
-from infra.platform.observability import ObservabilityArgs, retrain_webhook_url
+from infra.platform.observability import ObservabilityArgs, cluster_emitters, retrain_webhook_url
 from workloads.monitoring.rules import RUNBOOK_BASE_URL, RuleOptions
 from infra.platform.namespaces import (LimitRangeArgs, Peer, PlatformNamespace, PlatformNamespaceArgs, QuotaArgs,
                                        anywhere, api_server)
@@ -223,6 +223,8 @@ class Platform(pulumi.ComponentResource):
                 namespace=ns("monitoring"), models=args.models, team_namespaces=dict(self.team_namespaces),
                 retrain=caps.drift_monitoring, rule_options=RuleOptions(runbook_base_url=args.runbook_base_url),
                 ecr_repositories=dict(storage.ecr_repositories) if storage is not None else {},
+                mlflow_namespace=ns("mlflow"),
+                emitters=cluster_emitters(caps, args.models),
             ) if args.models else None
             self.monitoring = Monitoring(
                 f"{name}-monitoring",
@@ -302,6 +304,7 @@ class Platform(pulumi.ComponentResource):
             kafka_cluster_name=self.kafka.cluster_name if self.kafka else None,
             kafka_namespace=self.kafka.namespace if self.kafka else None,
             monitoring_namespace=ns("monitoring") if caps.monitoring else None,
+            mlflow_namespace=ns("mlflow"),
         )
         self.register_outputs({
             "teamNamespaces": self.outputs.team_namespaces,

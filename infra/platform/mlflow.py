@@ -34,6 +34,9 @@ POSTGRES_UID = 999  # the postgres user of the official image
 ARTIFACTS_MOUNT = "/mlartifacts"
 
 
+RDS_CA_BUNDLE = "/etc/ssl/certs/rds-global-bundle.pem"  # baked into the tracking image
+
+
 def tracking_uri(namespace: str) -> str:
     return f"http://mlflow.{namespace}.svc.cluster.local:{PORT}"
 
@@ -92,13 +95,19 @@ class MlflowTracking(pulumi.ComponentResource):
                 # password lives only in the cluster and the (encrypted) Pulumi state.
                 password = pulumi.Output.secret(_secrets.token_urlsafe(32))
                 secret_opts = pulumi.ResourceOptions(parent=self, depends_on=deps, ignore_changes=["stringData", "data"])
+            # The in-cluster PostgreSQL serves no TLS: its only clients are the mlflow pods of this
+            # namespace (NetworkPolicy); said explicitly rather than `prefer`, which hides a downgrade.
+            tls = "sslmode=disable"
         else:
             db = args.database
             host, port, user, database = db.host, db.port, db.username, db.database
             password = pulumi.Output.secret(db.password)
+            # RDS: encrypted AND the server's certificate checked against the RDS CA bundle the
+            # image carries (workloads/tracking/Dockerfile); `prefer` would fall back to plaintext.
+            tls = f"sslmode=verify-full&sslrootcert={RDS_CA_BUNDLE}"
         uri = pulumi.Output.all(host, port, password).apply(
             lambda v: f"postgresql://{quote(user, safe='')}:{quote(str(v[2]), safe='')}@{v[0]}:{int(v[1])}/{database}"
-                      "?sslmode=prefer")
+                      f"?{tls}")
         self.db_secret = k8s.core.v1.Secret(
             f"{name}-db-credentials",
             metadata={"name": "mlflow-db", "namespace": ns, "labels": labels(app, "database")},

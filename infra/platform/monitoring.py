@@ -28,7 +28,7 @@ from infra.k8s import labels, resources
 from infra.platform.charts import helm_release
 from infra.platform.observability import (GRAFANA_DASHBOARD_LABEL, GRAFANA_FOLDER_ANNOTATION, Observability,
                                           ObservabilityArgs, retrain_webhook_url)
-from workloads.monitoring.alertmanager import ROUTING_KEY_DIR
+from workloads.monitoring.alertmanager import RETRAIN_TOKEN_SECRET, ROUTING_KEY_DIR
 
 ALERTMANAGER_SECRETS_DIR = "/etc/alertmanager/secrets"  # where prometheus-operator mounts `secrets`
 ROUTING_KEYS_SECRET = posixpath.basename(ROUTING_KEY_DIR)
@@ -132,6 +132,7 @@ class Monitoring(pulumi.ComponentResource):
             return {"volumeClaimTemplate": {"spec": spec}}
 
         ha = args.ha
+        retrain = args.observability is not None and args.observability.retrain
         self.release = helm_release(
             f"{name}-release", "kube-prometheus-stack", release_name="kube-prometheus-stack", namespace=args.namespace,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*after, self.routing_keys]), timeout_s=900, values={
@@ -158,7 +159,8 @@ class Monitoring(pulumi.ComponentResource):
                     "config": dict(args.alertmanager_config),
                     "alertmanagerSpec": {
                         "replicas": 3 if ha else 1,
-                        "secrets": [ROUTING_KEYS_SECRET],  # mounted at ROUTING_KEY_DIR
+                        # mounted at ROUTING_KEY_DIR; the retrain webhook's token at RETRAIN_TOKEN_FILE
+                        "secrets": [ROUTING_KEYS_SECRET, *([RETRAIN_TOKEN_SECRET] if retrain else [])],
                         "resources": resources("50m", "128Mi", "200m", "256Mi"),
                         "storage": pvc(args.alertmanager_storage_gib),
                         "podAntiAffinity": "soft" if ha else "",

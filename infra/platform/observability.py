@@ -14,7 +14,7 @@ cluster and the repository cannot disagree:
 
 Where the mode has drift monitoring (`capabilities.drift_monitoring`), the retraining
 trigger too: `python -m workloads.monitoring.retrain` behind the Service
-`strata-retrain-trigger` (the generated Alertmanager config's `retrain-webhook`
+`retrain-trigger` (the generated Alertmanager config's `retrain-webhook`
 receiver must point at `retrain_webhook_url(<monitoring namespace>)`; `Monitoring`
 refuses a config that does not). Its action creates the model's RayJob from the manifest
 `<RETRAIN_JOBS_DIR>/<model>.json` in the model's team namespace, with the stdlib submitter
@@ -40,20 +40,28 @@ labels only.
 from __future__ import annotations
 
 import re
+import secrets as _secrets
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.crds import kuberay
 from infra.crds import prometheus as prometheus_crds
-from infra.k8s import (DEFAULT_UID, container, empty_dir, http_probe, labels, resources,
-                       restricted_pod_security_context, selector_labels)
+from infra.k8s import empty_dir, labels
 from infra.platform.charts import IMAGES
 from workloads.monitoring import dashboards as dash
+from workloads.monitoring.alertmanager import RETRAIN_TOKEN_SECRET
 from workloads.monitoring.generate import to_json
+from workloads.monitoring.metrics import Emitter
+from workloads.monitoring.shipping import ship_dashboard, ship_rules
 from workloads.monitoring.rules import RuleOptions, rule_groups
+from infra.workloads import ClusterContext, PodPatch, RenderedWorkload
+from workloads.catalogue import CatalogueOptions, catalogue
+from workloads.catalogue.declarations import COST_EXPORTER, RETRAIN_TRIGGER, cost_exporter, retrain_trigger
+from workloads.catalogue.declarations import RETRAIN_PORT as RETRAIN_CONTAINER_PORT
+from workloads.catalogue.model import Placement
 from workloads.spec import ModelSpec
 
 __all__ = [
@@ -66,18 +74,37 @@ GRAFANA_DASHBOARD_LABEL = "grafana_dashboard"  # the kube-prometheus-stack sidec
 GRAFANA_FOLDER_ANNOTATION = "strata.dev/grafana-folder"  # the sidecar's folderAnnotation
 DASHBOARD_FOLDER = "Strata"
 
-RETRAIN_APP = "strata-retrain-trigger"  # Service name: also the Prometheus job (matches `strata-.+`)
-RETRAIN_PORT = 8080
+RETRAIN_APP = RETRAIN_TRIGGER  # the catalogue's name: Service, Deployment, ServiceAccount
+RETRAIN_PORT = RETRAIN_CONTAINER_PORT
 RETRAIN_WEBHOOK_PATH = "/v1/alertmanager"
 RETRAIN_JOBS_DIR = "/etc/strata/retrain-jobs"  # one `<model>.json` RayJob manifest per model
 RETRAIN_STATE_DIR = "/var/lib/strata-retrain"
 RETRAIN_COOLDOWN_S = 6 * 3600  # = AlertmanagerOptions.retrain_repeat_interval
+# The training driver's own metrics endpoint on the Ray head is not scraped yet: its rules and
+# panels are not shipped (see README, issue 12 item 2).
+TRAINING_SCRAPED = False
 RETRAIN_TRIGGER_LABEL = "strata.dev/trigger"  # "deploy" | "schedule" | "retrain" on training RayJobs
 
 
 def retrain_webhook_url(namespace: str) -> str:
     """Where Alertmanager (same namespace) reaches the retraining trigger."""
     return f"http://{RETRAIN_APP}.{namespace}.svc:{RETRAIN_PORT}{RETRAIN_WEBHOOK_PATH}"
+
+
+def cluster_emitters(caps: Any, models: Sequence[ModelSpec]) -> frozenset:
+    """The contract emitters a mode runs on the cluster (what is deployed, not what is declared)."""
+    rollout = any(m.serving.realtime.enabled and m.serving.rollout.strategy.value != "none"
+                  and m.serving.rollout.strategy.value in {s.value for s in caps.rollout_strategies} for m in models)
+    running = {
+        Emitter.SERVING: any(m.serving.realtime.enabled for m in models),
+        Emitter.STREAMING: caps.kafka and caps.keda and any(m.serving.streaming.enabled for m in models),
+        Emitter.DRIFT: caps.drift_monitoring,
+        Emitter.RETRAIN: caps.drift_monitoring,
+        Emitter.COST: caps.monitoring,
+        Emitter.ROLLOUT: rollout,
+        Emitter.TRAINING: TRAINING_SCRAPED,
+    }
+    return frozenset(e for e, on in running.items() if on)
 
 
 def pinned_image(key: str, ecr_repositories: Mapping[str, pulumi.Input[str]] | None = None) -> pulumi.Input[str]:
@@ -134,6 +161,12 @@ class ObservabilityArgs:
     # Not read here any more: each model's TrainingJob renders its retrain RayJob with the
     # mode's own plan and values (see the module docstring). Kept for the platform's call.
     retrain_cooldown_s: int = RETRAIN_COOLDOWN_S
+    mlflow_namespace: str = "mlflow"  # NetworkPolicy peer of the trigger's MLflow edge
+    cost_exporter: bool = True  # the cost/spot exporter (its alerts ship with the rules)
+    # The contract emitters this mode runs (`cluster_emitters`); None: every emitter. Rules and
+    # panels reading another emitter's metrics are not shipped (workloads.monitoring.shipping).
+    emitters: Optional[frozenset] = None
+    spot_pools: tuple[str, ...] = ()  # pools that run spot first (--spot-pool)
 
     def __post_init__(self) -> None:
         if self.retrain:
@@ -154,6 +187,8 @@ class Observability(pulumi.ComponentResource):
 
         # --- rules: one PrometheusRule per generated group --------------------------------
         self.groups = rule_groups(specs, args.rule_options)
+        if args.emitters is not None:
+            self.groups = ship_rules(self.groups, args.emitters)
         self.rules: dict[str, k8s.apiextensions.CustomResource] = {}
         for group in self.groups["groups"]:
             self.rules[group["name"]] = prometheus_crds.prometheus_rule(
@@ -164,6 +199,10 @@ class Observability(pulumi.ComponentResource):
         # --- dashboards: ConfigMaps for the Grafana sidecar -------------------------------
         self.dashboards: dict[str, k8s.core.v1.ConfigMap] = {}
         for file_name, dashboard in dash.dashboards(specs).items():
+            if args.emitters is not None:
+                dashboard = ship_dashboard(dashboard, args.emitters)
+                if dashboard is None:
+                    continue
             cm_name = dashboard_config_map_name(file_name)
             self.dashboards[file_name] = k8s.core.v1.ConfigMap(
                 f"{name}-{cm_name}",
@@ -173,6 +212,9 @@ class Observability(pulumi.ComponentResource):
                 data={file_name: to_json(dashboard)},
                 opts=child)
 
+        self.cost: Optional[RenderedWorkload] = None
+        if args.cost_exporter:
+            self._cost_exporter(name, args, prometheus_operator, deps)
         self.webhook_url: Optional[str] = None
         if args.retrain:
             self._retrain_trigger(name, args, specs, prometheus_operator, deps, team_namespaces)
@@ -182,12 +224,41 @@ class Observability(pulumi.ComponentResource):
             "retrainWebhookUrl": self.webhook_url,
         })
 
+    def cluster_context(self, args: ObservabilityArgs, provisioners) -> ClusterContext:
+        return ClusterContext(
+            namespaces={Placement.MONITORING: args.namespace, Placement.MLFLOW: args.mlflow_namespace},
+            team_namespaces=dict(args.team_namespaces), catalogue=catalogue(args.models),
+            provisioners={"kubernetes-api": lambda *_: "", **provisioners}, prometheus=True)
+
+    def _cost_exporter(self, name: str, args: ObservabilityArgs, prometheus_operator: pulumi.Resource,
+                       deps: list[pulumi.Resource]) -> None:
+        """Node prices and per-model cost shares: reads nodes, pods and events, cluster-wide, read-only."""
+        child = pulumi.ResourceOptions(parent=self, depends_on=deps)
+        app, meta_labels = COST_EXPORTER, labels(COST_EXPORTER, "cost-exporter")
+        account = k8s.core.v1.ServiceAccount(
+            f"{name}-cost-sa", metadata={"name": app, "namespace": args.namespace, "labels": meta_labels},
+            automount_service_account_token=False, opts=child)
+        role = k8s.rbac.v1.ClusterRole(
+            f"{name}-cost-role", metadata={"name": f"strata-{app}", "labels": meta_labels},
+            rules=[{"apiGroups": [""], "resources": ["nodes", "pods", "events"], "verbs": ["get", "list", "watch"]}],
+            opts=child)
+        binding = k8s.rbac.v1.ClusterRoleBinding(
+            f"{name}-cost-binding", metadata={"name": f"strata-{app}", "labels": meta_labels},
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"strata-{app}"},
+            subjects=[{"kind": "ServiceAccount", "name": app, "namespace": args.namespace}],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*deps, role, account]))
+        self.cost = RenderedWorkload(
+            f"{name}-cost-exporter", cost_exporter(CatalogueOptions(spot_pools=args.spot_pools)),
+            self.cluster_context(args, {}), prometheus_operator=prometheus_operator,
+            patch=PodPatch(service_account=app, automount_token=True,  # it reads the API
+                           image=pinned_image("drift-monitor", args.ecr_repositories)),
+            after=[*deps, binding], opts=pulumi.ResourceOptions(parent=self))
+
     def _retrain_trigger(self, name: str, args: ObservabilityArgs, specs: tuple[ModelSpec, ...],
                          prometheus_operator: pulumi.Resource, deps: list[pulumi.Resource],
                          team_namespaces: Sequence[pulumi.Resource]) -> None:
         ns, app = args.namespace, RETRAIN_APP
         child = pulumi.ResourceOptions(parent=self, depends_on=deps)
-        match = selector_labels(app)
         meta_labels = labels(app, "retrain-trigger")
         image = pinned_image("drift-monitor", args.ecr_repositories)
 
@@ -222,57 +293,34 @@ class Observability(pulumi.ComponentResource):
 
         command = (f"python -m workloads.training.submit --template {RETRAIN_JOBS_DIR}/{{model}}.json "
                    "--template-namespace --trigger retrain")
-        trigger = container(
-            name="retrain-trigger",
-            image=image,
-            args=["python", "-m", "workloads.monitoring.retrain", "--host", "0.0.0.0", "--port", str(RETRAIN_PORT),
-                  "--command", command, "--cooldown", str(args.retrain_cooldown_s),
-                  "--state-file", f"{RETRAIN_STATE_DIR}/state.json", "--log-dir", f"{RETRAIN_STATE_DIR}/logs"],
-            env=[{"name": "HOME", "value": "/tmp"}],
-            ports=[{"name": "http", "containerPort": RETRAIN_PORT, "protocol": "TCP"}],
-            resources=resources("50m", "128Mi", "500m", "256Mi"),
-            liveness_probe=http_probe("/healthz", "http", initial_delay=10, period=15),
-            readiness_probe=http_probe("/healthz", "http", initial_delay=3, period=5),
-            volumeMounts=[{"name": "jobs", "mountPath": RETRAIN_JOBS_DIR, "readOnly": True},
-                          {"name": "state", "mountPath": RETRAIN_STATE_DIR},
-                          {"name": "tmp", "mountPath": "/tmp"}],
-        )
-        pod_labels = labels(app, "retrain-trigger", version=IMAGES["drift-monitor"].tag)
-        self.retrain_deployment = k8s.apps.v1.Deployment(
-            f"{name}-retrain-trigger",
-            metadata={"name": app, "namespace": ns, "labels": pod_labels},
-            spec={
-                # ONE replica, replaced not surged: "one retrain per model at a time" is the
-                # state of this one process.
-                "replicas": 1,
-                "strategy": {"type": "Recreate"},
-                "selector": {"matchLabels": match},
-                "template": {
-                    "metadata": {"labels": pod_labels},
-                    "spec": {
-                        "serviceAccountName": app,
-                        "automountServiceAccountToken": True,  # the submitter talks to the API server
-                        "securityContext": restricted_pod_security_context(DEFAULT_UID),
-                        "containers": [trigger],
-                        "volumes": [
-                            jobs_volume,
-                            empty_dir("state", "64Mi"),
-                            empty_dir("tmp", "64Mi"),
-                        ],
-                    },
-                },
-            },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*deps, self.retrain_service_account]))
-        self.retrain_service = k8s.core.v1.Service(
-            f"{name}-retrain-service",
-            metadata={"name": app, "namespace": ns, "labels": meta_labels},
-            spec={"selector": match,
-                  "ports": [{"name": "http", "port": RETRAIN_PORT, "targetPort": "http", "protocol": "TCP"}]},
+        state = {"command": command, "state_file": f"{RETRAIN_STATE_DIR}/state.json",
+                 "log_dir": f"{RETRAIN_STATE_DIR}/logs", "rollout_registry": "", "rollout_command": "",
+                 "models": ",".join(m.name for m in specs)}
+        # The webhook's bearer token: generated on first `up` and kept (the Secret ignores later
+        # changes); Alertmanager mounts it (alertmanagerSpec.secrets), the trigger reads it as env.
+        self.retrain_token = k8s.core.v1.Secret(
+            f"{name}-retrain-token",
+            metadata={"name": RETRAIN_TOKEN_SECRET, "namespace": ns, "labels": meta_labels},
+            type="Opaque", string_data={"token": pulumi.Output.secret(_secrets.token_urlsafe(32))},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=deps, ignore_changes=["stringData", "data"]))
+        # The cooldown and run history survive a rescheduled pod (an emptyDir would not).
+        self.retrain_state = k8s.core.v1.PersistentVolumeClaim(
+            f"{name}-retrain-state",
+            metadata={"name": f"{app}-state", "namespace": ns, "labels": meta_labels},
+            spec={"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
             opts=child)
-        prometheus_crds.service_monitor(
-            f"{name}-retrain-service-monitor", name=app, namespace=ns, operator=prometheus_operator, opts=child,
-            labels=meta_labels,
-            spec=prometheus_crds.ServiceMonitorSpec(
-                selector=prometheus_crds.LabelSelector(match_labels=meta_labels),
-                endpoints=[prometheus_crds.Endpoint(port="http", path="/metrics", interval="30s")]))
+        ctx = self.cluster_context(args, {"state": lambda w, r, output: state[output]})
+        workload = retrain_trigger(CatalogueOptions(retrain_cooldown_s=args.retrain_cooldown_s))
+        self.retrain = RenderedWorkload(
+            f"{name}-retrain-trigger", workload, ctx, prometheus_operator=prometheus_operator,
+            patch=PodPatch(
+                service_account=app, image=image,
+                automount_token=True,  # the submitter talks to the API server
+                volumes=(jobs_volume, {"name": "state", "persistentVolumeClaim": {"claimName": f"{app}-state"}}),
+                volume_mounts=({"name": "jobs", "mountPath": RETRAIN_JOBS_DIR, "readOnly": True},
+                               {"name": "state", "mountPath": RETRAIN_STATE_DIR})),
+            after=[*deps, self.retrain_service_account, self.retrain_token, self.retrain_state],
+            opts=pulumi.ResourceOptions(parent=self))
+        self.retrain_deployment = self.retrain.deployment
+        self.retrain_service = self.retrain.service
         self.webhook_url = retrain_webhook_url(ns)

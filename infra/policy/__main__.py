@@ -2,7 +2,7 @@
     --policy-pack-config infra/policy/enterprise.json` (mandatory) or `.../advisory.json`.
 
 The enforcement level comes from that config file (`"all": "mandatory"|"advisory"`, plus
-per-policy properties); without one, every policy is advisory.
+per-policy properties); without one, every policy is MANDATORY (advisory only when asked for).
 """
 
 import sys

@@ -44,7 +44,9 @@ CONFIG_FILES: Mapping[PolicyEnforcement, Path] = {
     PolicyEnforcement.MANDATORY: PACK_DIR / "enterprise.json",
     PolicyEnforcement.ADVISORY: PACK_DIR / "advisory.json",
 }
-PACK_DEFAULT_LEVEL = EnforcementLevel.ADVISORY  # what __main__ passes to PolicyPack
+# What __main__ passes to PolicyPack: mandatory unless a config asks for advisory
+# (`--policy-pack-config infra/policy/advisory.json`); a forgotten flag must not weaken the pack.
+PACK_DEFAULT_LEVEL = EnforcementLevel.MANDATORY
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from infra.modes import capabilities
 from infra.plan.harness import Plan, PlannedResource, make_mocks
 from infra.plan.schemas import SchemaFetchError, ensure_crd_schemas, validate_resource
 from workloads.spec import load_model_spec_file
-from workloads.streaming.topics import topics_for
+from workloads.streaming.topics import labels_topic_for, topics_for
 
 SDEP = "kubernetes:machinelearning.seldon.io/v1:SeldonDeployment"
 PDB = "kubernetes:policy/v1:PodDisruptionBudget"
@@ -326,7 +326,8 @@ def test_topics_and_scaled_object_follow_the_spec(built, case, partitions, repli
     built_case = built[case]
     topics = topics_for("fraud")
     by_topic = {r.inputs["spec"]["topicName"]: r.inputs for r in built_case.of(TOPIC)}
-    assert set(by_topic) == {topics.input, topics.output, topics.dead_letter}
+    # + the labels topic of the quality service (enterprise has drift monitoring)
+    assert set(by_topic) == {topics.input, topics.output, topics.dead_letter, labels_topic_for("fraud")}
     for topic in by_topic.values():
         assert topic["metadata"]["namespace"] == KAFKA_NAMESPACE
         assert topic["metadata"]["labels"]["strimzi.io/cluster"] == "strata"
@@ -365,7 +366,7 @@ def test_the_consumer_group_is_the_workers_default():
 
 
 def test_kafka_user_has_least_acls(built):
-    user = built["enterprise/canary"].the(USER).inputs
+    user = built["enterprise/canary"].named(USER, "fraud-stream").inputs
     topics = topics_for("fraud")
     assert user["metadata"]["namespace"] == KAFKA_NAMESPACE
     assert user["spec"]["authentication"] == {"type": "tls"}
@@ -385,6 +386,24 @@ def test_kafka_user_has_least_acls(built):
     ])
 
 
+def test_quality_service_reads_scored_and_labels_with_its_own_identity(built):
+    """Issue 12 item 3: the quality service is deployed (its alerts ship), with read-only ACLs."""
+    case = built["enterprise/canary"]
+    user = case.named(USER, "fraud-quality").inputs
+    topics = topics_for("fraud")
+    acls = {(a["resource"]["type"], a["resource"]["name"], tuple(a["operations"])) for a in user["spec"]["authorization"]["acls"]}
+    assert acls == {("topic", topics.output, ("Read",)), ("topic", labels_topic_for("fraud"), ("Read",)),
+                    ("group", "strata-fraud-quality", ("Read",))}
+    pod = case.named(DEPLOYMENT, "fraud-quality").inputs["spec"]["template"]["spec"]
+    service, _sync = pod["containers"]
+    argv = service["command"] + service["args"]
+    assert argv[:3] == ["python", "-m", "workloads.monitoring.quality"]
+    env = {e["name"]: e.get("value") for e in service["env"]}
+    assert env["STRATA_KAFKA_SSL_CERTFILE"].endswith("/user.crt")
+    sources = {s["secret"]["name"] for v in pod["volumes"] if v["name"] == "kafka-tls" for s in v["projected"]["sources"]}
+    assert sources == {"strata-cluster-ca-cert", "fraud-quality"}
+
+
 def test_stream_worker_deployment(built):
     case = built["enterprise/canary"]
     deployment = case.named(DEPLOYMENT, "fraud-stream")
@@ -397,9 +416,10 @@ def test_stream_worker_deployment(built):
     assert argv[:3] == ["python", "-m", "workloads.streaming"]
     assert argv[argv.index("--bootstrap") + 1] == f"strata-kafka-bootstrap.{KAFKA_NAMESPACE}.svc:9093"
     assert argv[argv.index("--model") + 1] == "fraud" and argv[argv.index("--group") + 1] == "strata-fraud-stream"
-    assert argv[argv.index("--metrics-host") + 1] == "0.0.0.0"
+    assert argv[argv.index("--metrics-host") + 1] == "$(POD_IP)"  # the pod's address, not 0.0.0.0
     tls_dir = next(m["mountPath"] for m in worker["volumeMounts"] if m["name"] == "kafka-tls")
-    assert [argv[argv.index(flag) + 1] for flag in ("--ssl-cafile", "--ssl-certfile", "--ssl-keyfile")] == [
+    env = {e["name"]: e.get("value") for e in worker["env"]}
+    assert [env[name] for name in ("STRATA_KAFKA_SSL_CAFILE", "STRATA_KAFKA_SSL_CERTFILE", "STRATA_KAFKA_SSL_KEYFILE")] == [
         f"{tls_dir}/ca.crt", f"{tls_dir}/user.crt", f"{tls_dir}/user.key"]  # the Secret's keys
     assert pod["terminationGracePeriodSeconds"] >= 30  # SIGTERM finishes the batch, commits
     assert {"name": "kafka-tls", "projected": {"defaultMode": 0o440, "sources": [
@@ -478,10 +498,10 @@ def test_controller_deployment_and_its_state(built):
     [controller] = pod["containers"]
     argv = controller["command"] + controller["args"]
     assert argv == ["python", "-m", "workloads.rollout", "--model", "fraud", "--cluster",
-                    "--spec-file", "/etc/strata/spec/model.json"]
+                    "--spec-file", "/etc/strata/spec/model.json", "--health-host", "$(POD_IP)", "--health-port", "8080"]
     assert {"name": "model-spec", "configMap": {"name": "fraud-spec",
                                                 "items": [{"key": "model.json", "path": "model.json"}]}} in pod["volumes"]
-    env = {e["name"]: e["value"] for e in controller["env"]}
+    env = {e["name"]: e.get("value") for e in controller["env"]}
     assert env["STRATA_PROMETHEUS_URL"] == "http://prometheus-operated.strata-monitoring.svc:9090"
     assert env["STRATA_ROLLOUT_STATE_CONFIGMAP"] == "fraud-rollout-state"
     state = [r for r in case.of("kubernetes:core/v1:ConfigMap") if r.inputs["metadata"]["name"] == "fraud-rollout-state"]

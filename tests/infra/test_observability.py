@@ -23,6 +23,8 @@ from infra.plan.harness import Plan, PlannedResource
 from infra.plan.schemas import ensure_crd_schemas, validate_custom, validate_resource
 from infra.platform.charts import IMAGES
 from infra.platform.monitoring import MonitoringArgs
+from workloads.monitoring.shipping import ship_dashboard, ship_rules
+from infra.platform.observability import cluster_emitters
 from infra.platform.observability import (GRAFANA_DASHBOARD_LABEL, RETRAIN_APP, RETRAIN_JOBS_DIR, RETRAIN_PORT,
                                           ObservabilityArgs, dashboard_config_map_name, retrain_job_config_map_name,
                                           retrain_job_file, retrain_webhook_url)
@@ -110,7 +112,9 @@ def test_quick_deploys_no_observability(plans):
 @pytest.mark.parametrize("stack", MONITORED)
 def test_prometheus_rules_are_the_generated_groups(plans, stack):
     plan = plans[stack]
-    expected = rule_groups(plan.spec.models, RuleOptions())["groups"]
+    # the generator's groups, less what reads an emitter this mode does not run (issue 12 item 2)
+    emitters = cluster_emitters(plan.spec.capabilities, plan.spec.models)
+    expected = ship_rules(rule_groups(plan.spec.models, RuleOptions()), emitters)["groups"]
     rules = [r for r in descendants(plan, observability(plan)) if r.kind == "PrometheusRule"]
     deployed = {r.inputs["metadata"]["name"]: r for r in rules}
     assert list(deployed) and sorted(deployed) == sorted(g["name"] for g in expected)
@@ -143,7 +147,9 @@ def test_prometheus_selects_the_rules_without_release_labels(plans, stack):
 @pytest.mark.parametrize("stack", MONITORED)
 def test_one_dashboard_config_map_per_generated_dashboard(plans, stack):
     plan = plans[stack]
-    generated = dash.dashboards(plan.spec.models)
+    emitters = cluster_emitters(plan.spec.capabilities, plan.spec.models)
+    shipped = {f: ship_dashboard(d, emitters) for f, d in dash.dashboards(plan.spec.models).items()}
+    generated = {f: d for f, d in shipped.items() if d is not None}
     sidecar = helm_values(plan)["grafana"]["sidecar"]["dashboards"]
     maps = [r for r in descendants(plan, observability(plan))
             if r.kind == "ConfigMap" and (r.inputs["metadata"].get("labels") or {}).get(sidecar["label"]) == sidecar["labelValue"]]
@@ -156,7 +162,7 @@ def test_one_dashboard_config_map_per_generated_dashboard(plans, stack):
         assert config_map.inputs["metadata"]["name"] == dashboard_config_map_name(file_name)
         assert config_map.inputs["metadata"]["namespace"] == monitoring_namespace(plan)
         assert config_map.inputs["metadata"]["annotations"][sidecar["folderAnnotation"]] == "Strata"
-        assert config_map.inputs["data"] == {file_name: to_json(dashboard)}  # the committed files' exact bytes
+        assert config_map.inputs["data"] == {file_name: to_json(dashboard)}  # the generator's exact bytes
         uids.add(json.loads(config_map.inputs["data"][file_name])["uid"])
     assert len(uids) == len(generated), "explicit, distinct UIDs"
 
@@ -198,9 +204,10 @@ def test_retrain_trigger_runs_the_workload_hardened_from_a_pinned_image(plans, s
     assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}  # one process holds "one per model"
     pod = pod_spec(deployment)
     [container] = pod["containers"]
-    args = container["args"]
+    args = container["command"] + container["args"]
     assert args[:3] == ["python", "-m", "workloads.monitoring.retrain"]
-    assert args[args.index("--port") + 1] == str(RETRAIN_PORT) and args[args.index("--host") + 1] == "0.0.0.0"
+    # the pod's own address (downward API), not every interface
+    assert args[args.index("--port") + 1] == str(RETRAIN_PORT) and args[args.index("--host") + 1] == "$(POD_IP)"
     command = args[args.index("--command") + 1]
     # the stdlib submitter (in the monitoring image; no kubectl) creates it in the template's namespace
     assert command.split()[:3] == ["python", "-m", "workloads.training.submit"]
@@ -221,7 +228,8 @@ def test_retrain_trigger_runs_the_workload_hardened_from_a_pinned_image(plans, s
 def test_retrain_trigger_rbac_is_least_privilege(plans, stack):
     plan = plans[stack]
     namespace = monitoring_namespace(plan)
-    resources = descendants(plan, observability(plan))
+    resources = [r for r in descendants(plan, observability(plan))
+                 if (r.inputs.get("metadata") or {}).get("labels", {}).get("app.kubernetes.io/name") != "cost-exporter"]
     teams = sorted({m.team for m in plan.spec.models})
     roles = [r for r in resources if r.kind == "Role"]
     assert sorted(r.inputs["metadata"]["namespace"] for r in roles) == sorted(team_namespace(plan, t) for t in teams)
@@ -353,6 +361,20 @@ def test_monitoring_refuses_an_alertmanager_config_that_misses_the_trigger(plans
         ObservabilityArgs(namespace="monitoring", models=tuple(models), retrain=True)
 
 
+@pytest.mark.parametrize("stack", MONITORED)
+def test_cost_exporter_is_deployed_read_only(plans, stack):
+    """Issue 12 item 3: its alerts ship, so the program runs it; it only reads the API."""
+    plan = plans[stack]
+    resources = descendants(plan, observability(plan))
+    deployment = named(resources, "Deployment", "cost-exporter", monitoring_namespace(plan))
+    [container] = pod_spec(deployment)["containers"]
+    assert container["command"] == ["python", "-m", "workloads.monitoring.cost_exporter"]
+    [role] = [r for r in resources if r.kind == "ClusterRole"]
+    assert role.inputs["rules"] == [{"apiGroups": [""], "resources": ["nodes", "pods", "events"],
+                                     "verbs": ["get", "list", "watch"]}]
+    named(resources, "ServiceMonitor", "cost-exporter", monitoring_namespace(plan))
+
+
 # ------------------------------------------------------------------------------ drift exporters
 
 
@@ -379,7 +401,9 @@ def test_one_drift_exporter_per_model_in_its_team_namespace(plans, stack):
         serve = serve.split()
         assert serve[:3] == ["python", "-m", "workloads.monitoring.drift_service"]
         assert serve[serve.index("--model") + 1] == model.name and serve[serve.index("--team") + 1] == model.team
-        assert serve[serve.index("--host") + 1] == "0.0.0.0"
+        # the pod's own address, not every interface (Kubernetes expands $(POD_IP) from the env)
+        assert serve[serve.index("--host") + 1] == "$(POD_IP)"
+        assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in container["env"]
         assert container["image"].endswith(f":{IMAGES['drift-monitor'].tag}")
         assert container["livenessProbe"] and container["readinessProbe"] and container["resources"]["limits"]
         assert "initContainers" not in pod
@@ -397,9 +421,9 @@ def test_one_drift_exporter_per_model_in_its_team_namespace(plans, stack):
         if istio:  # Prometheus has no sidecar: it scrapes Istio's merged metrics, outside mTLS
             assert ports[endpoint["port"]]["port"] == 15020 and endpoint["path"] == "/stats/prometheus"
             annotations = deployment.inputs["spec"]["template"]["metadata"]["annotations"]
-            assert annotations["prometheus.io/port"] == str(int(ports["http"]["port"]))
+            assert annotations["prometheus.io/port"] == str(int(ports["http-metrics"]["port"]))
         else:
-            assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
+            assert endpoint["port"] == "http-metrics" and endpoint["path"] == "/metrics"
         assert release.urn in monitor.dependencies
 
 
@@ -434,3 +458,31 @@ def test_observability_objects_validate_and_pass_the_policy_pack(plans, stack, c
     urns = {r.urn for r in ours}
     violations = [v for v in evaluate(plan.resources, plan.spec.capabilities.policy_enforcement) if v.urn in urns]
     assert [v.format() for v in violations] == []
+
+
+@pytest.mark.parametrize("stack", MONITORED)
+def test_retrain_trigger_is_authenticated_and_keeps_its_cooldown(plans, stack):
+    """Issue 12 item 5: a bearer token from a Secret (Alertmanager mounts it), only the stack's
+    models, the cooldown on a PersistentVolumeClaim (survives a rescheduled pod)."""
+    from workloads.monitoring.alertmanager import RETRAIN_TOKEN_FILE, RETRAIN_TOKEN_SECRET
+
+    plan = plans[stack]
+    namespace = monitoring_namespace(plan)
+    resources = descendants(plan, observability(plan))
+    deployment = named(resources, "Deployment", RETRAIN_APP, namespace)
+    pod = pod_spec(deployment)
+    [container] = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["STRATA_RETRAIN_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": RETRAIN_TOKEN_SECRET, "key": "token"}}
+    secret = named(resources, "Secret", RETRAIN_TOKEN_SECRET, namespace)
+    assert "stringData" in secret.secret_paths
+    args = container["command"] + container["args"]
+    assert args[args.index("--models") + 1].split(",") == sorted(m.name for m in plan.spec.models)
+    [state] = [v for v in pod["volumes"] if v["name"] == "state"]
+    claim = named(resources, "PersistentVolumeClaim", state["persistentVolumeClaim"]["claimName"], namespace)
+    assert claim.inputs["spec"]["accessModes"] == ["ReadWriteOnce"]
+    webhook = [r for r in plan.by_type("kubernetes:helm.sh/v3:Release") if r.inputs["chart"] == "kube-prometheus-stack"]
+    config = webhook[0].inputs["values"]["alertmanager"]["config"]
+    [hook] = [h for r in config["receivers"] if r["name"] == "retrain-webhook" for h in r["webhook_configs"]]
+    assert hook["http_config"]["authorization"] == {"type": "Bearer", "credentials_file": RETRAIN_TOKEN_FILE}
+    assert RETRAIN_TOKEN_SECRET in webhook[0].inputs["values"]["alertmanager"]["alertmanagerSpec"]["secrets"]

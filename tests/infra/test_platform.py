@@ -300,7 +300,7 @@ def test_pagerduty_keys_only_in_secret_inputs(monkeypatch, stack):
     assert secret.inputs["metadata"]["namespace"] == plan.outputs.get("monitoringNamespace", "monitoring")
     assert SENTINEL in secret.inputs["stringData"].values()
     values = charts(plan)["kube-prometheus-stack"].inputs["values"]["alertmanager"]
-    assert values["alertmanagerSpec"]["secrets"] == [ROUTING_KEYS_SECRET]
+    assert values["alertmanagerSpec"]["secrets"] == [ROUTING_KEYS_SECRET, "retrain-trigger-token"]  # + the webhook token
     files = [pd["routing_key_file"] for receiver in values["config"]["receivers"]
              for pd in receiver.get("pagerduty_configs", [])]
     assert files and all(f.startswith(f"{ROUTING_KEY_DIR}/") for f in files)
@@ -331,6 +331,21 @@ def test_aws_mlflow_uses_s3_irsa_and_rds(plans):
     secret = one([r for r in plan.of_kind("Secret") if r.inputs["metadata"]["name"] == "mlflow-db"], "db secret")
     assert "stringData" in secret.secret_paths
     assert secret.inputs["stringData"]["backend-store-uri"].startswith("postgresql://")
+
+
+def test_mlflow_verifies_the_databases_certificate(plans):
+    """Issue 12 item 7: RDS with verify-full against the CA bundle the image carries, never `prefer`."""
+    from pathlib import Path
+
+    from infra.platform.mlflow import RDS_CA_BUNDLE
+
+    for stack, expected in (("enterprise", f"sslmode=verify-full&sslrootcert={RDS_CA_BUNDLE}"),
+                            ("quick", "sslmode=disable")):  # in-cluster: no TLS server, namespace-local clients
+        secret = one([r for r in plans[stack].of_kind("Secret") if r.inputs["metadata"]["name"] == "mlflow-db"], "db")
+        uri = secret.inputs["stringData"]["backend-store-uri"]
+        assert uri.endswith("?" + expected) and "prefer" not in uri, (stack, uri.split("@")[-1])
+    dockerfile = (Path(__file__).resolve().parents[2] / "workloads" / "tracking" / "Dockerfile").read_text()
+    assert any(line.startswith("ADD ") and line.rstrip().endswith(" " + RDS_CA_BUNDLE) for line in dockerfile.splitlines())
 
 
 @pytest.mark.parametrize("mode", ("quick", "enterprise"))

@@ -333,7 +333,7 @@ def test_retrain_manifest_is_the_rayjob_with_a_generated_name(crd_schemas):
     """With a monitoring namespace and drift monitoring, the trigger's manifest is written too."""
     plan = build(enterprise_fraud(), "enterprise", monitoring_namespace="strata-monitoring")
     maps = {r.inputs["metadata"]["name"]: r for r in plan.by_type("kubernetes:core/v1:ConfigMap")}
-    retrain = maps["strata-retrain-trigger-fraud"]
+    retrain = maps["retrain-trigger-fraud"]
     assert retrain.inputs["metadata"]["namespace"] == "strata-monitoring"
     job = json.loads(retrain.inputs["data"]["fraud.json"])
     assert job["metadata"]["generateName"] == "fraud-retrain-" and job["metadata"]["namespace"] == NAMESPACE
@@ -347,11 +347,11 @@ def test_retrain_manifest_is_the_rayjob_with_a_generated_name(crd_schemas):
     finding = validate_resource(resource, K8S, crd_schemas)
     assert finding is not None and finding.errors == []
     # no drift monitoring (quick), or no monitoring namespace: nothing to write
-    assert "strata-retrain-trigger-fraud" not in {
+    assert "retrain-trigger-fraud" not in {
         r.inputs["metadata"]["name"] for r in build(example("fraud"), "quick", monitoring_namespace="m").by_type(
             "kubernetes:core/v1:ConfigMap")}
     assert not [r for r in build(example("fraud"), "standard").by_type("kubernetes:core/v1:ConfigMap")
-                if r.inputs["metadata"]["name"].startswith("strata-retrain-trigger")]
+                if r.inputs["metadata"]["name"].startswith("retrain-trigger")]
 
 
 def test_template_is_the_rayjob_and_its_scheduled_copy_is_valid(plans, crd_schemas):

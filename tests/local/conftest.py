@@ -1,3 +1,3 @@
-"""Local-mode fixtures: real services for the session (see workloads/local/testing.py)."""
+"""Local-mode fixtures: real services for the session (see tests/local_services.py)."""
 
-from workloads.local.testing import local_services, local_supervisor  # noqa: F401
+from tests.local_services import local_services, local_supervisor  # noqa: F401

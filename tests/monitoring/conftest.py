@@ -108,6 +108,18 @@ def catalog():
 PYTHON = sys.executable
 
 
+RETRAIN_TOKEN = "test-retrain-token-0123456789abcdef"  # the webhook's bearer token in these tests
+
+
+def retrain_trigger_argv(port: int, action: str, catalog) -> tuple[list[str], dict[str, str]]:
+    """The retraining trigger's command line and environment (its bearer token, its models)."""
+    import os
+
+    argv = [PYTHON, "-m", "workloads.monitoring.retrain", "--port", str(port), "--command", action,
+            "--cooldown", "3600", "--models", ",".join(spec.name for spec in catalog)]
+    return argv, {**os.environ, "STRATA_RETRAIN_TOKEN": RETRAIN_TOKEN}
+
+
 def write_fast_alerting(directory: Path, catalog, *, key_prefix: str, pagerduty_url: str, retrain_url: str,
                         alertmanager_port: int, scrape_targets: dict[str, str]) -> tuple[Path, Path]:
     """The generated rules (`for:` 2s), routing-key files, Alertmanager config (1s grouping) and a
@@ -126,9 +138,12 @@ def write_fast_alerting(directory: Path, catalog, *, key_prefix: str, pagerduty_
     for spec in catalog:
         (keys / spec.pagerduty.routing_key_name).write_text(f"{key_prefix}{spec.pagerduty.routing_key_name}\n")
     (keys / am.PLATFORM_ROUTING_KEY).write_text(f"{key_prefix}platform\n")
+    token_file = directory / "retrain-token"
+    token_file.write_text(RETRAIN_TOKEN + "\n")
     am_file = directory / "alertmanager.yaml"
     am_file.write_text(to_yaml(am.alertmanager_config(catalog, am.AlertmanagerOptions(
         routing_key_dir=str(keys), pagerduty_url=pagerduty_url, retrain_webhook_url=retrain_url,
+        retrain_token_file=str(token_file),
         group_wait="1s", group_interval="1s", repeat_interval="1h", page_repeat_interval="1h",
         retrain_repeat_interval="1h"))))
     prom_file = directory / "prometheus.yaml"

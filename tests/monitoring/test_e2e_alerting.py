@@ -17,15 +17,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-from tests.monitoring.conftest import PYTHON, free_port, need, wait_http, write_fast_alerting
+from tests.monitoring.conftest import (PYTHON, RETRAIN_TOKEN, free_port, need, retrain_trigger_argv, wait_http,
+                                      write_fast_alerting)
 from workloads.monitoring import rules
 from workloads.data.profile import build_profile, write_profile
 
 FEATURES = ("amount", "hour", "merchant_risk", "distance_km")
 
 
-def _post(url: str, body: object) -> dict:
-    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+def _post(url: str, body: object, headers: dict | None = None) -> dict:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json", **(headers or {})})
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
@@ -95,8 +96,8 @@ def test_injected_drift_pages_and_starts_exactly_one_retrain(tmp_path, processes
         # The retraining trigger; its action is a real command that records each start.
         marker = tmp_path / "retrains.log"
         action = f"{PYTHON} -c \"import sys,time; open(sys.argv[1],'a').write(sys.argv[2]+'\\n'); time.sleep(3)\" {marker} {{model}}"
-        retrain = processes.start("retrain", [PYTHON, "-m", "workloads.monitoring.retrain", "--port", str(retrain_port),
-                                              "--command", action, "--cooldown", "3600"])
+        retrain_argv, retrain_env = retrain_trigger_argv(retrain_port, action, catalog)
+        retrain = processes.start("retrain", retrain_argv, env=retrain_env)
 
         # Generated rules (drift `for:` shortened) and Alertmanager config (loopback endpoints).
         am_file, prom_file = write_fast_alerting(
@@ -160,7 +161,9 @@ def test_injected_drift_pages_and_starts_exactly_one_retrain(tmp_path, processes
         assert "ModelFeatureDrift" in status["last_reason"]
         duplicate = {"version": "4", "status": "firing", "alerts": [
             {"status": "firing", "labels": {"alertname": "ModelFeatureDrift", "model": "fraud", "team": fraud.team, "retrain": "true"}}]}
-        assert _post(f"http://127.0.0.1:{retrain_port}/v1/alertmanager", duplicate)["models"]["fraud"] in ("already_running", "cooldown")
+        # (Alertmanager itself authenticated with the token file; a direct caller needs it too)
+        assert _post(f"http://127.0.0.1:{retrain_port}/v1/alertmanager", duplicate,
+                     {"Authorization": f"Bearer {RETRAIN_TOKEN}"})["models"]["fraud"] in ("already_running", "cooldown")
         time.sleep(5)  # further group updates (KS alerts join, the retrain command finishes)
         assert marker.read_text().split() == ["fraud"]
         final = _get(f"http://127.0.0.1:{retrain_port}/v1/retrains")["fraud"]

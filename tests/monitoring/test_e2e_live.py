@@ -31,7 +31,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.monitoring.conftest import PYTHON, Processes, free_port, need, wait_http, write_fast_alerting
+from tests.monitoring.conftest import (PYTHON, Processes, free_port, need, retrain_trigger_argv, wait_http,
+                                      write_fast_alerting)
 from workloads.monitoring import metrics as contract
 from workloads.monitoring import rules
 from workloads.monitoring.generate import REPO_ROOT
@@ -136,8 +137,8 @@ class LivePlatform:
         self.marker = tmp / "retrains.log"
         action = (f"{PYTHON} -c \"import sys,time; open(sys.argv[1],'a').write(sys.argv[2]+'\\n'); time.sleep(3)\" "
                   f"{self.marker} {{model}}")
-        retrain = start("retrain", [PYTHON, "-m", "workloads.monitoring.retrain", "--port", str(ports["retrain"]),
-                                    "--command", action, "--cooldown", "3600"])
+        retrain_argv, retrain_env = retrain_trigger_argv(ports["retrain"], action, catalog)
+        retrain = start("retrain", retrain_argv, env=retrain_env)
 
         # Prometheus (generated rules, `for:` shortened) and Alertmanager (generated config)
         self.routing_key = f"live-{run}-{self.fraud.pagerduty.routing_key_name}"
@@ -288,47 +289,58 @@ def live(tmp_path_factory, catalog, local_services):
         processes.stop_all()
 
 
-def test_injected_drift_in_the_stream_pages_and_starts_exactly_one_retrain(live):
+def drive_drift_until_paged(live) -> tuple[float, dict]:
+    """Phase 1 (reference-like traffic: nothing fires) then phase 2 (drift injected into the
+    stream) until the ModelFeatureDrift page; once per session, whichever test asks first
+    (no test depends on another having run)."""
     from workloads.serving.testing import reference_outputs, sample_rows
 
+    if live.paged is not None:
+        return live.paged
     rng = np.random.default_rng(11)
-    try:
-        # Phase 1: traffic like the reference (the model version's training sample), and
-        # delayed labels drawn like the version's holdout labels (no quality alert).
-        rows = sample_rows(live.schema, WINDOW_ROWS, seed=7)
-        keys = live.send_inputs(rows)
-        live.send_labels(keys, delayed_labels(reference_outputs(live.registry_root, "fraud", "champion", rows), rng))
-        live.producer.send(live.input, key=b"bad-1", value=b"not json")  # -> the dead-letter topic
-        live.producer.flush()
-        # a logged request with a missing value (serving stage): counted as an invalid row
-        drift_url = f"http://127.0.0.1:{live.ports['drift']}/v1/observe"
-        assert _post(drift_url, {"rows": [[None] * len(live.schema.names)]})["invalid"] == 1
-        for batch in (sample_rows(live.schema, 8, seed=1), sample_rows(live.schema, 32, seed=2)):
-            _post(live.server.url + "/api/v1.0/predictions", {"data": {"ndarray": batch.tolist()}})
-        request = urllib.request.Request(live.server.url + "/api/v1.0/predictions", b'{"data": {"ndarray": [[1, 2]]}}',
-                                         {"Content-Type": "application/json"})
-        with pytest.raises(urllib.error.HTTPError) as rejected:  # a malformed request: a 4xx with a reason
-            urllib.request.urlopen(request, timeout=10)
-        assert 400 <= rejected.value.code < 500
-        _wait(lambda: live.prom(f'strata_drift_window_rows{{model="fraud"}} >= {WINDOW_ROWS}'), 150,
-              "a full live window scraped from the drift monitor")
-        time.sleep(3)  # > for: (2s) + evaluation interval
-        assert live.prom('ALERTS{alertname=~"ModelFeatureDrift|ModelFeatureKSDrift", model="fraud"}') == []
-        assert live.pages("ModelFeatureDrift") == []
+    # Phase 1: traffic like the reference (the model version's training sample), and
+    # delayed labels drawn like the version's holdout labels (no quality alert).
+    rows = sample_rows(live.schema, WINDOW_ROWS, seed=7)
+    keys = live.send_inputs(rows)
+    live.send_labels(keys, delayed_labels(reference_outputs(live.registry_root, "fraud", "champion", rows), rng))
+    live.producer.send(live.input, key=b"bad-1", value=b"not json")  # -> the dead-letter topic
+    live.producer.flush()
+    # a logged request with a missing value (serving stage): counted as an invalid row
+    drift_url = f"http://127.0.0.1:{live.ports['drift']}/v1/observe"
+    assert _post(drift_url, {"rows": [[None] * len(live.schema.names)]})["invalid"] == 1
+    for batch in (sample_rows(live.schema, 8, seed=1), sample_rows(live.schema, 32, seed=2)):
+        _post(live.server.url + "/api/v1.0/predictions", {"data": {"ndarray": batch.tolist()}})
+    request = urllib.request.Request(live.server.url + "/api/v1.0/predictions", b'{"data": {"ndarray": [[1, 2]]}}',
+                                     {"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as rejected:  # a malformed request: a 4xx with a reason
+        urllib.request.urlopen(request, timeout=10)
+    assert 400 <= rejected.value.code < 500
+    _wait(lambda: live.prom(f'strata_drift_window_rows{{model="fraud"}} >= {WINDOW_ROWS}'), 150,
+          "a full live window scraped from the drift monitor")
+    time.sleep(3)  # > for: (2s) + evaluation interval
+    assert live.prom('ALERTS{alertname=~"ModelFeatureDrift|ModelFeatureKSDrift", model="fraud"}') == []
+    assert live.pages("ModelFeatureDrift") == []
 
-        # Phase 2: inject drift into the stream: amounts shrink, merchant risk concentrates low.
-        drifted = sample_rows(live.schema, WINDOW_ROWS + 500, seed=8)
-        names = list(live.schema.names)
-        drifted[:, names.index("amount")] *= 0.2
-        drifted[:, names.index("merchant_risk")] **= 3
-        injected = time.time()
-        live.send_inputs(drifted)
-        paged = _wait(lambda: live.pages("ModelFeatureDrift"), 120, "the ModelFeatureDrift page")[0]
-        seconds = paged["received_at"] - injected
-        print(f"\ninjection-to-page (live stream): {seconds:.2f} s  (Kafka -> stream worker -> drift feed -> drift "
-              f"monitor every 0.5 s -> scrape 1 s -> rule eval 1 s, for 2 s -> Alertmanager group_wait 1 s -> "
-              f"PagerDuty receiver; production: for {live.fraud.drift.sustained_for})")
-        live.paged = (seconds, paged["event"])
+    # Phase 2: inject drift into the stream: amounts shrink, merchant risk concentrates low.
+    drifted = sample_rows(live.schema, WINDOW_ROWS + 500, seed=8)
+    names = list(live.schema.names)
+    drifted[:, names.index("amount")] *= 0.2
+    drifted[:, names.index("merchant_risk")] **= 3
+    injected = time.time()
+    live.send_inputs(drifted)
+    paged = _wait(lambda: live.pages("ModelFeatureDrift"), 120, "the ModelFeatureDrift page")[0]
+    seconds = paged["received_at"] - injected
+    print(f"\ninjection-to-page (live stream): {seconds:.2f} s  (Kafka -> stream worker -> drift feed -> drift "
+          f"monitor every 0.5 s -> scrape 1 s -> rule eval 1 s, for 2 s -> Alertmanager group_wait 1 s -> "
+          f"PagerDuty receiver; production: for {live.fraud.drift.sustained_for})")
+    live.paged = (seconds, paged["event"])
+    return live.paged
+
+
+def test_injected_drift_in_the_stream_pages_and_starts_exactly_one_retrain(live):
+    try:
+        seconds, event = drive_drift_until_paged(live)
+        paged = {"event": event}
 
         event = paged["event"]
         assert event["payload"]["custom_details"]["team"] == live.fraud.team
@@ -367,8 +379,7 @@ def _used_by_dashboards() -> set[str]:
 
 
 def test_every_dashboard_metric_is_exported_by_a_live_workload(live):
-    if live.paged is None:
-        pytest.skip("runs after the drift test (the retrain counter and drift alerts need it)")
+    drive_drift_until_paged(live)  # the retrain counter and drift alerts need it (no order dependence)
     emitter_of = {series: m.emitter for m in contract.CONTRACT for series in m.series_names}
     used = _used_by_dashboards()
     not_run = {name for name in used if emitter_of.get(name) in NOT_RUN_HERE}

@@ -10,6 +10,7 @@ import urllib.request
 
 import pytest
 
+from workloads.monitoring.retrain import safe_name
 from workloads.monitoring.retrain import CommandAction, RetrainRequest, RetrainTrigger, serve
 
 
@@ -46,7 +47,7 @@ def test_webhook_payload_groups_by_model_and_ignores_others():
         _alert(), _alert(alertname="ModelQualityDegraded"), _alert(model="digits", retrain="false"),
         _alert(model="digits", status="resolved")]})
     trigger.join(5)
-    assert result == {"models": {"fraud": "started"}, "ignored": 2}
+    assert result == {"models": {"fraud": "started"}, "ignored": 2, "unknown_models": 0}
     assert started == [("fraud", "ModelFeatureDrift,ModelQualityDegraded")]
     with pytest.raises(ValueError, match="alerts"):
         trigger.handle_alertmanager({"nope": 1})
@@ -85,10 +86,51 @@ def test_http_contract():
 
         assert post(b"{not json")[0] == 400
         assert post(b'{"alerts": [{"status": "firing"}]}') == (400, {"error": "every alert needs a `labels` object"})
-        assert post(json.dumps({"alerts": [_alert()]}).encode()) == (200, {"models": {"fraud": "started"}, "ignored": 0})
+        assert post(json.dumps({"alerts": [_alert()]}).encode()) == (
+            200, {"models": {"fraud": "started"}, "ignored": 0, "unknown_models": 0})
         assert post(json.dumps({"alerts": [_alert()]}).encode())[1]["models"]["fraud"] in ("already_running", "cooldown")
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
             text = response.read().decode()
         assert "strata_retrain_triggers_total" in text and "strata_retrain_runs_in_progress" in text
     finally:
         server.shutdown()
+
+
+def _post(base: str, body: bytes, headers: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(f"{base}/v1/alertmanager", body, {"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_the_webhook_needs_the_bearer_token_and_knows_its_models(tmp_path):
+    """Issue 12 item 5: authenticated callers only; only known models; no request label in a path."""
+    started = []
+    trigger = RetrainTrigger(lambda r: started.append(r.model) or 0, cooldown_s=3600, known_models=["fraud"])
+    server = serve(trigger, "127.0.0.1", 0, token="s3cret-token")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    body = json.dumps({"alerts": [_alert(), {**_alert(), "labels": {**_alert()["labels"], "model": "../../etc"}}]}).encode()
+    try:
+        assert _post(base, body, {})[0] == 401
+        assert _post(base, body, {"Authorization": "Bearer wrong"})[0] == 401
+        code, reply = _post(base, body, {"Authorization": "Bearer s3cret-token"})
+        assert code == 200 and reply["models"] == {"fraud": "started"} and reply["unknown_models"] == 1
+        trigger.join(5)
+        assert started == ["fraud"]
+    finally:
+        server.shutdown()
+    with pytest.raises(ValueError, match="not a DNS label"):
+        safe_name("../../etc")
+
+
+def test_the_trigger_refuses_to_start_without_a_token(tmp_path):
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "STRATA_RETRAIN_TOKEN"}
+    result = subprocess.run([sys.executable, "-m", "workloads.monitoring.retrain", "--port", "0", "--command", "true",
+                             "--models", "fraud"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "STRATA_RETRAIN_TOKEN is not set" in result.stderr

@@ -541,3 +541,13 @@ def test_pack_files_exist_and_pack_starts():
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_the_pack_is_mandatory_unless_advisory_is_asked_for():
+    """Issue 12 item 8: without --policy-pack-config every policy blocks."""
+    from infra.policy.offline import PACK_DEFAULT_LEVEL, resolve_policy_config
+
+    assert PACK_DEFAULT_LEVEL is EnforcementLevel.MANDATORY
+    for policy in POLICIES:
+        assert resolve_policy_config(policy, {})[0] is EnforcementLevel.MANDATORY
+        assert resolve_policy_config(policy, load_pack_config(PolicyEnforcement.ADVISORY))[0] is EnforcementLevel.ADVISORY

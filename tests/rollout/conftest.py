@@ -24,7 +24,7 @@ from tests.serving.conftest import free_ports
 from workloads.local.observability import write_prometheus_config, write_scrape_target
 from workloads.local.services import LocalOptions
 from workloads.local.supervisor import Supervisor
-from workloads.local.testing import RunningServices, free_port_map
+from tests.local_services import RunningServices, free_port_map
 from workloads.rollout.local import HttpStablePredictor
 from workloads.serving import registry
 from workloads.serving.launch import ModelServer, ServerConfig, serving_python

@@ -1,4 +1,4 @@
-"""Streaming fixtures: the real local Kafka broker (workloads.local.testing) and a real
+"""Streaming fixtures: the real local Kafka broker (tests.local_services) and a real
 registry export; helpers to create topics and read them back."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def registry_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def kafka(local_services) -> str:  # the root conftest's plugin: workloads.local.testing
+def kafka(local_services) -> str:  # the root conftest's plugin: tests.local_services
     return local_services("kafka").kafka_bootstrap
 
 

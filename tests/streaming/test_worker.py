@@ -38,8 +38,9 @@ def record_bytes(row) -> bytes:
     return json.dumps(dict(zip(NAMES, map(float, row)))).encode()
 
 
-def start_worker(kafka, topics, registry_root, log_path, group, extra=()) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "workloads.streaming.worker", "--bootstrap", kafka, "--model", "fraud",
+def start_worker(kafka, topics, registry_root, log_path, group, extra=(), module="workloads.streaming.worker",
+                 module_args=()) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", module, *module_args, "--bootstrap", kafka, "--model", "fraud",
            "--registry", str(registry_root), "--input-topic", topics.input, "--output-topic", topics.output,
            "--dead-letter-topic", topics.dead_letter, "--group", group, "--batch-size", "50",
            "--session-timeout-ms", "6000", "--max-poll-interval-ms", "15000", *extra]
@@ -164,11 +165,9 @@ def test_crash_between_produce_and_commit_replays_the_batch(kafka, registry_root
     producer.close()
     log = tmp_path / "worker.log"
     group = f"g-{topics.input}"
-    os.environ["STRATA_STREAM_FAULT"] = "crash-before-commit:3"
-    try:
-        crashed = start_worker(kafka, topics, registry_root, log, group)
-    finally:
-        del os.environ["STRATA_STREAM_FAULT"]
+    # the fault lives in test code (tests/streaming/crashing_worker.py), not in the worker
+    crashed = start_worker(kafka, topics, registry_root, log, group, module="tests.streaming.crashing_worker",
+                           module_args=("--crash-before-commit", "3"))
     assert crashed.wait(timeout=180) == 137, log.read_text()[-3000:]
     assert count_outputs(kafka, topics.output) == 150  # 3 batches of 50 produced, 2 committed
     worker = start_worker(kafka, topics, registry_root, log, group)
@@ -373,3 +372,10 @@ def test_a_topic_that_comes_during_the_wait_ends_it():
     producer = _TopiclessProducer(appears_after=2)
     _waiting_worker(producer, wait_s=30)._await_input_topic()
     assert producer.asked == 3
+
+
+def test_the_worker_carries_no_test_hooks():
+    """Issue 12 item 11: fault injection is test code (tests/streaming/crashing_worker.py)."""
+    source = (REPO / "workloads" / "streaming" / "worker.py").read_text()
+    assert "os._exit" not in source and "STRATA_STREAM_FAULT" not in source
+    assert not (REPO / "workloads" / "local" / "testing.py").exists()  # the fixtures live in tests/

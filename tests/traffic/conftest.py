@@ -1,4 +1,4 @@
-"""Traffic fixtures: the session's real nginx proxy (workloads.local.testing's supervisor, own
+"""Traffic fixtures: the session's real nginx proxy (tests.local_services's supervisor, own
 ports and state dir) in front of real HTTP upstream servers, one fresh model name per test."""
 
 from __future__ import annotations

@@ -519,7 +519,8 @@ class Demo:
             # Lag as the worker reports it now (a Prometheus sample may be one scrape old).
             lag = _metric_sum(self._worker_metrics(spec), "strata_stream_consumer_lag_messages")
             self.facts.setdefault("stream", {})[spec.name] = {
-                "messages": n, "seconds": seconds, "msgs_per_s": n / seconds, "lag": lag, "psi_before": psi}
+                "messages": n, "seconds": seconds, "msgs_per_s": n / seconds, "lag": lag, "psi_before": psi,
+                "psi_threshold": spec.drift.psi_threshold}
             out.append(f"{spec.name}: {n} scored in {seconds:.1f}s, max PSI {psi:.3f}")
             self.log(out[-1])
         return "; ".join(out)
@@ -715,7 +716,7 @@ class Demo:
                      ("5xx / malformed -> 4xx", f"{t['errors_5xx']} / {t['bad_4xx']} of {t['bad_sent']}")]
         for model, s in f.get("stream", {}).items():
             rows.append((f"stream {model}", f"{s['msgs_per_s']:.0f} msg/s end to end, lag {s['lag']:.0f}, "
-                                            f"max PSI {s['psi_before']:.3f} (no drift)"))
+                                            f"max PSI {s['psi_before']:.3f} {psi_verdict(s['psi_before'], s['psi_threshold'])}"))
         if "canary" in f:
             c = f["canary"]
             rows.append(("rollout decision", f"{c['model']} v{c.get('challenger')}: {c.get('decision', 'not decided')} "
@@ -749,6 +750,13 @@ class Demo:
 
     def _results_so_far(self) -> list[StageResult]:
         return list(getattr(self, "_results", []))
+
+
+def psi_verdict(psi: float, threshold: float) -> str:
+    """What a PSI says against the spec's threshold (said, not assumed)."""
+    if psi != psi:  # NaN: no evaluated window
+        return "(not evaluated)"
+    return f"(< threshold {threshold:g}: no drift)" if psi < threshold else f"(>= threshold {threshold:g}: DRIFT)"
 
 
 #: The demo's rollout timing: the spec's canary steps, each held for a short analysis window

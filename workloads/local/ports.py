@@ -23,11 +23,12 @@ All services bind 127.0.0.1 only.
 | stream-workers   | 19200   | STRATA_PORT_STREAM_WORKERS     | stream worker metrics; +1 per model      |
 | drift-monitor    | 19300   | STRATA_PORT_DRIFT_MONITOR      | drift monitors; +1 per model             |
 | retrain-trigger  | 19310   | STRATA_PORT_RETRAIN_TRIGGER    | retraining trigger (webhook + metrics)   |
+| quality-service  | 19320   | STRATA_PORT_QUALITY_SERVICE    | model-quality services; +1 per model     |
 | s3               | 19400   | STRATA_PORT_S3                 | S3 (SeaweedFS): gateway +0, internals +1..+9 |
 | postgres         | 19432   | STRATA_PORT_POSTGRES           | PostgreSQL (the CDC source)              |
 | kafka-connect    | 19083   | STRATA_PORT_KAFKA_CONNECT      | Kafka Connect REST (Debezium)            |
 
-The last five rows are the workloads' (workloads/local/services.py gives each model its
+The model-servers ... quality-service rows are the workloads' (workloads/local/services.py gives each model its
 offset within a row).
 """
 
@@ -68,6 +69,7 @@ PORTS: dict[str, PortSpec] = {
         PortSpec("stream-workers", 19200, "stream worker metrics; +1 per model"),
         PortSpec("drift-monitor", 19300, "drift monitors; +1 per model"),
         PortSpec("retrain-trigger", 19310, "retraining trigger (webhook + metrics)"),
+        PortSpec("quality-service", 19320, "model-quality services; +1 per model"),
         PortSpec("postgres", 19432, "PostgreSQL (wal_level=logical: the CDC source)"),
         PortSpec("kafka-connect", 19083, "Kafka Connect REST API (Debezium PostgreSQL connector)"),
         PortSpec("s3", 19400, "S3 gateway (SeaweedFS); +1..+9 its master, volume, filer, gRPC and metrics", span=10),
@@ -118,3 +120,25 @@ def parse_port_overrides(items: list[str] | None) -> dict[str, int]:
             raise ConfigError(f"--port {item!r}: expected KEY=PORT, e.g. kafka=29092")
         out[key.strip()] = _check_port(value, f"--port {key.strip()}")
     return out
+
+
+def free_port_map(low: int = 20000, high: int = 32000, seed: int | None = None) -> dict[str, int]:
+    """A free loopback port for every key of the ports table (below the ephemeral range)."""
+    import random
+
+    from workloads.local.supervisor import port_free  # a socket probe; imported late (supervisor imports us)
+
+    rng = random.Random(seed)
+    chosen: dict[str, int] = {}
+    used: set[int] = set()
+    for key, spec in PORTS.items():
+        for _ in range(500):
+            port = rng.randrange(low, high - spec.span)
+            span = set(range(port, port + spec.span))  # a row's whole span: its service's internal ports
+            if not span & used and all(port_free(p) for p in span):
+                chosen[key] = port
+                used |= span
+                break
+        else:
+            raise RuntimeError(f"no free port for {key} in {low}-{high}")
+    return chosen

@@ -175,6 +175,8 @@ class ServiceSpec:
     prepare: Callable[[ServiceContext], None] | None = None  # runs before each start
     env: Callable[[ServiceContext], Mapping[str, str]] | None = None  # added to os.environ
     metrics_path: str | None = None  # scraped by the local Prometheus when set
+    metrics_port: str | None = None  # the port key scraped; default the first port
+    metrics_job: str | None = None  # the scrape job; default the service's name
     url: Callable[[ServiceContext], str] | None = None  # what a user opens
     start_timeout_s: float = 60.0
     stop_timeout_s: float = 15.0
@@ -226,7 +228,7 @@ class Registry:
 # --- built-in services ---------------------------------------------------------------------
 PROMETHEUS_FIX = "apt-get update && apt-get install -y --no-install-recommends prometheus"
 ALERTMANAGER_FIX = "apt-get update && apt-get install -y --no-install-recommends prometheus-alertmanager"
-MLFLOW_FIX = f"{sys.executable} -m pip install mlflow==3.18.0  (or: pip install -e '.[workloads]')"
+MLFLOW_FIX = ".ci/setup  (installs requirements/main.lock into this checkout's .venv)"
 
 
 def _kafka_prepare(ctx: ServiceContext) -> None:
@@ -248,17 +250,6 @@ def _kafka_command(ctx: ServiceContext) -> list[str]:
 
 def _mlflow_backend(ctx: ServiceContext) -> str:
     return ctx.options.mlflow_backend_uri or f"sqlite:///{ctx.data_dir() / 'mlflow.db'}"
-
-
-def _mlflow_command(ctx: ServiceContext) -> list[str]:
-    # As on AWS: clients write artifacts to S3 themselves; the server only tracks.
-    return [
-        ctx.python, "-m", "mlflow", "server",
-        "--backend-store-uri", _mlflow_backend(ctx),
-        "--no-serve-artifacts", "--default-artifact-root", f"s3://{s3.ARTIFACTS_BUCKET}/mlflow",
-        "--host", HOST, "--port", str(ctx.port("mlflow")),
-        "--workers", "1",
-    ]
 
 
 def _prometheus_config_path(ctx: ServiceContext) -> Path:
@@ -303,10 +294,20 @@ def _alertmanager_config_path(ctx: ServiceContext) -> Path:
 
 def _alertmanager_prepare(ctx: ServiceContext) -> None:
     ctx.data_dir().mkdir(parents=True, exist_ok=True)
+    # A fresh notification log per start: the last run's log (kept across `down`/`up`) would
+    # make Alertmanager treat a still-firing group as already notified for `repeat_interval`,
+    # so a re-run's page (e.g. the demo's drift page) would never come. Silences are kept.
+    (ctx.data_dir() / "nflog").unlink(missing_ok=True)
     if not ctx.options.alertmanager_config:
+        from workloads.local.catalogue import local_secret, local_secret_path
+        from workloads.monitoring.alertmanager import RETRAIN_TOKEN_SECRET
+
+        local_secret(ctx.state_dir, RETRAIN_TOKEN_SECRET, "token")  # the same Secret the trigger reads
         observability.write_alertmanager_config(_alertmanager_config_path(ctx), workload_catalog(),
                                                 pagerduty_port=ctx.port("pagerduty"),
-                                                retrain_port=ctx.port("retrain-trigger"))
+                                                retrain_port=ctx.port("retrain-trigger"),
+                                                retrain_token_file=local_secret_path(ctx.state_dir, RETRAIN_TOKEN_SECRET,
+                                                                                     "token"))
 
 
 def _alertmanager_command(ctx: ServiceContext) -> list[str]:
@@ -389,17 +390,6 @@ def builtin_services() -> list[ServiceSpec]:
             url=kafka_connect.rest_url,
             start_timeout_s=180.0,
             stop_timeout_s=30.0,
-        ),
-        ServiceSpec(
-            name="mlflow",
-            description="MLflow tracking server (sqlite backend, artifacts in S3, written by clients)",
-            ports=("mlflow",),
-            command=_mlflow_command,
-            health=HttpHealth("mlflow", "/health"),
-            depends_on=("s3",),
-            requires=(Requirement("the `mlflow` Python package", MLFLOW_FIX, module="mlflow"),),
-            env=lambda ctx: {**_python_env(ctx), **s3.s3_env(ctx)},
-            start_timeout_s=300.0,  # first start creates the sqlite schema; slow on a busy 2-core box
         ),
         ServiceSpec(
             name="pagerduty",
@@ -518,126 +508,196 @@ class HeartbeatHealth:
         return Health(age <= self.max_age_s, f"heartbeat {age:.1f}s ago")
 
 
-def model_server_service(spec, index: int, slot: str) -> ServiceSpec:
-    """`<model>-stable` (champion) or `<model>-candidate` (challenger): the Seldon model server.
+# --- catalogue workloads: rendered from workloads.catalogue (one declaration per workload) ----
+def _registry_output(ctx: ServiceContext, workload, resource, output: str) -> str:
+    if output == "dir":
+        return str(registry_root(ctx))
+    raise KeyError(f"model-registry has no output {output!r} (dir)")
 
-    Runs Seldon's microservice directly as the group leader (not through
-    `workloads.serving.launch`, which would put Seldon in a second process group the
-    supervisor cannot see). Metrics carry `predictor` = the slot (`shadow` for the candidate
-    of a shadow rollout, as on the cluster). Its prepare step registers the REST address with the local
-    proxy's upstreams, so the proxy routes `/<model>/...` to it at its next reload."""
-    from workloads.traffic.split import ALIAS_OF_PREDICTOR, PREDICTORS, metrics_predictor
 
-    slot_index = PREDICTORS.index(slot)
-    alias = ALIAS_OF_PREDICTOR[slot]
-    predictor = metrics_predictor(slot, spec.serving.rollout.strategy)  # a shadow candidate: `shadow`
-    keys = tuple(model_server_port_key(index, slot_index, w) for w in range(3))
-    name = f"{spec.name}-{slot}"
+def _version_output(ctx: ServiceContext, workload, resource, output: str) -> str:
+    version = _resolve_alias(ctx, resource.params["model"], resource.params["alias"])
+    if output == "version":
+        return version.version
+    if output == "profile":
+        return str(version.profile_path)
+    if output == "baseline":  # the offline evaluation the quality ratios compare with
+        metrics = version.info().get("metrics") or {}
+        baseline = {k.removeprefix("val_"): v for k, v in metrics.items()
+                    if k.removeprefix("val_") in ("accuracy", "auc") and isinstance(v, (int, float))}
+        return ",".join(f"{k}={v}" for k, v in sorted(baseline.items()))
+    raise KeyError(f"model-version has no output {output!r} (version, profile, baseline)")
 
-    def config(ctx: ServiceContext):
-        from workloads.serving.launch import ServerConfig
+
+def _kafka_output(ctx: ServiceContext, workload, resource, output: str) -> str:
+    if output == "bootstrap":
+        return ctx.kafka_bootstrap
+    if output in ("ca_file", "cert_file", "key_file"):
+        return ""  # the local broker's listener is PLAINTEXT on loopback
+    raise KeyError(f"kafka has no output {output!r} (bootstrap, ca_file, cert_file, key_file)")
+
+
+def _prometheus_output(ctx: ServiceContext, workload, resource, output: str) -> str:
+    if output == "url":
+        return f"http://{HOST}:{ctx.port('prometheus')}"
+    raise KeyError(f"prometheus has no output {output!r} (url)")
+
+
+def _state_output(ctx: ServiceContext, workload, resource, output: str) -> str:
+    """Per-workload local state: files under the state dir, and the local retrain action."""
+    opts = ctx.options.workloads
+    values: dict[str, Callable[[], str]] = {
+        "state_file": lambda: str(ctx.data_dir() / "state.json"),
+        "log_dir": lambda: str(ctx.state_dir / "logs" / "retrains"),
+        "command": lambda: shlex.join([ctx.python, "-m", "infra.cli", "train", "{model}", "--local",
+                                       *opts.retrain_args]),
+        "rollout_registry": lambda: str(registry_root(ctx)),
+        "rollout_command": lambda: shlex.join([
+            ctx.python, "-m", "workloads.rollout", "--model", "{model}", "--registry", str(registry_root(ctx)),
+            "--state-dir", str(ctx.state_dir), "--prometheus", f"http://{HOST}:{ctx.port('prometheus')}",
+            "--actor", "retrain-trigger"]),
+        "backend": lambda: _mlflow_backend(ctx),
+        "models": lambda: ",".join(spec.name for spec in workload_catalog()),
+        "serve_flag": lambda: "--no-serve-artifacts",
+        "workers": lambda: "1",
+    }
+    if output not in values:
+        raise KeyError(f"state has no local output {output!r} ({', '.join(values)})")
+    return values[output]()
+
+
+def _object_store_output(ctx: ServiceContext, workload, resource, output: str) -> str:
+    """The local S3 server's buckets (workloads.local.s3), by the resource's `bucket` role."""
+    buckets = {"mlflow-artifacts": s3.ARTIFACTS_BUCKET, "ray-checkpoints": s3.CHECKPOINTS_BUCKET,
+               "serving-bundles": s3.BUNDLES_BUCKET}
+    bucket = resource.params.get("bucket", "")
+    if bucket not in buckets:
+        raise KeyError(f"object-store bucket {bucket!r} is not one of the local buckets ({', '.join(buckets)})")
+    if output == "root":
+        return f"s3://{buckets[bucket]}/{workload.name}"
+    raise KeyError(f"object-store has no output {output!r} (root)")
+
+
+LOCAL_PROVISIONERS = {"model-registry": _registry_output, "model-version": _version_output, "kafka": _kafka_output,
+                      "prometheus": _prometheus_output, "state": _state_output, "object-store": _object_store_output}
+
+
+def _model_server_prepare(workload, keys: tuple[str, ...]) -> Callable[[ServiceContext], None]:
+    model, slot = workload.labels["strata.dev/model"], workload.labels["strata.dev/predictor"]
+
+    def prepare(ctx: ServiceContext) -> None:
+        from workloads.traffic.split import ALIAS_OF_PREDICTOR
+        from workloads.traffic.state import register_upstream
+
+        _resolve_alias(ctx, model, ALIAS_OF_PREDICTOR[slot])
+        multiproc = ctx.data_dir() / "prometheus-multiproc"  # fresh per start: counters restart at 0
+        shutil.rmtree(multiproc, ignore_errors=True)
+        multiproc.mkdir(parents=True)
+        register_upstream(ctx.state_dir, model, slot, ctx.port(keys[0]))
+    return prepare
+
+
+def _model_server_command(spec, workload, keys: tuple[str, ...]) -> Callable[[ServiceContext], list[str]]:
+    """Seldon's wrapper as `workloads.serving.launch` starts it, run directly as the group leader
+    (launch's own process group would hide Seldon's children from the supervisor)."""
+    from workloads.traffic.split import ALIAS_OF_PREDICTOR, metrics_predictor
+
+    slot = workload.labels["strata.dev/predictor"]
+
+    def command(ctx: ServiceContext) -> list[str]:
+        from workloads.serving.launch import ServerConfig, serving_python
 
         realtime = spec.serving.realtime
         return ServerConfig(
-            model=spec.name, alias=alias, registry_dir=str(registry_root(ctx)), http_port=ctx.port(keys[0]),
-            grpc_port=ctx.port(keys[1]), metrics_port=ctx.port(keys[2]), predictor=predictor, team=spec.team,
+            model=spec.name, alias=ALIAS_OF_PREDICTOR[slot], registry_dir=str(registry_root(ctx)),
+            http_port=ctx.port(keys[0]), grpc_port=ctx.port(keys[1]), metrics_port=ctx.port(keys[2]),
+            predictor=metrics_predictor(slot, spec.serving.rollout.strategy), team=spec.team,
             max_batch_rows=realtime.max_batch_rows, max_payload_bytes=realtime.max_payload_bytes,
             latency_target_ms=spec.slos.latency_p99_ms, workers=realtime.server.workers,
             threads=realtime.server.threads, grpc_threads=realtime.server.grpc_threads,
             queue_budget_ms=realtime.server.queue_budget_ms,
-        )
+        ).command(serving_python())
+    return command
+
+
+def _stream_prepare(workload) -> Callable[[ServiceContext], None]:
+    """The champion must be exported before the worker starts (a clear error instead of a crash loop)."""
+    model = workload.labels["strata.dev/model"]
 
     def prepare(ctx: ServiceContext) -> None:
-        from workloads.traffic.state import register_upstream
+        _resolve_alias(ctx, model, "champion")
+    return prepare
 
-        _resolve_alias(ctx, spec.name, alias)
-        multiproc = ctx.data_dir() / "prometheus-multiproc"  # fresh per start: counters restart at 0
-        shutil.rmtree(multiproc, ignore_errors=True)
-        multiproc.mkdir(parents=True)
-        register_upstream(ctx.state_dir, spec.name, slot, ctx.port(keys[0]))
+
+def catalogue_options(opts: WorkloadOptions):
+    """The local knobs (ctx.options.workloads, read at start time) as the catalogue's options."""
+    from workloads.catalogue import CatalogueOptions
+
+    return CatalogueOptions(drift_interval_s=opts.drift_interval_s, drift_window_rows=opts.drift_window_rows,
+                            drift_min_rows=opts.drift_min_rows, retrain_cooldown_s=opts.retrain_cooldown_s)
+
+
+def catalogue_service(workload, keys: tuple[str, ...], placements, declare, spec=None) -> ServiceSpec:
+    """One catalogue workload as a supervisor service (see workloads.local.catalogue).
+    `declare(options)` is the catalogue: the declaration is re-read at each start with the
+    options of that start (the demo compresses time)."""
+    from workloads.local import catalogue as local_catalogue
+
+    def resolver(ctx: ServiceContext) -> "local_catalogue.LocalResolver":
+        return local_catalogue.LocalResolver(ctx, placements, declare(catalogue_options(ctx.options.workloads)),
+                                             LOCAL_PROVISIONERS)
+
+    def current(ctx: ServiceContext):
+        return declare(catalogue_options(ctx.options.workloads))[workload.name]
 
     def command(ctx: ServiceContext) -> list[str]:
-        from workloads.serving.launch import serving_python
-
-        return config(ctx).command(serving_python())
+        return local_catalogue.render_command(current(ctx), resolver(ctx), ctx.python)
 
     def env(ctx: ServiceContext) -> dict[str, str]:
-        return {**workload_env(ctx), "PROMETHEUS_MULTIPROC_DIR": str(ctx.data_dir() / "prometheus-multiproc"),
-                "PREDICTIVE_UNIT_ID": spec.name, "PREDICTOR_ID": predictor}
+        extra = {}
+        if workload.component == "model-server":
+            extra = {"PROMETHEUS_MULTIPROC_DIR": str(ctx.data_dir() / "prometheus-multiproc"),
+                     "PREDICTIVE_UNIT_ID": workload.labels["strata.dev/model"],
+                     "PREDICTOR_ID": spec_predictor}
+        return {**workload_env(ctx), **local_catalogue.render_env(current(ctx), resolver(ctx)), **extra}
 
-    from workloads.serving.launch import serving_python
+    prepare = None
+    requires: tuple[Requirement, ...] = ()
+    spec_predictor = ""
+    url = None
+    if workload.component == "model-server":
+        from workloads.serving.launch import serving_python
+        from workloads.traffic.split import metrics_predictor
 
+        spec_predictor = metrics_predictor(workload.labels["strata.dev/predictor"], spec.serving.rollout.strategy)
+        command = _model_server_command(spec, workload, keys)
+        prepare = _model_server_prepare(workload, keys)
+        requires = (Requirement("the serving environment (.venv-serving)", SERVING_FIX,
+                                binaries=(str(serving_python()),)),)
+        url = lambda ctx: f"http://{HOST}:{ctx.port(keys[0])}/api/v1.0/predictions"  # noqa: E731
+    elif workload.component == "stream-worker":
+        prepare = _stream_prepare(workload)
+    elif workload.component == "tracking-server":
+        requires = (Requirement("the `mlflow` Python package", MLFLOW_FIX, module="mlflow"),)
+    elif workload.component == "retrain-trigger":
+        url = lambda ctx: f"http://{HOST}:{ctx.port(keys[0])}/v1/retrains"  # noqa: E731
+    readiness = workload.readiness
+    metrics = workload.metrics
     return ServiceSpec(
-        name=name,
-        description=f"{spec.name} model server, slot {slot} (alias {alias}; Seldon REST+gRPC)",
+        name=workload.name,
+        description=workload.description,
         ports=keys,
         command=command,
-        health=HttpHealth(keys[0], "/health/status"),
-        requires=(Requirement("the serving environment (.venv-serving)", SERVING_FIX,
-                              binaries=(str(serving_python()),)),),
+        health=HttpHealth(placements[workload.name].key(workload, readiness.port), readiness.path),
+        depends_on=local_catalogue.local_dependencies(workload, list(placements)),
+        requires=requires,
         prepare=prepare,
         env=env,
-        metrics_path="/metrics",
-        url=lambda ctx: f"http://{HOST}:{ctx.port(keys[0])}/api/v1.0/predictions",
-        start_timeout_s=180.0,  # Seldon forks REST, gRPC and metrics processes; torch loads in each
-        stop_timeout_s=15.0,
-    )
-
-
-def stream_worker_service(spec, index: int) -> ServiceSpec:
-    """`<model>-stream`: the Kafka stream worker of the champion (at-least-once)."""
-    key = f"stream-workers+{index}"
-
-    def prepare(ctx: ServiceContext) -> None:
-        _resolve_alias(ctx, spec.name, "champion")
-
-    def command(ctx: ServiceContext) -> list[str]:
-        return [ctx.python, "-m", "workloads.streaming", "--bootstrap", ctx.kafka_bootstrap, "--model", spec.name,
-                "--alias", "champion", "--registry", str(registry_root(ctx)), "--team", spec.team,
-                "--batch-size", str(spec.serving.streaming.batch_size), "--metrics-port", str(ctx.port(key)),
-                "--log-level", "WARNING"]
-
-    return ServiceSpec(
-        name=f"{spec.name}-stream",
-        description=f"{spec.name} Kafka stream worker (strata.{spec.name}.input -> .scored, bad -> .dlq)",
-        ports=(key,),
-        command=command,
-        health=HttpHealth(key, "/metrics"),
-        depends_on=("kafka",),
-        prepare=prepare,
-        env=workload_env,
-        metrics_path="/metrics",
-        start_timeout_s=90.0,
-    )
-
-
-def drift_monitor_service(spec, index: int) -> ServiceSpec:
-    """`<model>-drift`: PSI/KS of the live window against the champion's reference profile."""
-    key = f"drift-monitor+{index}"
-
-    def command(ctx: ServiceContext) -> list[str]:
-        version = _resolve_alias(ctx, spec.name, "champion")
-        opts = ctx.options.workloads
-        argv = [ctx.python, "-m", "workloads.monitoring.drift_service", "--model", spec.name,
-                "--version", version.version, "--team", spec.team, "--profile", str(version.profile_path),
-                "--port", str(ctx.port(key)), "--interval", str(opts.drift_interval_s),
-                "--window-rows", str(opts.drift_window_rows), "--min-rows", str(opts.drift_min_rows)]
-        metrics = version.info().get("metrics") or {}
-        baseline = {k.removeprefix("val_"): v for k, v in metrics.items()
-                    if k.removeprefix("val_") in ("accuracy", "auc") and isinstance(v, (int, float))}
-        if baseline:
-            argv += ["--baseline", ",".join(f"{k}={v}" for k, v in sorted(baseline.items()))]
-        return argv
-
-    return ServiceSpec(
-        name=f"{spec.name}-drift",
-        description=f"{spec.name} drift monitor (PSI/KS vs the champion's reference profile)",
-        ports=(key,),
-        command=command,
-        health=HttpHealth(key, "/healthz"),
-        env=workload_env,
-        metrics_path="/metrics",
-        start_timeout_s=60.0,
+        metrics_path=metrics.path if metrics else None,
+        metrics_port=placements[workload.name].key(workload, metrics.port) if metrics else None,
+        metrics_job=workload.job,
+        url=url,
+        start_timeout_s=workload.start_timeout_s,
     )
 
 
@@ -671,38 +731,6 @@ def drift_feed_service(spec, index: int) -> ServiceSpec:
     )
 
 
-def retrain_trigger_service() -> ServiceSpec:
-    """`retrain-trigger`: Alertmanager's retrain webhook; runs `strata train MODEL --local`
-    against the local MLflow, one retrain per model at a time."""
-
-    def command(ctx: ServiceContext) -> list[str]:
-        opts = ctx.options.workloads
-        train = [ctx.python, "-m", "infra.cli", "train", "{model}", "--local", *opts.retrain_args]
-        rollout = [ctx.python, "-m", "workloads.rollout", "--model", "{model}", "--registry", str(registry_root(ctx)),
-                   "--state-dir", str(ctx.state_dir), "--prometheus", f"http://{HOST}:{ctx.port('prometheus')}",
-                   "--actor", "retrain-trigger"]
-        data = ctx.data_dir()
-        return [ctx.python, "-m", "workloads.monitoring.retrain", "--host", HOST,
-                "--port", str(ctx.port("retrain-trigger")), "--command", shlex.join(train),
-                "--cooldown", str(opts.retrain_cooldown_s), "--state-file", str(data / "state.json"),
-                "--log-dir", str(ctx.state_dir / "logs" / "retrains"),
-                # the loop: a new challenger goes to the rollout controller (spec autoPromote) or waits
-                "--rollout-registry", str(registry_root(ctx)), "--rollout-command", shlex.join(rollout)]
-
-    return ServiceSpec(
-        name="retrain-trigger",
-        description="retraining trigger (Alertmanager webhook -> local `strata train`)",
-        ports=("retrain-trigger",),
-        command=command,
-        health=HttpHealth("retrain-trigger", "/healthz"),
-        depends_on=("mlflow",),
-        env=workload_env,
-        metrics_path="/metrics",
-        url=lambda ctx: f"http://{HOST}:{ctx.port('retrain-trigger')}/v1/retrains",
-        start_timeout_s=60.0,
-    )
-
-
 def workload_catalog() -> tuple:
     """The onboarded example models (workloads/examples/*/model.yaml), in name order."""
     from workloads.monitoring.generate import load_catalog
@@ -713,17 +741,33 @@ def workload_catalog() -> tuple:
     return specs
 
 
-def model_services(spec, index: int) -> list[ServiceSpec]:
-    """Every workload service of one model (the candidate slot is started only for a rollout)."""
-    services = [model_server_service(spec, index, "stable"), model_server_service(spec, index, "candidate"),
-                drift_monitor_service(spec, index), drift_feed_service(spec, index) if spec.serving.streaming.enabled else None,
-                stream_worker_service(spec, index) if spec.serving.streaming.enabled else None]
-    return [s for s in services if s is not None]
+def catalogue_services(specs, options: "WorkloadOptions | None" = None) -> list[ServiceSpec]:
+    """Every catalogue workload the local mode runs (workloads.local.catalogue.NOT_RENDERED says
+    which it does not, and why), plus the local-only drift feeds."""
+    from workloads.catalogue import CatalogueOptions, catalogue
+    from workloads.local import catalogue as local_catalogue
 
+    def declare(catalogue_opts: CatalogueOptions):
+        return catalogue(specs, catalogue_opts)
 
-def workload_services(specs=None) -> list[ServiceSpec]:
-    specs = workload_catalog() if specs is None else specs
-    services = [retrain_trigger_service()]
-    for index, spec in enumerate(specs):
-        services += model_services(spec, index)
+    workloads = declare(catalogue_options(options or WorkloadOptions()))
+    index = {spec.name: i for i, spec in enumerate(specs)}
+    by_name = {spec.name: spec for spec in specs}
+    placements: dict[str, local_catalogue.Placement] = {}
+    for name, workload in workloads.items():
+        if local_catalogue.renders(workload):
+            model = workload.labels.get("strata.dev/model")
+            placements[name] = local_catalogue.Placement(
+                local_catalogue.port_keys(workload, index[model] if model else None))
+    services = [catalogue_service(workloads[name], placement.keys, placements, declare,
+                                  by_name.get(workloads[name].labels.get("strata.dev/model", "")))
+                for name, placement in placements.items()]
+    services += [drift_feed_service(spec, index[spec.name]) for spec in specs if spec.serving.streaming.enabled]
+    local_catalogue.check_complete(workloads, [s.name for s in services])
     return services
+
+
+def workload_services(specs=None, options: "WorkloadOptions | None" = None) -> list[ServiceSpec]:
+    """The catalogue's services (MLflow, retrain trigger, per model: servers, stream, drift, quality)."""
+    specs = workload_catalog() if specs is None else specs
+    return catalogue_services(specs, options)

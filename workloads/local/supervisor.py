@@ -278,7 +278,8 @@ class Supervisor:
 
     def _register_target(self, spec: ServiceSpec, ctx: ServiceContext) -> None:
         if spec.metrics_path:
-            observability.write_scrape_target(ctx.targets_dir, spec.name, ctx.port(spec.ports[0]), spec.metrics_path)
+            observability.write_scrape_target(ctx.targets_dir, spec.name, ctx.port(spec.metrics_port or spec.ports[0]),
+                                              spec.metrics_path, job=spec.metrics_job)
 
     def _wait_healthy(self, spec: ServiceSpec, ctx: ServiceContext, rec: ProcessRecord) -> Health:
         deadline = time.monotonic() + spec.start_timeout_s

@@ -20,7 +20,9 @@ from workloads.monitoring.rules import PAGE, PLATFORM_ROUTING_KEY, PLATFORM_TEAM
 from workloads.spec import ModelSpec
 
 ROUTING_KEY_DIR = "/etc/alertmanager/secrets/strata-pagerduty-routing-keys"
-RETRAIN_WEBHOOK_URL = "http://strata-retrain-trigger.strata-monitoring.svc:8080/v1/alertmanager"
+RETRAIN_WEBHOOK_URL = "http://retrain-trigger.strata-monitoring.svc:8080/v1/alertmanager"
+RETRAIN_TOKEN_SECRET = "retrain-trigger-token"  # a Secret with key `token`: the webhook's bearer token
+RETRAIN_TOKEN_FILE = f"/etc/alertmanager/secrets/{RETRAIN_TOKEN_SECRET}/token"  # alertmanagerSpec.secrets mount
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class AlertmanagerOptions:
     routing_key_dir: str = ROUTING_KEY_DIR
     pagerduty_url: str | None = None  # None: PagerDuty's default Events v2 endpoint
     retrain_webhook_url: str = RETRAIN_WEBHOOK_URL
+    retrain_token_file: str = RETRAIN_TOKEN_FILE  # Alertmanager authenticates to the trigger with it
     group_wait: str = "30s"
     group_interval: str = "5m"
     repeat_interval: str = "4h"
@@ -122,6 +125,7 @@ def alertmanager_config(specs: Sequence[ModelSpec], options: AlertmanagerOptions
             receivers.append({"name": _receiver_name(key, severity), "pagerduty_configs": [_pagerduty(key, severity, options)]})
     receivers.append({"name": "retrain-webhook", "webhook_configs": [{
         "url": options.retrain_webhook_url, "send_resolved": False, "max_alerts": 0,
+        "http_config": {"authorization": {"type": "Bearer", "credentials_file": options.retrain_token_file}},
     }]})
 
     return {

@@ -188,7 +188,7 @@ CONTRACT: tuple[Metric, ...] = (
        "Delay between a prediction and its label's arrival.", "drift", LABEL_DELAY_BUCKETS),
     # ---------------------------------------------------------------- retraining trigger
     _m("retrain_triggers_total", C, "", ("model", "team", "outcome"),
-       "Retraining requests by outcome (started|already_running|cooldown|failed).", "retrain"),
+       "Retraining requests by outcome (started|already_running|cooldown|failed|unknown_model).", "retrain"),
     _m("retrain_runs_in_progress", G, "runs", ("model", "team"),
        "Retraining runs started by the trigger and not finished yet.", "retrain"),
     # ---------------------------------------------------------------- rollout controller

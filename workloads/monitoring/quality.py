@@ -399,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=10_000, help="joined predictions per version in the window")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9110)
+    from workloads.streaming import tls
+
+    tls.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.window < 1:
         parser.error("--window must be >= 1")
@@ -416,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     consumer = KafkaConsumer(
         scored, labels, bootstrap_servers=args.bootstrap, group_id=args.group or f"strata-{args.model}-quality",
         enable_auto_commit=True, auto_offset_reset="earliest", value_deserializer=lambda raw: raw,
+        **tls.security_options(args.ssl_cafile, args.ssl_certfile, args.ssl_keyfile),
     )
     print(f"quality service for {args.model}: {scored} + {labels} on http://{args.host}:{server.server_port}", flush=True)
     try:

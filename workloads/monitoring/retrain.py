@@ -26,7 +26,10 @@ registered a new `challenger` in the registry export, the model's spec decides: 
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
+import os
+import re
 import logging
 import shlex
 import sys
@@ -37,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 import prometheus_client as pc
 
@@ -45,6 +48,16 @@ from workloads.monitoring import metrics as contract
 from workloads.monitoring.http import JsonHandler
 
 log = logging.getLogger(__name__)
+
+
+MODEL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # model names are DNS labels (the spec's rule)
+
+
+def safe_name(model: str) -> str:
+    """A model name fit for a file name: a DNS label, or refused (never `../`, `/`, ...)."""
+    if not MODEL_NAME.match(model):
+        raise ValueError(f"model {model[:64]!r} is not a DNS label")
+    return model
 
 
 @dataclass(frozen=True)
@@ -75,7 +88,7 @@ class CommandAction:
         out: Any = subprocess.DEVNULL
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            out = open(self.log_dir / f"{request.model}-{int(time.time())}.log", "ab")
+            out = open(self.log_dir / f"{safe_name(request.model)}-{int(time.time())}.log", "ab")
         try:
             return subprocess.run(self.argv(request), stdout=out, stderr=subprocess.STDOUT, check=False).returncode
         finally:
@@ -130,7 +143,7 @@ class RolloutHandoff:
             out: Any = subprocess.DEVNULL
             if self.log_dir is not None:
                 self.log_dir.mkdir(parents=True, exist_ok=True)
-                out = open(self.log_dir / f"rollout-{request.model}-{int(time.time())}.log", "ab")
+                out = open(self.log_dir / f"rollout-{safe_name(request.model)}-{int(time.time())}.log", "ab")
             try:
                 # the trigger's own process group: stopping the trigger stops its rollout too
                 # (the controller's state file lets the next one resume at the same step)
@@ -160,8 +173,12 @@ class RetrainTrigger:
 
     def __init__(self, action: Callable[[RetrainRequest], int], cooldown_s: float = 6 * 3600,
                  registry: Any = None, state_file: str | Path | None = None,
-                 clock: Callable[[], float] = time.time, handoff: RolloutHandoff | None = None):
+                 clock: Callable[[], float] = time.time, handoff: RolloutHandoff | None = None,
+                 known_models: Iterable[str] | None = None):
         self.handoff = handoff
+        # Only these models are retrained (None: any); an alert for another one is acknowledged
+        # and counted, never acted on, and its label never reaches a command or a file name.
+        self.known_models = frozenset(known_models) if known_models is not None else None
         self.action = action
         self.cooldown_s = cooldown_s
         self.clock = clock
@@ -238,6 +255,7 @@ class RetrainTrigger:
             raise ValueError("not an Alertmanager webhook payload: needs an `alerts` list")
         by_model: dict[str, list[Mapping[str, Any]]] = {}
         ignored = 0
+        unknown: set[str] = set()
         for alert in payload["alerts"]:
             labels = alert.get("labels") if isinstance(alert, dict) else None
             if not isinstance(labels, dict):
@@ -245,13 +263,20 @@ class RetrainTrigger:
             if alert.get("status") != "firing" or labels.get("retrain") != "true" or not labels.get("model"):
                 ignored += 1
                 continue
-            by_model.setdefault(str(labels["model"]), []).append(alert)
-        outcomes = {}
+            model = str(labels["model"])
+            if self.known_models is not None and model not in self.known_models:
+                unknown.add(model)
+                continue
+            by_model.setdefault(model, []).append(alert)
+        outcomes: dict[str, str] = {}
+        for model in sorted(unknown):
+            self.m["strata_retrain_triggers_total"].labels(model="unknown", team="unknown", outcome="unknown_model").inc()
+            log.warning("retrain requested for a model this trigger does not know: %r (ignored)", model[:64])
         for model, alerts in sorted(by_model.items()):
             team = str(alerts[0]["labels"].get("team", "unknown"))
             reason = ",".join(sorted({str(a["labels"].get("alertname", "?")) for a in alerts}))
             outcomes[model] = self.request(RetrainRequest(model, team, reason, tuple(alerts)))
-        return {"models": outcomes, "ignored": ignored}
+        return {"models": outcomes, "ignored": ignored, "unknown_models": len(unknown)}
 
     def status(self) -> dict:
         with self._lock:
@@ -269,9 +294,18 @@ class RetrainTrigger:
             thread.join(timeout)
 
 
-def make_handler(trigger: RetrainTrigger) -> type[BaseHTTPRequestHandler]:
+def make_handler(trigger: RetrainTrigger, token: str | None = None) -> type[BaseHTTPRequestHandler]:
+    expected = f"Bearer {token}".encode() if token else None
+
     class Handler(JsonHandler):
         protocol_version = "HTTP/1.1"
+
+        def _authorized(self) -> bool:
+            """POSTs carry Alertmanager's bearer token (its webhook `http_config`)."""
+            if expected is None:
+                return True
+            given = (self.headers.get("Authorization") or "").encode()
+            return hmac.compare_digest(given, expected)
 
 
         def do_GET(self) -> None:  # noqa: N802
@@ -290,6 +324,9 @@ def make_handler(trigger: RetrainTrigger) -> type[BaseHTTPRequestHandler]:
             if self.path != "/v1/alertmanager":
                 self._send(404, json.dumps({"error": f"no route {self.path}"}).encode())
                 return
+            if not self._authorized():
+                self._send(401, json.dumps({"error": "missing or wrong bearer token"}).encode())
+                return
             try:
                 result = trigger.handle_alertmanager(json.loads(raw or b"null"))
             except json.JSONDecodeError as error:
@@ -303,8 +340,9 @@ def make_handler(trigger: RetrainTrigger) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve(trigger: RetrainTrigger, host: str = "127.0.0.1", port: int = 8080) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), make_handler(trigger))
+def serve(trigger: RetrainTrigger, host: str = "127.0.0.1", port: int = 8080,
+          token: str | None = None) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), make_handler(trigger, token))
     server.daemon_threads = True
     return server
 
@@ -320,13 +358,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-dir", help="one log file per retrain run")
     parser.add_argument("--rollout-registry", help="registry export: hand a new challenger to the rollout controller")
     parser.add_argument("--rollout-command", help="controller command template ({model}); default python -m workloads.rollout")
+    parser.add_argument("--models", required=True, help="comma-separated models this trigger may retrain (others are ignored)")
     args = parser.parse_args(argv)
+    token = os.environ.get("STRATA_RETRAIN_TOKEN", "").strip()
+    if not token:
+        parser.error("STRATA_RETRAIN_TOKEN is not set: the webhook authenticates Alertmanager with this bearer token")
+    models = [m for m in args.models.split(",") if m]
+    for model in models:
+        try:
+            safe_name(model)
+        except ValueError as error:
+            parser.error(f"--models: {error}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handoff = RolloutHandoff(args.rollout_registry, command=args.rollout_command, log_dir=args.log_dir) \
         if args.rollout_registry else None
     trigger = RetrainTrigger(CommandAction(args.command, args.log_dir), args.cooldown, state_file=args.state_file,
-                             handoff=handoff)
-    server = serve(trigger, args.host, args.port)
+                             handoff=handoff, known_models=models)
+    server = serve(trigger, args.host, args.port, token=token)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     print(f"retrain trigger on http://{args.host}:{server.server_port}", flush=True)
     server.serve_forever()

@@ -84,17 +84,10 @@ class WorkerConfig:
     ssl_keyfile: str = ""
 
     def security_options(self) -> dict[str, Any]:
-        """kafka-python client options for the configured transport."""
-        given = {"ssl_cafile": self.ssl_cafile, "ssl_certfile": self.ssl_certfile, "ssl_keyfile": self.ssl_keyfile}
-        if not any(given.values()):
-            return {"security_protocol": "PLAINTEXT"}
-        missing = [f"--{k.replace('_', '-')}" for k, v in given.items() if not v]
-        if missing:
-            raise ValueError(f"mutual TLS needs --ssl-cafile, --ssl-certfile and --ssl-keyfile; missing {', '.join(missing)}")
-        absent = [f"{k.replace('_', '-')} {v}" for k, v in given.items() if not os.path.isfile(v)]
-        if absent:
-            raise ValueError(f"TLS file(s) not found: {'; '.join(absent)}")
-        return {"security_protocol": "SSL", "ssl_check_hostname": True, **given}
+        """kafka-python client options for the configured transport (workloads.streaming.tls)."""
+        from workloads.streaming.tls import security_options
+
+        return security_options(self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile)
 
     def resolved_topics(self) -> Topics:
         return self.topics or topics_for(self.model)
@@ -172,8 +165,6 @@ class StreamWorker:
         self.consumer = None
         self.producer = None
         self.batches = 0
-        fault = os.environ.get("STRATA_STREAM_FAULT", "")
-        self._crash_before_commit = int(fault.split(":", 1)[1]) if fault.startswith("crash-before-commit:") else -1
 
     # ------------------------------------------------------------------ set-up
 
@@ -284,11 +275,6 @@ class StreamWorker:
                 self.consumer.seek(tp, batch[0].offset)
             raise RuntimeError("could not deliver a batch after retries; offsets not committed")
         self.batches += 1
-        if self._crash_before_commit == self.batches:
-            # fault injection (STRATA_STREAM_FAULT=crash-before-commit:N): die like kill -9
-            # after the N-th batch was produced and acknowledged, before its commit
-            log.warning("fault injection: exiting before committing batch %d", self.batches)
-            os._exit(137)
         self._commit(polled)
         self.metrics.consumed.inc(len(records))
         self.metrics.batch.observe(time.perf_counter() - start)
@@ -452,7 +438,8 @@ def _default_registry() -> Any:
     return REGISTRY
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, worker_class: type[StreamWorker] | None = None) -> int:
+    """`python -m workloads.streaming`; `worker_class` lets a test run a subclass (fault injection)."""
     parser = argparse.ArgumentParser(description="Strata stream worker (Kafka, at-least-once)")
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--model", required=True)
@@ -487,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.dead_letter_topic or defaults.dead_letter)
     stopper = Stopper()
     stopper.install()
-    worker = StreamWorker(WorkerConfig(
+    worker = (worker_class or StreamWorker)(WorkerConfig(
         bootstrap=args.bootstrap, model=args.model, alias=args.alias, version=args.version,
         registry_dir=args.registry, topics=topics, group_id=args.group, team=args.team,
         batch_size=args.batch_size, poll_timeout_ms=args.poll_timeout_ms,

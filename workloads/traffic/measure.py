@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rollbacks", type=int, default=10)
     args = parser.parse_args(argv)
 
-    from workloads.local.testing import free_port_map
+    from workloads.local.ports import free_port_map
     from workloads.serving.launch import ModelServer, ServerConfig
     from workloads.serving.testing import fraud_schema, make_registry, sample_rows
     from workloads.traffic.local_proxy import LocalProxyRouter

@@ -1,9 +1,6 @@
 """pytest fixtures: real local services, started once per test session, stopped at its end.
 
-Use from any test package::
-
-    # tests/<pkg>/conftest.py (or the root conftest: pytest_plugins = ["workloads.local.testing"])
-    from workloads.local.testing import local_services, local_supervisor  # noqa: F401
+The root conftest loads this plugin (``pytest_plugins = ["tests.local_services"]``)::
 
     def test_stream(local_services):
         svc = local_services("kafka", "prometheus")   # idempotent: later calls reuse them
@@ -14,39 +11,23 @@ The session gets its own state directory (``STRATA_TEST_STATE_DIR`` or a pytest 
 and its own free ports in 20000-32000 (``STRATA_TEST_FIXED_PORTS=1``: the ports table's
 defaults), so tests never collide with a developer's ``strata local up`` or with another
 session. A missing dependency fails the test with the command that installs it.
+Test code, so it lives in tests/ (issue 12 item 11), not in the product's workloads.local.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from workloads.local.ports import HOST, PORTS
+from workloads.local.ports import HOST, free_port_map
 from workloads.local.services import LocalOptions
-from workloads.local.supervisor import Supervisor, port_free
+from workloads.local.supervisor import Supervisor
 
-
-def free_port_map(low: int = 20000, high: int = 32000, seed: int | None = None) -> dict[str, int]:
-    """A free loopback port for every key of the ports table (below the ephemeral range)."""
-    rng = random.Random(seed)
-    chosen: dict[str, int] = {}
-    used: set[int] = set()
-    for key, spec in PORTS.items():
-        for _ in range(500):
-            port = rng.randrange(low, high - spec.span)
-            span = set(range(port, port + spec.span))
-            if not span & used and all(port_free(p) for p in span):
-                chosen[key] = port
-                used |= span
-                break
-        else:
-            raise RuntimeError(f"no free port for {key} in {low}-{high}")
-    return chosen
+__all__ = ["RunningServices", "free_port_map", "local_services", "local_supervisor"]
 
 
 class RunningServices:
