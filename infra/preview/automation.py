@@ -53,6 +53,9 @@ class AutomationStacks:
             work_dir=str(self.work_dir), program=program, env_vars=dict(env or {}),
             project_settings=automation.ProjectSettings(name=PROJECT, runtime="python"))
 
+    def _stack(self, stack: str):
+        return self._auto.Stack.select(stack, self._workspace)
+
     def list_stacks(self) -> list[StackInfo]:
         infos = []
         for summary in self._workspace.list_stacks():
