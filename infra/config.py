@@ -28,8 +28,10 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when pre
 
 PROJECT = "strata"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SUPPORTED_KUBERNETES_VERSIONS = ("1.31", "1.32", "1.33")
-DEFAULT_KUBERNETES_VERSION = "1.32"
+# Minors in EKS standard support (14 months from each release) on 2026-12-01; the local
+# control plane (.ci/cluster-binaries) runs the default one.
+SUPPORTED_KUBERNETES_VERSIONS = ("1.34", "1.35", "1.36")
+DEFAULT_KUBERNETES_VERSION = "1.35"
 
 # Mode-owned decisions a stack file may NOT override; named so the error can say why.
 MODE_OWNED = {

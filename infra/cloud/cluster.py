@@ -37,7 +37,7 @@ class EksClusterArgs:
 
     cluster_name: str  # physical name; also the value of subnet discovery tags
     region: str
-    kubernetes_version: str  # pinned, e.g. "1.32"
+    kubernetes_version: str  # pinned, e.g. "1.35"
     vpc_id: pulumi.Input[str]
     private_subnet_ids: pulumi.Input[Sequence[str]]
     public_subnet_ids: pulumi.Input[Sequence[str]]

@@ -48,7 +48,7 @@ from infra.plan.harness import Plan, PlannedResource
 
 GVK = tuple[str, str, str]  # (group, version, kind); group "" is the core group
 
-DEFAULT_KUBERNETES_VERSION = "1.32"
+DEFAULT_KUBERNETES_VERSION = "1.35"  # infra.config.DEFAULT_KUBERNETES_VERSION
 HELM_RELEASE_TYPES = ("kubernetes:helm.sh/v3:Release",)
 # Pulumi-kubernetes types that are not one rendered object: charts, YAML/kustomize groups
 # (rendered by the provider at `pulumi up`; under mocks there is nothing to validate).
@@ -421,6 +421,39 @@ def ensure_crd_schemas(
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(fetch, by_artifact.items()))
     return result
+
+
+def crd_documents(cache_dir: Path | str | None = None, sources: Mapping[GVK, CrdSource] | None = None) -> list[dict]:
+    """The whole CRD documents (names, scope, every version, subresources, CEL rules) that
+    `CRD_SOURCES` takes its schemas from, one per CRD, for installing them on a real API
+    server (the local control plane). Same artifacts and cache as `ensure_crd_schemas`."""
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    sources = CRD_SOURCES if sources is None else sources
+    ensure_crd_schemas(cache_dir, sources)
+    wanted = {(gvk[0], gvk[2]) for gvk, src in sources.items() if src.source != "none"}
+    by_artifact: dict[tuple[str, str, str], set[str]] = {}
+    for src in sources.values():
+        if src.source != "none":
+            by_artifact.setdefault((src.source, src.artifact, src.version), set()).add(src.path)
+    found: dict[str, dict] = {}
+    for (kind_of_source, artifact, version), paths in sorted(by_artifact.items()):
+        if kind_of_source == "go":
+            documents = _fetch_go(cache_dir, artifact, version, paths)
+        else:
+            work = cache_dir / "maven" / f"strimzi-{version}"
+            generated = {p: work / f"{p.rsplit('.', 1)[-1]}.yaml" for p in paths}
+            if all(path.exists() for path in generated.values()):
+                documents = {p: _load_yaml_documents(path.read_text()) for p, path in generated.items()}
+            else:
+                documents = _fetch_strimzi(cache_dir, version, paths)
+        for docs in documents.values():
+            for doc in docs:
+                if not isinstance(doc, dict) or doc.get("kind") != "CustomResourceDefinition":
+                    continue
+                spec = doc.get("spec", {})
+                if (spec.get("group", ""), spec.get("names", {}).get("kind", "")) in wanted:
+                    found[doc["metadata"]["name"]] = doc
+    return [found[name] for name in sorted(found)]
 
 
 def setup_commands() -> list[str]:

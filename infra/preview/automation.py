@@ -1,19 +1,25 @@
-"""The real `PulumiStacks` (Pulumi Automation API) and `PreviewCluster` (`kubectl`).
+"""The real `PulumiStacks` (Pulumi Automation API) and `PreviewCluster` (Kubernetes API).
 
-Used by `strata preview ...` in the workflows. They need the `pulumi` CLI, a logged-in
-backend (`PULUMI_BACKEND_URL` / `PULUMI_ACCESS_TOKEN`) and the preview cluster's
-kubeconfig; the unit tests replace both classes with doubles (tests/cicd).
+Used by `strata preview ...` in the workflows, and against the local control plane in
+tests/cluster. The program runs inline (`infra.entrypoint.main` in this process: the
+Python SDK serves the language runtime, so no `pulumi-language-python` plugin is
+needed). The backend is the Pulumi CLI's own choice: `PULUMI_BACKEND_URL` (Pulumi Cloud
+with `PULUMI_ACCESS_TOKEN` in the workflows; `file://DIR` with `PULUMI_CONFIG_PASSPHRASE`
+for a local one, no login), else the CLI's logged-in backend. The stack config files go
+to a work folder of their own (default `.strata/pulumi` in the checkout, or
+`$STRATA_PULUMI_WORK_DIR`), never into stacks/. The unit tests replace both classes with
+doubles (tests/cicd).
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
+import os
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from infra.config import PROJECT_ROOT
+from infra.config import PROJECT, PROJECT_ROOT
 from infra.preview.stacks import StackInfo, is_preview_stack
 from infra.preview.teardown import KubeObject
 
@@ -27,14 +33,25 @@ def _config_value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (dict, list)) else str(value).lower() if isinstance(value, bool) else str(value)
 
 
-class AutomationStacks:
-    """Stacks of this project (Pulumi.yaml at the repository root) through the Automation API."""
+def _program() -> None:
+    from infra.entrypoint import main
 
-    def __init__(self, work_dir: Path = PROJECT_ROOT, env: Mapping[str, str] | None = None):
+    main()
+
+
+class AutomationStacks:
+    """Stacks of this project through the Automation API, the program inline."""
+
+    def __init__(self, work_dir: Path | None = None, env: Mapping[str, str] | None = None,
+                 program: Callable[[], None] = _program):
         from pulumi import automation
 
         self._auto = automation
-        self._workspace = automation.LocalWorkspace(work_dir=str(work_dir), env_vars=dict(env or {}))
+        self.work_dir = Path(work_dir or os.environ.get("STRATA_PULUMI_WORK_DIR") or PROJECT_ROOT / ".strata" / "pulumi")
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._workspace = automation.LocalWorkspace(
+            work_dir=str(self.work_dir), program=program, env_vars=dict(env or {}),
+            project_settings=automation.ProjectSettings(name=PROJECT, runtime="python"))
 
     def _stack(self, stack: str):
         return self._auto.Stack.select(stack, self._workspace)
@@ -57,6 +74,11 @@ class AutomationStacks:
 
     def create_or_select(self, stack: str) -> None:
         self._auto.Stack.create_or_select(stack, self._workspace)
+
+    def preview(self, stack: str) -> dict[str, int]:
+        """`pulumi preview`: the count of each planned operation (`same` only: no changes)."""
+        result = self._stack(stack).preview(on_output=_print, color="never")
+        return {str(op): count for op, count in result.change_summary.items()}
 
     def set_tags(self, stack: str, tags: Mapping[str, str]) -> None:
         selected = self._stack(stack)
@@ -92,41 +114,45 @@ class AutomationStacks:
         self._workspace.remove_stack(stack)
 
 
-class KubectlCluster:
-    """The shared preview cluster through `kubectl` and one kubeconfig file."""
+class KubernetesCluster:
+    """The shared preview cluster through the Kubernetes API (official Python client) and
+    one kubeconfig file."""
 
-    def __init__(self, kubeconfig: Path, kubectl: str = "kubectl"):
+    def __init__(self, kubeconfig: Path):
+        from kubernetes import client, config
+
         self.kubeconfig = Path(kubeconfig)
-        self.kubectl = kubectl
-
-    def _run(self, *args: str) -> str:
-        command = [self.kubectl, "--kubeconfig", str(self.kubeconfig), *args]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(command[3:])}: {done.stderr.strip() or done.stdout.strip()}")
-        return done.stdout
-
-    def _items(self, *args: str) -> list[dict[str, Any]]:
-        return json.loads(self._run("get", *args, "-o", "json")).get("items", [])
+        api = config.new_client_from_config(config_file=str(self.kubeconfig))
+        self._core = client.CoreV1Api(api)
+        self._networking = client.NetworkingV1Api(api)
 
     def load_balancers(self, prefix: str) -> list[KubeObject]:
-        found = []
-        for item in self._items("services,ingresses.networking.k8s.io", "--all-namespaces"):
-            meta = item["metadata"]
-            if not meta.get("namespace", "").startswith(prefix):
-                continue
-            if item["kind"] == "Ingress" or (item.get("spec") or {}).get("type") == "LoadBalancer":
-                found.append(KubeObject(item["kind"], meta["namespace"], meta["name"]))
+        found = [KubeObject("Service", s.metadata.namespace, s.metadata.name)
+                 for s in self._core.list_service_for_all_namespaces().items
+                 if s.metadata.namespace.startswith(prefix) and s.spec.type == "LoadBalancer"]
+        found += [KubeObject("Ingress", i.metadata.namespace, i.metadata.name)
+                  for i in self._networking.list_ingress_for_all_namespaces().items
+                  if i.metadata.namespace.startswith(prefix)]
         return found
 
     def namespaces(self, prefix: str) -> list[KubeObject]:
-        return [KubeObject("Namespace", "", item["metadata"]["name"])
-                for item in self._items("namespaces", "-l", "app.kubernetes.io/part-of=strata")
-                if item["metadata"]["name"].startswith(prefix)]
+        return [KubeObject("Namespace", "", n.metadata.name)
+                for n in self._core.list_namespace(label_selector="app.kubernetes.io/part-of=strata").items
+                if n.metadata.name.startswith(prefix)]
 
     def delete(self, obj: KubeObject) -> None:
-        kind = {"Ingress": "ingresses.networking.k8s.io"}.get(obj.kind, obj.kind.lower())
-        args = ["delete", kind, obj.name, "--ignore-not-found", "--wait=false"]
-        if obj.namespace:
-            args += ["--namespace", obj.namespace]
-        self._run(*args)
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            if obj.kind == "Namespace":
+                self._core.delete_namespace(obj.name)
+            elif obj.kind == "Service":
+                self._core.delete_namespaced_service(obj.name, obj.namespace)
+            elif obj.kind == "Ingress":
+                self._networking.delete_namespaced_ingress(obj.name, obj.namespace)
+            else:
+                raise ValueError(f"cannot delete {obj}: not a Namespace, Service or Ingress")
+        except ApiException as error:
+            # 404: already gone; 409 on a Namespace: already being deleted.
+            if not (error.status == 404 or (error.status == 409 and obj.kind == "Namespace")):
+                raise

@@ -42,10 +42,10 @@ def _now() -> datetime:
 
 
 def make_backends(kubeconfig: Optional[Path]):
-    """The real Automation API + kubectl; tests replace this function with doubles."""
-    from infra.preview.automation import AutomationStacks, KubectlCluster
+    """The real Automation API + Kubernetes API; tests/cicd replace this function with doubles."""
+    from infra.preview.automation import AutomationStacks, KubernetesCluster
 
-    cluster = KubectlCluster(kubeconfig) if kubeconfig is not None else None
+    cluster = KubernetesCluster(kubeconfig) if kubeconfig is not None else None
     return AutomationStacks(), cluster
 
 

@@ -546,7 +546,7 @@ def test_irsa_trust_rejects_vague_subjects(subject: str):
 def test_public_endpoint_needs_an_allowlist():
     with pytest.raises(ValueError, match="endpointAllowlist"):
         EksClusterArgs(
-            cluster_name="c", region="eu-west-1", kubernetes_version="1.32", vpc_id="v",
+            cluster_name="c", region="eu-west-1", kubernetes_version="1.35", vpc_id="v",
             private_subnet_ids=[], public_subnet_ids=[], endpoint_access=EndpointAccess.PUBLIC_ALLOWLIST,
         )
 

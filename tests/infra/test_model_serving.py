@@ -96,7 +96,7 @@ def build(model, mode: str) -> Built:
         chart = {"prometheus": "kube-prometheus-stack"}
         operators = {key: helm_release(f"{key}-release", chart.get(key, key), namespace=f"strata-{key}", values={},
                                        opts=pulumi.ResourceOptions(provider=provider)) for key in keys}
-        cluster = ClusterHandle(name="strata", provider=provider, kubernetes_version="1.32", gpu_nodes=caps.gpu)
+        cluster = ClusterHandle(name="strata", provider=provider, kubernetes_version="1.35", gpu_nodes=caps.gpu)
         platform = PlatformOutputs(
             team_namespaces={model.team: NAMESPACE},
             mlflow_tracking_uri=pulumi.Output.from_input("http://mlflow.strata-mlflow.svc.cluster.local:5000"),
@@ -519,7 +519,7 @@ def test_no_controller_without_a_candidate(built):
 
 @pytest.mark.parametrize("case", ["quick/none", "standard/canary", "enterprise/shadow", "enterprise/fraud-grpc-wide"])
 def test_every_object_validates_against_its_schema(built, crd_schemas, case):
-    findings = [validate_resource(r, "1.32", crd_schemas) for r in built[case].plan.resources]
+    findings = [validate_resource(r, "1.35", crd_schemas) for r in built[case].plan.resources]
     findings = [f for f in findings if f is not None]
     failures = [f"{f.resource}: {f.errors}" for f in findings if f.errors]
     assert not failures, "\n".join(failures)

@@ -26,7 +26,7 @@ from infra.plan.schemas import (
     validate_resource,
 )
 
-K8S = "1.32"
+K8S = "1.35"
 
 
 @pytest.fixture(scope="session")
@@ -188,7 +188,7 @@ def test_invalid_names_and_labels_are_rejected():
 
 def test_api_version_not_served_by_the_pinned_kubernetes_is_rejected():
     errors = errors_of("kubernetes:policy/v1beta1:PodSecurityPolicy", {"spec": {}})
-    assert errors and "not served by Kubernetes 1.32" in errors[0]
+    assert errors and "not served by Kubernetes 1.35" in errors[0]
 
 
 # --------------------------------------------------------------------- custom resources

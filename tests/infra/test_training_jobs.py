@@ -23,7 +23,7 @@ from infra.plan.schemas import SchemaFetchError, ensure_crd_schemas, to_manifest
 from workloads.spec import load_model_spec_file
 from workloads.training import submit
 
-K8S = "1.32"
+K8S = "1.35"
 RAYJOB = "kubernetes:ray.io/v1:RayJob"
 CHECKPOINTS_BUCKET = "strata-enterprise-checkpoints"
 ECR_TRAINING = "000000000000.dkr.ecr.mock/strata-training"

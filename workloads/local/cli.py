@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from workloads.local.cluster_cli import cluster_app
 from workloads.local.errors import LocalError
 from workloads.local.ports import PORTS, parse_port_overrides, resolve_ports
 from workloads.local.services import DEFAULT_SERVICES, LocalOptions
@@ -30,6 +31,7 @@ local_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+local_app.add_typer(cluster_app, name="cluster")
 console = Console(stderr=False)
 err = Console(stderr=True)
 

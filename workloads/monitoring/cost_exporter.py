@@ -101,14 +101,17 @@ class KubernetesSource:
     """The cluster's API (in-cluster service account, else the kubeconfig). Needs RBAC
     list on nodes, pods and events, cluster-wide."""
 
-    def __init__(self) -> None:
+    def __init__(self, kubeconfig: str | None = None) -> None:
         from kubernetes import client, config
 
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        self._api = client.ApiClient()
+        if kubeconfig is not None:
+            self._api = config.new_client_from_config(config_file=kubeconfig)
+        else:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+            self._api = client.ApiClient()
         self._core = client.CoreV1Api(self._api)
 
     def _plain(self, items: Iterable[Any]) -> list[dict]:

@@ -33,6 +33,11 @@ def promote_command(
     prometheus: Optional[str] = typer.Option(None, "--prometheus", envvar="STRATA_PROMETHEUS_URL"),
     force: bool = typer.Option(False, "--force", help="Roll out a version that already finished a rollout"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop after N seconds (the rollout stays recorded)"),
+    kubeconfig: Optional[Path] = typer.Option(None, "--kubeconfig", envvar="STRATA_KUBECONFIG",
+                                              help="Run the rollout on this cluster (SeldonDeployment, ConfigMap, Events)"),
+    namespace: Optional[str] = typer.Option(None, "--namespace", help="With --kubeconfig: the model's namespace"),
+    mlflow: Optional[str] = typer.Option(None, "--mlflow", envvar="MLFLOW_TRACKING_URI",
+                                         help="With --kubeconfig: the cluster's MLflow (aliases)"),
 ) -> None:
     """Roll the waiting challenger out with the spec's strategy (or resume the recorded rollout)."""
     from workloads.rollout.controller import RolloutError
@@ -46,6 +51,9 @@ def promote_command(
     except SpecError as error:
         errors.print(f"[red]invalid model spec[/]: {error}")
         raise typer.Exit(2)
+    if kubeconfig is not None:
+        _cluster_promote(spec, kubeconfig, stack, namespace, prometheus, mlflow, force, timeout)
+        return
     root = _registry(registry)
     state = state_dir or _default_state_dir()
 
@@ -86,9 +94,17 @@ def rollout_status_command(
     model: str = typer.Argument(..., help="Model name"),
     registry: Optional[Path] = typer.Option(None, "--registry", help="Registry export (default $STRATA_REGISTRY_DIR)"),
     last: int = typer.Option(20, "--last", help="How many decisions to show"),
+    kubeconfig: Optional[Path] = typer.Option(None, "--kubeconfig", envvar="STRATA_KUBECONFIG",
+                                              help="Read it from this cluster (ConfigMap state, Events) instead of the registry export"),
+    stack: Optional[str] = typer.Option(None, "--stack", help="With --kubeconfig: the stack (namespace prefix, the model's team)"),
+    namespace: Optional[str] = typer.Option(None, "--namespace", help="With --kubeconfig: the model's namespace"),
 ) -> None:
     """The model's rollout state and its decision history (who, when, metrics, outcome)."""
     from workloads.rollout.service import status
+
+    if kubeconfig is not None:
+        _cluster_status(model, kubeconfig, stack, namespace, last)
+        return
     from workloads.serving.registry import read_aliases
 
     root = _registry(registry)
@@ -110,6 +126,56 @@ def rollout_status_command(
                       str(item.get("weight")), f"[{STYLE.get(item['outcome'], 'white')}]{item['outcome']}[/]", took,
                       item.get("reason", ""))
     if history:
+        console.print(table)
+
+
+def _cluster_promote(spec, kubeconfig: Path, stack: Optional[str], namespace: Optional[str], prometheus: Optional[str],
+                     mlflow: Optional[str], force: bool, timeout: Optional[float]) -> None:
+    """The in-cluster controller's code, run from here against the cluster."""
+    from workloads.rollout.controller import RolloutError
+    from workloads.rollout.service import cluster_controller
+    from workloads.traffic.cli import cluster_target
+
+    missing = [flag for flag, value in (("--prometheus", prometheus), ("--mlflow", mlflow)) if not value]
+    if missing:
+        errors.print(f"[red]promote --kubeconfig needs {' and '.join(missing)}[/]: the cluster's Prometheus "
+                     "(canary analysis) and MLflow (aliases), e.g. through `kubectl port-forward`")
+        raise typer.Exit(2)
+    target = cluster_target(spec.name, kubeconfig, stack, namespace)
+    try:
+        controller = cluster_controller(spec, target.namespace, prometheus, mlflow, kubeconfig=str(kubeconfig),
+                                        actor=f"strata promote ({_user()})")
+        final = controller.run(force=force, timeout_s=timeout)
+    except RolloutError as error:
+        errors.print(f"[red]rollout: {error}[/]")
+        raise typer.Exit(2)
+    console.print(f"[bold]{final.phase.value}[/]: {final.reason}")
+    raise typer.Exit(0 if final.phase.value in ("promoted", "no_winner") or final.active else 1)
+
+
+def _cluster_status(model: str, kubeconfig: Path, stack: Optional[str], namespace: Optional[str], last: int) -> None:
+    from workloads.rollout import cluster_ops
+    from workloads.traffic.cli import cluster_target
+
+    target = cluster_target(model, kubeconfig, stack, namespace)
+    try:
+        split, state, decisions = cluster_ops.status(model, target)
+    except Exception as error:  # noqa: BLE001 - the API's refusal, named
+        errors.print(f"[red]rollout-status {target.namespace}/{model}:[/] {error}")
+        raise typer.Exit(2)
+    console.print(f"[bold]{target.namespace}/{model}[/]: {split.describe()}")
+    if state is None:
+        console.print("no rollout recorded")
+    else:
+        console.print(f"rollout of v{state.candidate_version} against v{state.stable_version} ({state.strategy.value}): "
+                      f"[bold]{state.phase.value}[/] at step {state.step}, by {state.actor}")
+        if state.reason:
+            console.print(f"  {state.reason}", highlight=False)
+    table = Table("time (UTC)", "event", "source", "message")
+    for item in decisions[-last:]:
+        table.add_row(f"{item['at']:%Y-%m-%d %H:%M:%S}" if item["at"] else "", item["reason"], item["source"],
+                      item["message"] or "")
+    if decisions:
         console.print(table)
 
 

@@ -102,7 +102,9 @@ class KubernetesTrafficRouter:
         predictors = mutate(sdep["spec"]["predictors"])
         patch = [{"op": "test", "path": "/metadata/resourceVersion", "value": sdep["metadata"]["resourceVersion"]},
                  {"op": "replace", "path": "/spec/predictors", "value": predictors}]
-        self.api.patch_namespaced_custom_object(SELDON_GROUP, SELDON_VERSION, self.namespace, SELDON_PLURAL, model, patch)
+        # A JSON patch (a list); the client would send it as a merge patch, which the API server refuses (400).
+        self.api.patch_namespaced_custom_object(SELDON_GROUP, SELDON_VERSION, self.namespace, SELDON_PLURAL, model, patch,
+                                                _content_type="application/json-patch+json")
 
     def apply(self, split: TrafficSplit) -> None:
         self._patch(split.model, lambda predictors: predictors_for(split, predictors))

@@ -61,10 +61,10 @@ def local_controller(spec: ModelSpec, registry_root: Path | str, state_dir: Path
 
 
 def cluster_controller(spec: ModelSpec, namespace: str, prometheus_url: str, tracking_uri: str,
-                       metrics: RolloutMetrics | None = None, **options: Any) -> Controller:
+                       metrics: RolloutMetrics | None = None, kubeconfig: str | None = None, **options: Any) -> Controller:
     from workloads.rollout import kube
 
-    kube.load_config()
+    kube.load_config(kubeconfig)
     router = kube.KubernetesTrafficRouter(namespace)
     prometheus = Prometheus(prometheus_url)
     from workloads.rollout.local import PrometheusArms

@@ -106,10 +106,17 @@ def rollout_command(
 def rollback_command(
     model: str = typer.Argument(..., help="Model name (as registered with the proxy)."),
     state_dir: Optional[Path] = STATE_OPT,
+    kubeconfig: Optional[Path] = typer.Option(None, "--kubeconfig", envvar="STRATA_KUBECONFIG",
+                                              help="Act on this cluster (the model's SeldonDeployment) instead of the local proxy."),
+    stack: Optional[str] = typer.Option(None, "--stack", help="With --kubeconfig: the stack (namespace prefix, the model's team)."),
+    namespace: Optional[str] = typer.Option(None, "--namespace", help="With --kubeconfig: the model's namespace."),
 ) -> None:
     """Send 100% of the traffic back to stable (champion) now; prints how long it took."""
     from workloads.rollout.service import record_manual_rollback
 
+    if kubeconfig is not None:
+        _cluster_rollback(model, kubeconfig, stack, namespace)
+        return
     t0 = time.monotonic()
     try:
         router = LocalProxyRouter(state_dir)
@@ -127,6 +134,38 @@ def rollback_command(
     if ended is not None:
         console.print(f"ended the {getattr(ended.strategy, 'value', ended.strategy)} rollout of version {ended.candidate_version} "
                       "(recorded in the model's decisions)", highlight=False)
+
+
+def _cluster_rollback(model: str, kubeconfig: Path, stack: Optional[str], namespace: Optional[str]) -> None:
+    from workloads.rollout import cluster_ops
+
+    target = cluster_target(model, kubeconfig, stack, namespace)
+    try:
+        result = cluster_ops.rollback(model, target)
+    except Exception as exc:  # noqa: BLE001 - the API's refusal, named
+        _fail(f"{target.namespace}/{model} on {kubeconfig}: {getattr(exc, 'reason', '')} {exc}".strip(), "rollback")
+    console.print(f"[green]rolled back[/] {target.namespace}/{model}: 100% {STABLE} (was: {result.before.describe()}) "
+                  f"in {result.seconds_to_stable * 1000:.0f} ms", highlight=False)
+    if result.ended is not None:
+        console.print(f"ended the {result.ended.strategy.value} rollout of version {result.ended.candidate_version} "
+                      "(recorded in its ConfigMap and an Event)", highlight=False)
+
+
+def cluster_target(model: str, kubeconfig: Path, stack: Optional[str], namespace: Optional[str]):
+    """The cluster and namespace `--kubeconfig/--stack/--namespace` name (exit 2 on bad input)."""
+    from workloads.rollout.cluster_ops import ClusterTarget, team_namespace
+    from workloads.spec import SpecError
+    from workloads.training.cli import resolve_spec
+
+    if not kubeconfig.is_file():
+        _fail(f"--kubeconfig {kubeconfig}: no such file", "cluster")
+    if namespace is None:
+        try:
+            spec, _ = resolve_spec(model, stack)
+            namespace = team_namespace(spec, stack)
+        except SpecError as error:
+            _fail(f"cannot tell {model}'s namespace: {error} (pass --namespace)", "cluster")
+    return ClusterTarget(kubeconfig, namespace)
 
 
 def upstream_command(
