@@ -10,11 +10,10 @@ import pytest
 from workloads.data.lake.tables import Lake
 from workloads.data.storage import S3Settings
 from workloads.local import s3 as local_s3
-from workloads.local.testing import local_services, local_supervisor  # noqa: F401
 
 
 @pytest.fixture(scope="session")
-def s3_settings(local_services) -> S3Settings:  # noqa: F811
+def s3_settings(local_services) -> S3Settings:
     svc = local_services("s3")
     return S3Settings(endpoint_url=svc.url("s3"), access_key_id=local_s3.ACCESS_KEY,
                       secret_access_key=local_s3.SECRET_KEY)

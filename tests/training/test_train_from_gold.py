@@ -10,7 +10,6 @@ from tests.data.conftest import lake, s3_settings, table_name  # noqa: F401
 from tests.data.test_lake import CONTRACT, fraud_frame
 from workloads.data.lake.tables import append_bronze, lineage, publish, refine
 from workloads.data.lake.versions import rebuild
-from workloads.local.testing import local_services, local_supervisor  # noqa: F401
 from workloads.training.cli import train
 
 
