@@ -34,6 +34,8 @@ import numpy as np
 import pytest
 from fastapi import FastAPI, Request, Response  # module level: FastAPI resolves the string annotations here
 
+from tests.processes import group_pids
+
 REPO = Path(__file__).resolve().parents[2]
 GRPC_HELPER = Path(__file__).with_name("grpc_bench.py")
 SECONDS = float(os.environ.get("STRATA_BENCH_SECONDS", "4"))
@@ -268,7 +270,7 @@ def test_realtime_seldon_vs_bare(benchmark, tmp_path, local_services):
     loads = [_load_average()]
     try:
         seldon.start(timeout=240)
-        for pid in _group_pids(seldon.proc.pid):  # the whole Seldon process tree on the server core
+        for pid in group_pids(seldon.proc.pid):  # the whole Seldon process tree on the server core
             try:
                 os.sched_setaffinity(pid, server_cpus)
             except OSError:
@@ -339,18 +341,6 @@ def _shed_counted(metrics_text: str) -> float:
 
     return sum(float(m.group(1)) for m in re.finditer(
         r'^strata_serving_rejected_requests_total\{[^}]*reason="overloaded"[^}]*\} ([0-9.e+]+)$', metrics_text, re.M))
-
-
-def _group_pids(pgid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getpgid(int(entry.name)) == pgid:
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
-    return pids
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

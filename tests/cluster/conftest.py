@@ -2,8 +2,8 @@
 real API server, and the environment a real `pulumi up` runs in (the built CLI and
 kubernetes provider, a local file backend, no download from anywhere).
 
-The binaries come from `.ci/cluster-binaries` (run by .ci/setup). Without them these
-tests are skipped, except under `make test` (STRATA_REQUIRE_CLUSTER_BINARIES=1), where a
+The binaries come from `.ci/cluster-binaries` (run by hand for now). Without them these
+tests are skipped, naming what is missing, except with STRATA_REQUIRE_CLUSTER_BINARIES=1, where a
 missing binary is a failure."""
 
 from __future__ import annotations

@@ -14,23 +14,12 @@ from pathlib import Path
 
 import requests
 
+from tests.processes import group_pids
 from tests.serving.conftest import start_server
 from workloads.serving.testing import fraud_schema, sample_rows
 
 ROW = [float(v) for v in sample_rows(fraud_schema(), 1, seed=3)[0]]
 BODY = json.dumps({"data": {"ndarray": [ROW]}})
-
-
-def group_pids(pgid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getpgid(int(entry.name)) == pgid:
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
-    return pids
 
 
 def socket_inodes(pid: int) -> set[str]:
