@@ -55,9 +55,32 @@ def ensure_ray(num_cpus: int | None = None) -> dict[str, float]:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            # The dashboard must be on: Tune over Train waits on it in Ray 2.60.
-            ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", **kwargs)
+            start_local_ray(num_cpus, kwargs)
     return dict(ray.cluster_resources())
+
+
+# Ray gives a new raylet a fixed 30 s to register with its GCS (not configurable in 2.60); a
+# loaded 2-core machine can miss that, so a local start is tried again a few times.
+LOCAL_START_ATTEMPTS = 3
+
+
+def start_local_ray(num_cpus: int | None, kwargs: dict[str, Any]) -> None:
+    import ray
+    from tenacity import retry, retry_if_exception, stop_after_attempt, wait_fixed
+
+    def start_timed_out(error: BaseException) -> bool:
+        if "timed out during startup" not in str(error):
+            return False
+        ray.shutdown()  # whatever the failed start left connected, before the next try
+        return True
+
+    @retry(retry=retry_if_exception(start_timed_out), stop=stop_after_attempt(LOCAL_START_ATTEMPTS),
+           wait=wait_fixed(2), reraise=True)
+    def start() -> None:
+        # The dashboard must be on: Tune over Train waits on it in Ray 2.60.
+        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", **kwargs)
+
+    start()
 
 
 configure_env()

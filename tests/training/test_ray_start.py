@@ -1,0 +1,46 @@
+"""A local Ray start that misses Ray's fixed raylet-registration window is tried again;
+any other start error is not."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+
+from workloads.training import ray_jobs
+
+TIMED_OUT = Exception("The current node timed out during startup. This could happen because some of the raylet "
+                      "failed to startup or the GCS has become overloaded.")
+
+
+def fake_starts(monkeypatch, outcomes):
+    calls = {"init": 0, "shutdown": 0}
+
+    def init(**kwargs):
+        outcome = outcomes[calls["init"]]
+        calls["init"] += 1
+        if outcome is not None:
+            raise outcome
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.__setitem__("shutdown", calls["shutdown"] + 1))
+    return calls
+
+
+def test_a_start_that_timed_out_is_tried_again(monkeypatch):
+    calls = fake_starts(monkeypatch, [TIMED_OUT, TIMED_OUT, None])
+    ray_jobs.start_local_ray(1, {})
+    assert calls == {"init": 3, "shutdown": 2}
+
+
+def test_the_last_timeout_is_raised_after_the_attempts(monkeypatch):
+    calls = fake_starts(monkeypatch, [TIMED_OUT] * ray_jobs.LOCAL_START_ATTEMPTS)
+    with pytest.raises(Exception, match="timed out during startup"):
+        ray_jobs.start_local_ray(1, {})
+    assert calls["init"] == ray_jobs.LOCAL_START_ATTEMPTS
+
+
+def test_other_start_errors_are_not_retried(monkeypatch):
+    calls = fake_starts(monkeypatch, [ValueError("bad num_cpus"), None])
+    with pytest.raises(ValueError, match="bad num_cpus"):
+        ray_jobs.start_local_ray(1, {})
+    assert calls == {"init": 1, "shutdown": 0}
