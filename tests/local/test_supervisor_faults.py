@@ -220,8 +220,10 @@ def test_dying_workload_service_is_reported_by_status(tmp_path):
     make_registry(s.state_dir / "registry", "fraud", ("1",))
     try:
         statuses = s.up(["fraud-drift"])
-        # the catalogue's edge drift -> MLflow (the cluster's profile download) starts MLflow first
-        assert [(x.name, x.state) for x in statuses] == [("mlflow", "running"), ("fraud-drift", "running")]
+        # the catalogue's edge drift -> MLflow (the cluster's profile download) starts MLflow
+        # first, and MLflow's artifact store (the local S3) before it
+        assert [(x.name, x.state) for x in statuses] == [("s3", "running"), ("mlflow", "running"),
+                                                          ("fraud-drift", "running")]
         rec = s.record("fraud-drift")
         assert (s.state_dir / "config/prometheus/targets/fraud-drift.json").exists()
         os.killpg(rec.pgid, signal.SIGKILL)

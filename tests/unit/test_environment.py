@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +40,10 @@ def test_the_environment_imports_this_checkout_from_anywhere():
 def test_the_environment_is_exactly_the_lock():
     pinned = dict(re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)", LOCK.read_text(), flags=re.M))
     assert len(pinned) > 100, f"{LOCK} pins only {len(pinned)} packages"
-    installed = {_canonical(dist.metadata["Name"]): dist.version for dist in md.distributions()}
+    # What is installed in .venv's site-packages; not sys.path, which Ray extends with its own
+    # vendored copies (ray/thirdparty_files: psutil, colorama) once any test imported it.
+    site = sysconfig.get_paths()["purelib"]
+    installed = {_canonical(dist.metadata["Name"]): dist.version for dist in md.distributions(path=[site])}
     wrong = {name: (installed.get(_canonical(name)), version) for name, version in pinned.items()
              if installed.get(_canonical(name)) != version}
     assert not wrong, f"installed vs locked versions differ (installed, locked): {wrong}"
