@@ -34,6 +34,7 @@ import numpy as np
 import pytest
 from fastapi import FastAPI, Request, Response  # module level: FastAPI resolves the string annotations here
 
+from tests.benchmarks.grpc_bench import numpy_forward  # one forward pass for both baselines
 from tests.processes import group_pids
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,17 +53,6 @@ def numpy_weights(artifact: Path) -> dict[str, np.ndarray]:
 
     module = load_module(artifact)
     return {k: v.detach().numpy().astype(np.float32) for k, v in module.state_dict().items()}
-
-
-def numpy_forward(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    h = np.sign(x) * np.log1p(np.abs(x))
-    layers = sorted({k.rsplit(".", 1)[0] for k in weights}, key=lambda k: int(k.split(".")[-1]))
-    for i, layer in enumerate(layers):
-        h = h @ weights[f"{layer}.weight"].T + weights[f"{layer}.bias"]
-        if i < len(layers) - 1:
-            h = np.maximum(h, 0)
-    e = np.exp(h - h.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def bare_app(weights_file: str) -> FastAPI:

@@ -73,7 +73,3 @@ def ensure_weed(log=None) -> Path:
                 raise ServiceFailedError("s3", f"`{' '.join(step)}` failed:\n{res.stderr[-4000:]}")
         partial.rename(target)
     return target
-
-
-if __name__ == "__main__":
-    print(ensure_weed(log=lambda m: print(m, file=sys.stderr)))
