@@ -188,3 +188,22 @@ def test_a_failed_training_run_fires_training_job_failed(tmp_path: Path, catalog
     except Exception:
         print(processes.log("training-metrics"), processes.log("prometheus"))
         raise
+
+
+def test_a_real_refused_training_run_is_counted_as_failed_with_its_trigger(tmp_path, monkeypatch):
+    """The runner itself (`strata train`), no hand-made record: data over the invalid-row limit
+    is refused before Ray starts, the run ends FAILED in MLflow with its `strata.trigger`."""
+    from workloads.data.validation import DataValidationError
+    from workloads.training.cli import train
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(DataValidationError, match="refusing to train"):
+        train("fraud", smoke=True, tracking_uri=uri, state_dir=tmp_path, quiet=True, trigger="ci",
+              overrides={"training.data": "synthetic://fraud?rows=5000&seed=7&corrupt=0.01"})
+    exporter = TrainingMetrics(MlflowRuns(uri), {"fraud": "payments-risk"})
+    exporter.collect()
+    assert exporter.registry.get_sample_value("strata_training_runs_total", {
+        "model": "fraud", "team": "payments-risk", "trigger": "ci", "outcome": "failed"}) == 1
+    assert exporter.registry.get_sample_value("strata_training_runs_total", {
+        "model": "fraud", "team": "payments-risk", "trigger": "manual", "outcome": "failed"}) == 0
