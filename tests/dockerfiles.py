@@ -3,6 +3,7 @@ the image's entry points with only those files on the path (an isolated interpre
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -43,3 +44,35 @@ def run_in_image(image: Path, probe: str, *args: str, python: str = sys.executab
 def pins(dockerfile: Path) -> dict[str, str]:
     """Every `"name==version"` requirement the Dockerfile installs."""
     return dict(re.findall(r'"([A-Za-z-]+)==([0-9.]+)"', dockerfile.read_text()))
+
+
+_PIN = re.compile(r'"([A-Za-z0-9_.\[\],-]+==[0-9][0-9A-Za-z.+]*)"')
+
+
+def install_requirements(dockerfile: Path) -> list[str]:
+    """The quoted `name==version` requirements of the Dockerfile's `pip install` commands."""
+    text = dockerfile.read_text().replace("\\\n", " ")
+    found: list[str] = []
+    for command in re.findall(r"pip install ([^;&\n]*)", text):
+        if "--index-url" in command:
+            continue  # an optional mirror of a pin already listed (torch's CPU wheels)
+        found += _PIN.findall(command)
+    assert found, f"{dockerfile}: no pinned `pip install` requirements found"
+    return found
+
+
+def fresh_environment(dockerfile: Path, directory: Path, python: str = sys.executable) -> str:
+    """A new virtual environment holding exactly what the Dockerfile's pip lines install (and
+    what those pull in), on the same Python minor version: nothing of the test environment.
+    uv hard-links from the shared cache (warm: seconds). Returns its interpreter."""
+    uv = subprocess.run([str(REPO_ROOT / ".ci" / "uv")], capture_output=True, text=True, check=True).stdout.strip()
+    cache = Path(os.environ.get("STRATA_CACHE_HOME", Path.home() / ".cache" / "strata")) / "uv"
+    env = {**os.environ, "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR", str(cache)), "UV_PYTHON_DOWNLOADS": "never",
+           "UV_LINK_MODE": "hardlink"}
+    venv = directory / "venv"
+    subprocess.run([uv, "venv", "--quiet", "--python", python, str(venv)], env=env, check=True, timeout=120)
+    interpreter = str(venv / "bin" / "python")
+    result = subprocess.run([uv, "pip", "install", "--quiet", "--python", interpreter, *install_requirements(dockerfile)],
+                            env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{dockerfile}: its install lines do not install:\n{result.stderr[-3000:]}"
+    return interpreter

@@ -59,7 +59,8 @@ from workloads.monitoring.shipping import ship_dashboard, ship_rules
 from workloads.monitoring.rules import RuleOptions, rule_groups
 from infra.workloads import ClusterContext, PodPatch, RenderedWorkload
 from workloads.catalogue import CatalogueOptions, catalogue
-from workloads.catalogue.declarations import COST_EXPORTER, RETRAIN_TRIGGER, cost_exporter, retrain_trigger
+from workloads.catalogue.declarations import (COST_EXPORTER, RETRAIN_TRIGGER, cost_exporter, retrain_trigger,
+                                              training_metrics)
 from workloads.catalogue.declarations import RETRAIN_PORT as RETRAIN_CONTAINER_PORT
 from workloads.catalogue.model import Placement
 from workloads.spec import ModelSpec
@@ -80,9 +81,6 @@ RETRAIN_WEBHOOK_PATH = "/v1/alertmanager"
 RETRAIN_JOBS_DIR = "/etc/strata/retrain-jobs"  # one `<model>.json` RayJob manifest per model
 RETRAIN_STATE_DIR = "/var/lib/strata-retrain"
 RETRAIN_COOLDOWN_S = 6 * 3600  # = AlertmanagerOptions.retrain_repeat_interval
-# The training driver's own metrics endpoint on the Ray head is not scraped yet: its rules and
-# panels are not shipped (see README, issue 12 item 2).
-TRAINING_SCRAPED = False
 RETRAIN_TRIGGER_LABEL = "strata.dev/trigger"  # "deploy" | "schedule" | "retrain" on training RayJobs
 
 
@@ -102,7 +100,7 @@ def cluster_emitters(caps: Any, models: Sequence[ModelSpec]) -> frozenset:
         Emitter.RETRAIN: caps.drift_monitoring,
         Emitter.COST: caps.monitoring,
         Emitter.ROLLOUT: rollout,
-        Emitter.TRAINING: TRAINING_SCRAPED,
+        Emitter.TRAINING: caps.monitoring,  # the training metrics exporter (MLflow's run records)
     }
     return frozenset(e for e, on in running.items() if on)
 
@@ -215,6 +213,11 @@ class Observability(pulumi.ComponentResource):
         self.cost: Optional[RenderedWorkload] = None
         if args.cost_exporter:
             self._cost_exporter(name, args, prometheus_operator, deps)
+        self.training = RenderedWorkload(
+            f"{name}-training-metrics", training_metrics(specs), self.cluster_context(args, {}),
+            prometheus_operator=prometheus_operator,
+            patch=PodPatch(image=pinned_image("drift-monitor", args.ecr_repositories)),
+            after=deps, opts=pulumi.ResourceOptions(parent=self))
         self.webhook_url: Optional[str] = None
         if args.retrain:
             self._retrain_trigger(name, args, specs, prometheus_operator, deps, team_namespaces)

@@ -34,7 +34,7 @@ EMITTER_COMPONENTS = {
     contract.Emitter.RETRAIN: {"retrain-trigger"},
     contract.Emitter.COST: {"cost-exporter"},
     contract.Emitter.ROLLOUT: {"rollout-controller"},
-    contract.Emitter.TRAINING: {"training"},
+    contract.Emitter.TRAINING: {"training-metrics"},  # from MLflow's run records (jobs are too short to scrape)
 }
 
 
@@ -152,7 +152,7 @@ def scrape_path(plan: Plan, pod: Pod, monitoring: str) -> str | None:
 def emitters(plan: Plan, components: Iterable[str]) -> list[Pod]:
     wanted = set(components)
     return [pod for pod in pods(plan) if pod.labels.get("app.kubernetes.io/component") in wanted
-            and (WORKLOAD_LABEL in pod.labels or pod.labels.get("app.kubernetes.io/component") == "training")]
+            and WORKLOAD_LABEL in pod.labels]
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -192,3 +192,17 @@ def test_no_rule_or_panel_ships_without_its_emitter(plans):
     standard, enterprise = used_metrics(plans["standard"]), used_metrics(plans["enterprise"])
     assert not [m for m in standard if m.startswith("strata_stream_")]
     assert [m for m in enterprise if m.startswith("strata_stream_")]
+
+
+@pytest.mark.parametrize("stack", ("standard", "enterprise"))
+def test_training_alerts_ship_with_their_exporter(plans, stack):
+    """TrainingJobFailed and the training panels read strata_training_*: the training metrics
+    exporter (MLflow's run records) is their emitter, rendered and scraped in every monitored mode."""
+    plan = plans[stack]
+    used = used_metrics(plan)
+    assert "strata_training_runs_total" in used and "strata_training_last_success_timestamp_seconds" in used
+    rules = [r for p in plan.of_kind("PrometheusRule") for g in p.inputs["spec"]["groups"] for r in g["rules"]]
+    assert any(r.get("alert") == "TrainingJobFailed" for r in rules)
+    [pod] = emitters(plan, EMITTER_COMPONENTS[contract.Emitter.TRAINING])
+    assert pod.namespace == plan.spec.config.namespace_prefix + "monitoring"
+    assert scrape_path(plan, pod, pod.namespace) is not None

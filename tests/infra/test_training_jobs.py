@@ -362,6 +362,10 @@ def test_template_is_the_rayjob_and_its_scheduled_copy_is_valid(plans, crd_schem
     copy = submit.scheduled_copy(template, now, NAMESPACE)
     assert copy["metadata"]["name"] == "fraud-2603010300"
     assert copy["metadata"]["labels"]["strata.dev/trigger"] == "schedule"
+    # the driver records who started it (the run's strata.trigger tag: the training metrics' label)
+    assert copy["spec"]["entrypoint"] == template["spec"]["entrypoint"] + " --trigger schedule"
+    assert submit.scheduled_copy(template, now, NAMESPACE, trigger="retrain")["spec"]["entrypoint"].endswith(
+        " --trigger retrain")
     resource = PlannedResource(urn="urn:copy", type=RAYJOB, name="copy", parent_urn=None, custom=True,
                                inputs={"metadata": copy["metadata"], "spec": copy["spec"]})
     finding = validate_resource(resource, K8S, crd_schemas)

@@ -3,8 +3,10 @@ must stay silent. Thresholds follow the example specs (fraud: 99.9% availability
 p99 at 99%, PSI 0.2, KS 0.1, sustained 10m, lag 200 x 6 replicas; digits: 99.5%).
 
 Each case: (alertname, rule selector, input series, eval time, expected output labels
-per firing alert). The expected static labels and annotations are read from the
-generated rule, so the cases state only what the expression must produce.
+per firing alert). The labels every alert must carry (severity, retrain, the owning team
+and its PagerDuty routing key) are the alerting policy, stated below in `expected_labels`,
+never read from the rule under test: a rule with the wrong severity or owner fails its case.
+Only the annotations' text is taken from the rule (rendered with the expected labels).
 """
 
 from __future__ import annotations
@@ -147,3 +149,30 @@ CASES: list[tuple[str, str, dict, list[tuple[str, str]], str, list[dict]]] = [
     ("healthy targets are silent", "ScrapeTargetDown", {},
      [('up{job="strata-drift",instance="10.0.0.7:9108"}', "1x20")], "10m", []),
 ]
+
+
+# ---------------------------------------------------------------- the policy the labels follow
+#: Severity of every alert whose cases do not state it (the SLO burns state theirs per window).
+SEVERITY = {alert: "ticket" for alert in (
+    "ModelFeatureDrift", "ModelFeatureKSDrift", "ModelPredictionDrift", "ModelQualityDegraded",
+    "ModelInvalidRowRateHigh", "DriftEvaluationStale", "RolloutStuck", "RolloutRolledBack", "TrainingJobFailed",
+    "StreamConsumerLagHigh", "StreamDeadLetterRateHigh", "LakeBatchHeldFromGold", "SpotInterruptionRateHigh",
+    "ScrapeTargetDown")}
+#: Alerts that also go to the retraining webhook (data drift and degraded quality, nothing else).
+RETRAINS = {"ModelFeatureDrift", "ModelQualityDegraded"}
+#: model -> (team, PagerDuty routing key name), as the example specs say; the platform team otherwise.
+OWNERS = {"fraud": ("payments-risk", "payments-risk"), "digits": ("vision", "vision")}
+PLATFORM_OWNER = ("ml-platform", "ml-platform")
+
+
+def expected_labels(alertname: str, out: dict[str, str]) -> dict[str, str]:
+    """Every label a firing alert must have: the policy above plus what the case states."""
+    team, routing_key = OWNERS[out["model"]] if "model" in out else PLATFORM_OWNER
+    labels = {"team": team, "pagerduty": routing_key, **out}
+    if "severity" not in labels:
+        if alertname not in SEVERITY:
+            raise KeyError(f"{alertname}: no severity in the case or in alert_cases.SEVERITY")
+        labels["severity"] = SEVERITY[alertname]
+    if alertname in RETRAINS:
+        labels["retrain"] = "true"
+    return labels

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.monitoring.alert_cases import CASES
+from tests.monitoring.alert_cases import CASES, expected_labels
 from tests.monitoring.conftest import need
 from workloads.monitoring import alertmanager as am
 from workloads.monitoring import dashboards as dash
@@ -84,7 +84,7 @@ def _expected(alert_rules, alertname: str, out: dict[str, str]) -> dict:
     candidates = [r for r in alert_rules if r["alert"] == alertname
                   and all(r["labels"].get(k, v) == v for k, v in out.items())]
     assert len(candidates) == 1, (alertname, out, len(candidates))
-    labels = {**candidates[0]["labels"], **out}
+    labels = expected_labels(alertname, out)  # the policy, not the rule's own labels
     return {"exp_labels": labels,
             "exp_annotations": {k: _render(v, labels) for k, v in candidates[0]["annotations"].items()}}
 

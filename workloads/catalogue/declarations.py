@@ -10,9 +10,11 @@
 | `<model>-registry-sync`          | registry-sync      | model    | team (sidecar) |
 | `retrain-trigger`                | retrain-trigger    | platform | monitoring  |
 | `cost-exporter`                  | cost-exporter      | platform | monitoring  |
+| `training-metrics`               | training-metrics   | platform | monitoring  |
 | `mlflow`                         | tracking-server    | platform | mlflow      |
 
-`model_workloads(spec, options)` and `platform_workloads(options)` build them; what a
+`model_workloads(spec, options)`, `platform_workloads(options)` and `training_metrics(specs)`
+(it exports the runs of every model) build them; what a
 mode enables (streaming needs Kafka, drift needs drift monitoring, ...) is the caller's
 decision, not the declaration's. Renderers: `workloads.local.catalogue` (supervisor
 services, scrape targets) and `infra.workloads` (Deployment, Service, ServiceMonitor,
@@ -32,12 +34,14 @@ HTTP_METRICS = "http-metrics"  # one port serving an API and /metrics: `http-` f
 MLFLOW = "mlflow"
 RETRAIN_TRIGGER = "retrain-trigger"
 COST_EXPORTER = "cost-exporter"
+TRAINING_METRICS = "training-metrics"
 SLOTS = ("stable", "candidate")
 
 # Container ports on the cluster (each pod has its own network; locally the port table decides).
 DRIFT_PORT = 9108
 QUALITY_PORT = 9110
 COST_PORT = 9111
+TRAINING_METRICS_PORT = 9112
 STREAM_METRICS_PORT = 9109
 RETRAIN_PORT = 8080
 ROLLOUT_PORT = 8080
@@ -55,6 +59,7 @@ class CatalogueOptions:
     retrain_cooldown_s: float = 6 * 3600
     quality_window: int = 10_000
     cost_interval_s: float = 60.0
+    training_metrics_interval_s: float = 15.0
     spot_pools: tuple[str, ...] = ()
 
 
@@ -265,6 +270,29 @@ def cost_exporter(options: CatalogueOptions = CatalogueOptions()) -> Workload:
     )
 
 
+def training_metrics(specs: Any, options: CatalogueOptions = CatalogueOptions()) -> Workload:
+    """The contract's `strata_training_*` from MLflow's run records (every run, local or a RayJob,
+    writes one): a training job is too short-lived to be scraped itself, see
+    `workloads.monitoring.training_metrics`."""
+    models = tuple(arg for spec in sorted(specs, key=lambda s: s.name) for arg in ("--model", f"{spec.name}={spec.team}"))
+    return Workload(
+        name=TRAINING_METRICS, component="training-metrics", placement=Placement.MONITORING,
+        description="training metrics exporter (MLflow run records -> strata_training_*)",
+        image="drift-monitor",
+        command=("python", "-m", "workloads.monitoring.training_metrics"),
+        args=("--host", "${bind}", "--port", f"${{ports.{HTTP_METRICS}}}",
+              "--interval", str(options.training_metrics_interval_s), *models),
+        ports=(Port(name=HTTP_METRICS, port=TRAINING_METRICS_PORT),),
+        liveness=HttpProbe(path="/metrics", port=HTTP_METRICS, initial_delay_s=20, period_s=30),
+        readiness=HttpProbe(path="/healthz", port=HTTP_METRICS, initial_delay_s=5, period_s=5),
+        metrics=Metrics(port=HTTP_METRICS, interval="15s", job="strata-training"),
+        depends_on=(Dependency(workload=MLFLOW, port="http"),),
+        env=(_mlflow_env(),),
+        resources=Resources(cpu_request="50m", memory_request="128Mi", cpu_limit="250m", memory_limit="256Mi"),
+        singleton=True,  # two replicas would each export every run: the sums would double
+    )
+
+
 def mlflow() -> Workload:
     """The tracking server. Where artifacts go is the `tracking` resource's (locally served
     from a folder; on AWS `s3://` written by the clients themselves, `--no-serve-artifacts`)."""
@@ -309,7 +337,9 @@ def platform_workloads(options: CatalogueOptions = CatalogueOptions()) -> tuple[
 def catalogue(specs: Any, options: CatalogueOptions = CatalogueOptions()) -> dict[str, Workload]:
     """name -> workload for the platform and every model; a duplicate name is an error."""
     result: dict[str, Workload] = {}
-    for workload in (*platform_workloads(options), *(w for s in specs for w in model_workloads(s, options))):
+    specs = tuple(specs)
+    for workload in (*platform_workloads(options), training_metrics(specs, options),
+                     *(w for s in specs for w in model_workloads(s, options))):
         if workload.name in result:
             raise ValueError(f"workload {workload.name!r} is declared twice")
         result[workload.name] = workload

@@ -52,6 +52,7 @@ PORT_ROWS: dict[str, tuple[str, int]] = {
     "quality-service": ("quality-service", 1),
     "retrain-trigger": ("retrain-trigger", 1),
     "tracking-server": ("mlflow", 1),
+    "training-metrics": ("training-metrics", 1),
 }
 MODEL_SERVER_PORTS_PER_MODEL = 6  # two slots x (REST, gRPC, Seldon metrics)
 

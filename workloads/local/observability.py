@@ -133,11 +133,11 @@ FAST_ALERTS = ("ModelFeatureDrift", "ModelFeatureKSDrift", "ModelPredictionDrift
 
 def local_emitters() -> frozenset:
     """The contract emitters the supervisor runs: model servers, stream workers, drift monitors and
-    quality services, the retraining trigger. Not here: the cost exporter (no nodes), the rollout
-    controller (one-shot, not scraped), training (its driver exports no endpoint yet)."""
+    quality services, the retraining trigger, the training metrics exporter (MLflow's runs). Not
+    here: the cost exporter (no nodes), the rollout controller (one-shot, not scraped)."""
     from workloads.monitoring.metrics import Emitter
 
-    return frozenset({Emitter.SERVING, Emitter.STREAMING, Emitter.DRIFT, Emitter.RETRAIN})
+    return frozenset({Emitter.SERVING, Emitter.STREAMING, Emitter.DRIFT, Emitter.RETRAIN, Emitter.TRAINING})
 
 
 def rule_groups(specs: Sequence[Any], drift_alert_for: str | None = None) -> dict:

@@ -550,7 +550,7 @@ def _state_output(ctx: ServiceContext, workload, resource, output: str) -> str:
         "state_file": lambda: str(ctx.data_dir() / "state.json"),
         "log_dir": lambda: str(ctx.state_dir / "logs" / "retrains"),
         "command": lambda: shlex.join([ctx.python, "-m", "infra.cli", "train", "{model}", "--local",
-                                       *opts.retrain_args]),
+                                       "--trigger", "retrain", *opts.retrain_args]),
         "rollout_registry": lambda: str(registry_root(ctx)),
         "rollout_command": lambda: shlex.join([
             ctx.python, "-m", "workloads.rollout", "--model", "{model}", "--registry", str(registry_root(ctx)),

@@ -56,6 +56,8 @@ LABEL_DELAY_BUCKETS: tuple[float, ...] = (60, 300, 900, 3600, 4 * 3600, 12 * 360
 MODEL_LABELS = ("model", "version", "team")
 SERVING_LABELS = ("model", "version", "predictor", "team")
 ROLLOUT_LABELS = ("model", "team", "strategy")
+# Values of `trigger` on strata_training_runs_total (the training CLI's --trigger).
+TRAINING_TRIGGERS = ("schedule", "manual", "retrain", "ci")
 # Served-score histogram buckets (the prediction-distribution shift the controller compares).
 SCORE_BUCKETS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 21))
 

@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from workloads.monitoring.metrics import TRAINING_TRIGGERS
 from workloads.spec import ModelSpec, SpecError, parse_model_spec
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -174,6 +175,7 @@ def train(
     num_cpus: int | None = None,
     quiet: bool = False,
     spec_file: Path | str | None = None,
+    trigger: str = "manual",
 ) -> Any:
     """Train `model_name`; print run id, metrics, gate decision and registered version.
     Returns the runner's `TrainOutcome`. Raises SpecError / DataValidationError /
@@ -196,6 +198,7 @@ def train(
         overrides=overrides or {},
         num_cpus=num_cpus,
         spec_path=prefix,
+        trigger=trigger,
     )
     if quiet:
         outcome = run_training(spec, options)
@@ -253,6 +256,12 @@ def summary(outcome: Any) -> dict[str, Any]:
     }
 
 
+def _check_trigger(value: str) -> str:
+    if value not in TRAINING_TRIGGERS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(TRAINING_TRIGGERS)}")
+    return value
+
+
 def train_command(
     model: str = typer.Argument(..., help="model name: an example under workloads/examples or a key of the stack's models map"),
     stack: Optional[str] = typer.Option(None, "--stack", help="read the model spec from stacks/Pulumi.<stack>.yaml"),
@@ -265,6 +274,9 @@ def train_command(
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="default sqlite under the state dir"),
     state_dir: Optional[Path] = typer.Option(None, "--state-dir", envvar="STRATA_STATE_DIR", help="default ./.strata"),
     json_out: bool = typer.Option(False, "--json", help="print a JSON summary on stdout"),
+    trigger: str = typer.Option("manual", "--trigger", callback=_check_trigger,
+                                help=f"who started the run ({'|'.join(TRAINING_TRIGGERS)}): the run's "
+                                     "strata.trigger tag, by which the training metrics count runs"),
 ) -> None:
     """Train MODEL with Ray Train (+ Tune), track in MLflow, gate and register it."""
     from workloads.data.validation import DataValidationError
@@ -272,7 +284,7 @@ def train_command(
 
     try:
         outcome = train(model, stack, local, smoke, tracking_uri, state_dir, parse_overrides(set_), quiet=json_out,
-                        spec_file=spec_file)
+                        spec_file=spec_file, trigger=trigger)
     except SpecError as error:
         console.print(f"[red]invalid spec:[/]\n{error}")
         raise typer.Exit(EXIT_SPEC) from None

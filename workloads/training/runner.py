@@ -54,6 +54,7 @@ class TrainOptions:
     num_cpus: int | None = None  # local Ray runtime size (default: all cores)
     on_event: Callable[[dict[str, Any]], None] | None = None  # progress sink (CLI)
     spec_path: str = ""  # property-path prefix for error messages
+    trigger: str = "manual"  # who started the run (schedule|manual|retrain|ci): the `strata.trigger` tag
 
 
 @dataclass
@@ -203,6 +204,7 @@ def run_training(spec: ModelSpec, options: TrainOptions) -> TrainOutcome:
                 "strata.data_uri": training.data,
                 "strata.smoke": str(options.smoke).lower(),
                 "strata.status": "running",
+                "strata.trigger": options.trigger,
                 **{f"strata.version.{k}": v for k, v in tracking.library_versions().items()},
             }
         )

@@ -75,6 +75,8 @@ def scheduled_copy(template: Mapping[str, Any], now: dt.datetime, namespace: str
     metadata = dict(spec.get("metadata") or {})
     metadata["trigger"] = trigger
     spec["metadata"] = metadata
+    if isinstance(spec.get("entrypoint"), str) and "workloads.training.cli" in spec["entrypoint"]:
+        spec["entrypoint"] += f" --trigger {trigger}"  # the run's strata.trigger tag (training metrics)
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
