@@ -44,8 +44,9 @@ def _as_utc(frame: pl.DataFrame, column: str, what: str) -> pl.Expr:
 
 
 def point_in_time_join(entities: pl.DataFrame, source: pl.DataFrame, view: ViewDefinition,
-                       timestamp: str = ENTITY_TIMESTAMP) -> pl.DataFrame:
-    """`entities` (join keys + `timestamp` + anything else) with the view's features added."""
+                       timestamp: str = ENTITY_TIMESTAMP, event_time_as: str | None = None) -> pl.DataFrame:
+    """`entities` (join keys + `timestamp` + anything else) with the view's features added
+    (and, as `event_time_as`, the event time of the row they came from)."""
     keys, spec = list(view.join_keys), view.view
     names, ts, created = view.feature_names, spec.timestamp_field, spec.created_timestamp_field
     missing = [k for k in keys if k not in entities.columns]
@@ -83,9 +84,11 @@ def point_in_time_join(entities: pl.DataFrame, source: pl.DataFrame, view: ViewD
         asof = left.join_asof(winners, left_on="__t", right_on="__a", by=keys, strategy="backward")
     joined = (asof.join(ranked.select(["__rank", "__e", *names]), left_on="__best", right_on="__rank", how="left"))
     fresh = pl.col("__e") >= pl.col("__t") - timedelta(seconds=spec.ttl_seconds)
-    out = (joined.with_columns([pl.when(fresh).then(pl.col(n)).otherwise(None).alias(n) for n in names])
+    extra = [pl.col("__e").alias(event_time_as)] if event_time_as else []
+    out = (joined.with_columns([pl.when(fresh).then(pl.col(n)).otherwise(None).alias(n)
+                                for n in (names + ["__e"])])
            .sort("__entity_row"))
-    return out.select(entities.columns + names).cast({k: entities.schema[k] for k in keys})
+    return out.select(entities.columns + names + extra).cast({k: entities.schema[k] for k in keys})
 
 
 def training_set(entities: pl.DataFrame, repo: FeatureRepo, views: Sequence[str],
