@@ -198,10 +198,14 @@ def _mount_subcommands() -> None:
     from workloads.training.cli import train_command
 
     app.add_typer(local_app, name="local", help="Local mode: start, check and stop the local services.")
-    from workloads.data.cli import data_app
+    from workloads.data.cli import data_app, score_command
 
     app.add_typer(data_app, name="data", help="The lake: ingest, refine, publish; versions, diffs, lineage, rebuilds.")
     app.command("train")(train_command)
+    app.command("score")(score_command)
+    from workloads.data.features.cli import features_app
+
+    app.add_typer(features_app, name="features", help="The feature store: registry and online materialization.")
     from workloads.rollout.cli import promote_command, rollout_status_command
 
     app.command("promote")(promote_command)

@@ -269,6 +269,119 @@ class Serving(_Spec):
     rollout: Rollout = Rollout()
 
 
+# ---------------------------------------------------------------- features
+FEATURE_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"  # a column name in gold, a hash field online
+TTL_PATTERN = r"^[1-9][0-9]*(s|m|h|d)$"
+_TTL_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Entity(_Spec):
+    """What features are keyed by (a card, a merchant): its name and its join key column(s)."""
+
+    name: str = Field(pattern=FEATURE_NAME_PATTERN)
+    join_keys: list[str] = Field(min_length=1, max_length=4)
+    description: str = ""
+
+    @field_validator("join_keys")
+    @classmethod
+    def _keys(cls, keys: list[str]) -> list[str]:
+        bad = [k for k in keys if not re.match(FEATURE_NAME_PATTERN, k)]
+        if bad:
+            raise ValueError(f"join key(s) {', '.join(map(repr, bad))} must match {FEATURE_NAME_PATTERN}")
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"join keys repeat: {keys}")
+        return keys
+
+
+class Feature(_Spec):
+    """One column of a feature view, and the value an unknown entity gets online."""
+
+    name: str = Field(pattern=FEATURE_NAME_PATTERN)
+    dtype: Literal["int64", "float64", "bool", "string"] = "float64"
+    default: float | int | bool | str | None = None
+
+    @model_validator(mode="after")
+    def _default_matches(self) -> "Feature":
+        d = self.default
+        ok = d is None or {
+            "int64": isinstance(d, int) and not isinstance(d, bool),
+            "float64": isinstance(d, (int, float)) and not isinstance(d, bool),
+            "bool": isinstance(d, bool),
+            "string": isinstance(d, str),
+        }[self.dtype]
+        if not ok:
+            raise ValueError(f"default {d!r} is not a {self.dtype}")
+        return self
+
+
+class FeatureView(_Spec):
+    """Features of one gold table, per entity, valid for `ttl` after their event time."""
+
+    name: str = Field(pattern=FEATURE_NAME_PATTERN)
+    source: str = Field(pattern=r"^gold/[a-z0-9][-a-z0-9_]*$")  # gold/<table> of the lake
+    entities: list[str] = Field(min_length=1)
+    timestamp_field: str = Field("event_ts", pattern=FEATURE_NAME_PATTERN)
+    # when the row became known (late data): a row is visible at t only when this is <= t too
+    created_timestamp_field: str | None = Field(None, pattern=FEATURE_NAME_PATTERN)
+    ttl: str = Field("1d", pattern=TTL_PATTERN)
+    owner: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")  # default: the model's owner
+    features: list[Feature] = Field(min_length=1, max_length=500)
+    online: bool = True
+
+    @property
+    def ttl_seconds(self) -> int:
+        return int(self.ttl[:-1]) * _TTL_SECONDS[self.ttl[-1]]
+
+    @model_validator(mode="after")
+    def _columns(self) -> "FeatureView":
+        names = [f.name for f in self.features]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"feature(s) {', '.join(dupes)} declared twice")
+        reserved = {self.timestamp_field, self.created_timestamp_field} & set(names)
+        if reserved:
+            raise ValueError(f"feature(s) {', '.join(sorted(reserved - {None}))} are also the view's timestamp fields")
+        if self.created_timestamp_field == self.timestamp_field:
+            raise ValueError("createdTimestampField must differ from timestampField")
+        return self
+
+
+class Features(_Spec):
+    """The features a model needs: entities and feature views over gold tables. At serving time
+    an unknown entity gets each feature's `default`; when the online store is down the model
+    `onOutage`: serves the defaults (`defaults`) or refuses with 503 and a reason (`reject`)."""
+
+    entities: list[Entity] = Field(min_length=1)
+    views: list[FeatureView] = Field(min_length=1)
+    on_outage: Literal["defaults", "reject"] = "reject"
+
+    @model_validator(mode="after")
+    def _references(self) -> "Features":
+        known = {e.name: e for e in self.entities}
+        if len(known) != len(self.entities):
+            raise ValueError("entity names repeat")
+        names = [v.name for v in self.views]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"view(s) {', '.join(dupes)} declared twice")
+        for view in self.views:
+            unknown = [e for e in view.entities if e not in known]
+            if unknown:
+                raise ValueError(f"view {view.name!r} names unknown entit(y/ies) {', '.join(unknown)}; "
+                                 f"declared: {', '.join(known)}")
+            keys = [k for e in view.entities for k in known[e].join_keys]
+            clash = sorted(set(keys) & {f.name for f in view.features})
+            if clash:
+                raise ValueError(f"view {view.name!r}: feature(s) {', '.join(clash)} are also join keys")
+        return self
+
+    def entity(self, name: str) -> Entity:
+        return next(e for e in self.entities if e.name == name)
+
+    def join_keys(self, view: FeatureView) -> list[str]:
+        return [k for e in view.entities for k in self.entity(e).join_keys]
+
+
 # ---------------------------------------------------------------- SLOs, drift, routing
 
 
@@ -306,6 +419,7 @@ class ModelSpec(_Spec):
     serving: Serving = Serving()
     slos: Slos = Slos()
     drift: Drift = Drift()
+    features: Features | None = None  # the feature store's entities and views (workloads/data/features)
 
 
 def parse_model_spec(raw: Mapping[str, Any], path: str = "") -> ModelSpec:

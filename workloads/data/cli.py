@@ -135,3 +135,29 @@ def rebuild_command(model: str, version: int, stack: Optional[str] = typer.Optio
     if expect_digest and expect_digest != digest:
         console.print(f"[red]digest mismatch[/]: gold/{model} v{version} rebuilt to {digest}, expected {expect_digest}")
         raise typer.Exit(1)
+
+
+def score_command(model: str = typer.Argument(..., help="The registered model (MLflow) to score with."),
+                  version: Optional[str] = typer.Option(None, "--version", help="Model version number or alias "
+                                                        "(default: the champion)."),
+                  input_table: Optional[str] = typer.Option(None, "--input", help="TABLE@N: a gold table and its version "
+                                                            "(default: the model's table, latest version)."),
+                  concurrency: int = typer.Option(1, "--concurrency", help="Ray Data scoring actors."),
+                  as_json: bool = typer.Option(False, "--json")) -> None:
+    """Batch scoring: Ray Data over a gold table version -> gold/<model>_predictions (Delta)."""
+    import os
+
+    from workloads.data.lake.tables import Lake, LakeError
+    from workloads.data.scoring import ScoringError, parse_input, score
+    from workloads.data.storage import S3Settings
+
+    try:
+        table, input_version = parse_input(input_table) if input_table else (model, None)
+        if "MLFLOW_TRACKING_URI" not in os.environ:
+            raise ScoringError("MLFLOW_TRACKING_URI is not set: the model version comes from the MLflow registry "
+                               "(`strata local up` exports the local one)")
+        result = score(Lake(S3Settings.from_env()), model, version, table, input_version, concurrency=concurrency)
+    except (ScoringError, LakeError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    _emit(result.to_dict(), as_json)

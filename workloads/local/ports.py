@@ -28,6 +28,7 @@ All services bind 127.0.0.1 only.
 | s3               | 19400   | STRATA_PORT_S3                 | S3 (SeaweedFS): gateway +0, internals +1..+9 |
 | postgres         | 19432   | STRATA_PORT_POSTGRES           | PostgreSQL (the CDC source)              |
 | kafka-connect    | 19083   | STRATA_PORT_KAFKA_CONNECT      | Kafka Connect REST (Debezium)            |
+| redis            | 19379   | STRATA_PORT_REDIS              | Redis (the online feature store)         |
 
 The model-servers ... quality-service rows are the workloads' (workloads/local/services.py gives each model its
 offset within a row).
@@ -74,6 +75,7 @@ PORTS: dict[str, PortSpec] = {
         PortSpec("training-metrics", 19330, "training metrics exporter (strata_training_* from MLflow's runs)"),
         PortSpec("postgres", 19432, "PostgreSQL (wal_level=logical: the CDC source)"),
         PortSpec("kafka-connect", 19083, "Kafka Connect REST API (Debezium PostgreSQL connector)"),
+        PortSpec("redis", 19379, "Redis (the online feature store)"),
         PortSpec("s3", 19400, "S3 gateway (SeaweedFS); +1..+9 its master, volume, filer, gRPC and metrics", span=10),
     )
 }

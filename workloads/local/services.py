@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from workloads.local import kafka_connect, kafka_setup, observability, postgres, s3
+from workloads.local import kafka_connect, kafka_setup, observability, postgres, redis, s3
 from workloads.local.errors import ConfigError, MissingDependencyError, UnknownServiceError
 from workloads.local.health import Health, http_check, kafka_check
 from workloads.local.ports import HOST
@@ -379,6 +379,17 @@ def builtin_services() -> list[ServiceSpec]:
             start_timeout_s=60.0,
         ),
         ServiceSpec(
+            name="redis",
+            description="Redis (the online feature store; append-only file under the state dir)",
+            ports=("redis",),
+            command=redis.command,
+            health=redis.health,
+            requires=(Requirement("`redis-server`", redis.FIX, binaries=("redis-server",)),),
+            prepare=redis.prepare,
+            url=redis.url,
+            start_timeout_s=30.0,
+        ),
+        ServiceSpec(
             name="kafka-connect",
             description=f"Kafka Connect + Debezium PostgreSQL ({kafka_connect.versions()})",
             ports=("kafka-connect",),
@@ -432,7 +443,8 @@ def builtin_services() -> list[ServiceSpec]:
 
 
 #: What ``strata local up`` starts when no service is named.
-DEFAULT_SERVICES = ("s3", "kafka", "mlflow", "prometheus", "alertmanager", "pagerduty", "postgres", "kafka-connect")
+DEFAULT_SERVICES = ("s3", "kafka", "mlflow", "prometheus", "alertmanager", "pagerduty", "postgres", "kafka-connect",
+                    "redis")
 
 
 def default_registry() -> Registry:

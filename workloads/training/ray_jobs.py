@@ -44,8 +44,9 @@ def configure_env() -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *paths])
 
 
-def ensure_ray(num_cpus: int | None = None) -> dict[str, float]:
-    """Connect to RAY_ADDRESS if set, else start a local runtime. Returns resources."""
+def ensure_ray(num_cpus: int | None = None, dashboard: bool = True) -> dict[str, float]:
+    """Connect to RAY_ADDRESS if set, else start a local runtime (`dashboard`: Tune needs it,
+    Ray Data programs do not). Returns resources."""
     configure_env()
     import ray
 
@@ -55,7 +56,7 @@ def ensure_ray(num_cpus: int | None = None) -> dict[str, float]:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            start_local_ray(num_cpus, kwargs)
+            start_local_ray(num_cpus, kwargs, dashboard)
     return dict(ray.cluster_resources())
 
 
@@ -64,7 +65,7 @@ def ensure_ray(num_cpus: int | None = None) -> dict[str, float]:
 LOCAL_START_ATTEMPTS = 3
 
 
-def start_local_ray(num_cpus: int | None, kwargs: dict[str, Any]) -> None:
+def start_local_ray(num_cpus: int | None, kwargs: dict[str, Any], dashboard: bool = True) -> None:
     import ray
     from tenacity import retry, retry_if_exception, stop_after_attempt, wait_fixed
 
@@ -78,7 +79,7 @@ def start_local_ray(num_cpus: int | None, kwargs: dict[str, Any]) -> None:
            wait=wait_fixed(2), reraise=True)
     def start() -> None:
         # The dashboard must be on: Tune over Train waits on it in Ray 2.60.
-        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", **kwargs)
+        ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1", **kwargs)
 
     start()
 
