@@ -113,3 +113,76 @@ def test_cdc_survives_kill9_of_connect_and_broker(cdc, lake, table_name):
 
 def _labels(frame) -> dict[str, int]:
     return dict(zip(frame.get_column(KEY).to_list(), frame.get_column("is_fraud").to_list()))
+
+
+SCHEMA_TABLE = "schema_change_transactions"
+
+
+def _insert(dsn: str, start: int, rows: int, extra: dict[str, str] | None = None, drop: str | None = None) -> None:
+    from workloads.data.synthetic import FRAUD_NAMES, FraudConfig, generate_fraud
+
+    x, y = generate_fraud(FraudConfig(rows=rows, seed=start))
+    names = [n for n in FRAUD_NAMES if n != drop]
+    cols = [KEY, *names, "is_fraud", *(extra or {})]
+    values = [(f"tx{start + i:09d}", *[float(x[i, FRAUD_NAMES.index(n)]) for n in names], int(y[i]), *(extra or {}).values())
+              for i in range(rows)]
+    with psycopg.connect(dsn) as conn:
+        conn.cursor().executemany(f"INSERT INTO {SCHEMA_TABLE} ({', '.join(chr(34) + c + chr(34) for c in cols)}) "
+                                  f"VALUES ({', '.join(['%s'] * len(cols))})", values)
+
+
+def test_source_schema_change_added_column_taken_in_dropped_one_stops_refine_naming_it(cdc, lake, table_name):
+    from workloads.data.lake.contract import ContractError
+    from workloads.data.synthetic import FRAUD_NAMES
+
+    sup, _source, dsn = cdc
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {SCHEMA_TABLE}")
+        conn.execute(f"CREATE TABLE {SCHEMA_TABLE} ({KEY} text PRIMARY KEY, "
+                     + ", ".join(f'"{n}" double precision' for n in FRAUD_NAMES) + ", is_fraud smallint NOT NULL)")
+    source = PostgresSource(name=f"schema-{table_name}", host="127.0.0.1", port=sup.port("postgres"),
+                            database=postgres.DATABASE, user=postgres.USER, password=postgres.PASSWORD,
+                            tables=(f"public.{SCHEMA_TABLE}",), topic_prefix=f"strata.schema{table_name}")
+    kafka_connect.put_connector(sup.url("kafka-connect"), source.name, connector_config(source))
+    _wait_running(sup, source.name)
+    ingester = CdcIngester(lake, table_name, KEY, source.topic(f"public.{SCHEMA_TABLE}"), sup.kafka_bootstrap)
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: ingester.run(stop=stop.is_set), daemon=True)
+    thread.start()
+
+    def silver_rows(count: int) -> int:
+        deadline, height = time.monotonic() + 120, 0
+        while time.monotonic() < deadline:
+            if lake.table("bronze", table_name) is not None:
+                refine(lake, table_name, CONTRACT, max_invalid_fraction=1.0)
+                height = read(lake, "silver", table_name).height if lake.table("silver", table_name) else 0
+                if height >= count:
+                    return height
+            time.sleep(1)
+        raise AssertionError(f"silver/{table_name}: {height} of {count} rows after 120 s")
+
+    def bronze_rows(count: int) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and read(lake, "bronze", table_name).height < count:
+            time.sleep(1)
+        assert read(lake, "bronze", table_name).height >= count
+
+    try:
+        _insert(dsn, 0, 20)
+        assert silver_rows(20) == 20
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"ALTER TABLE {SCHEMA_TABLE} ADD COLUMN country text")
+        _insert(dsn, 100, 20, extra={"country": "FR"})
+        assert silver_rows(40) == 40  # the added column is taken in
+        silver = read(lake, "silver", table_name)
+        assert silver.filter(silver.get_column("country") == "FR").height == 20
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'ALTER TABLE {SCHEMA_TABLE} DROP COLUMN "merchant_risk"')
+        _insert(dsn, 200, 20, extra={"country": "DE"}, drop="merchant_risk")
+        bronze_rows(60)  # kept as received: nothing lost
+        with pytest.raises(ContractError, match=r"merchant_risk \(\d+ events\).*dropped at the source"):
+            refine(lake, table_name, CONTRACT, max_invalid_fraction=1.0)
+        assert read(lake, "silver", table_name).height == 40  # silver stays at the batch before
+    finally:
+        stop.set()
+        thread.join(timeout=30)

@@ -111,6 +111,19 @@ def test_added_column_is_taken_in_and_a_dropped_one_is_named(lake, table_name):
         ingest_landing(lake, table_name, CONTRACT)
 
 
+def test_retyped_source_column_stops_refine_naming_it(lake, table_name):
+    from workloads.data.lake.tables import append_bronze
+
+    good = fraud_frame(20, seed=11)
+    append_bronze(lake, table_name, good, "test", list(range(20)))
+    assert refine(lake, table_name, CONTRACT).rows_out == 20
+    retyped = fraud_frame(20, seed=12, start=100).with_columns(pl.lit("high").alias("device_risk"))
+    append_bronze(lake, table_name, retyped, "test", list(range(100, 120)))
+    with pytest.raises(ContractError, match=r"retyped.*device_risk.*'high'"):
+        refine(lake, table_name, CONTRACT)
+    assert read(lake, "silver", table_name).height == 20 and read(lake, "bronze", table_name).height == 40
+
+
 def test_versions_lineage_digest_and_rebuild(lake, table_name, monkeypatch):
     land(lake, table_name, "a", fraud_frame(200, seed=11))
     run_all(lake, table_name)

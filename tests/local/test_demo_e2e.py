@@ -83,11 +83,18 @@ def test_demo_runs_every_stage_then_down_leaves_nothing(tmp_path):
 
         report = json.loads((state / "report" / "demo.json").read_text())
         stages = {s["name"]: s for s in report["stages"]}
-        assert list(stages) == ["services", "train", "serve", "stream", "traffic", "canary", "drift", "report"]
+        assert list(stages) == ["services", "data", "train", "serve", "stream", "traffic", "canary", "drift", "report"]
         assert all(s["ok"] for s in stages.values()), stages
         for name, stage in stages.items():
             print(f"  {name:<9} {stage['seconds']:6.1f}s  {stage['detail'][:110]}")
         facts = report["facts"]
+
+        # The data came through CDC: every PostgreSQL row is in gold, and fraud trained on that gold version.
+        data = facts["data"]
+        assert data["gold_rows"] == data["source_rows"] == data["inserted"] > 0, data
+        assert data["bronze_rows"] == data["inserted"] + data["chargebacks"], data
+        assert set(facts["trained_on_gold"]) == {"fraud"}, facts.get("trained_on_gold")
+        assert data["gold_uri"].startswith("lake://gold/fraud?version="), data
 
         # The drift page reached the local PagerDuty receiver (Alertmanager -> Events v2).
         pages = [json.loads(ln) for ln in (state / "data" / "pagerduty" / "events.jsonl").read_text().splitlines()]
@@ -134,11 +141,12 @@ def test_demo_runs_every_stage_then_down_leaves_nothing(tmp_path):
         html = (state / "report" / "index.html").read_text()
         images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]{200,})'", html)
         assert len(images) >= 5, f"{len(images)} images in the report"
-        for key in ("MLflow UI", "Prometheus", "Alertmanager", "rollout decision", "pages received"):
+        assert "Data: PostgreSQL -&gt; Debezium CDC -&gt; Kafka -&gt; lake" in html and "quarantine rate" in html
+        for key in ("MLflow UI", "Prometheus", "Alertmanager", "rollout decision", "pages received", "lake (CDC -> gold)"):
             assert key in run.stdout, key
 
         records = {p.stem: ProcessRecord.load(p) for p in (state / "run").glob("*.json")}
-        assert {"kafka", "mlflow", "prometheus", "alertmanager", "pagerduty", "proxy", "retrain-trigger",
+        assert {"kafka", "mlflow", "prometheus", "alertmanager", "pagerduty", "proxy", "retrain-trigger", "s3", "postgres", "kafka-connect",
                 "fraud-stable", "fraud-stream", "fraud-drift", "fraud-drift-feed"} <= set(records)
         groups = {n: r.pgid for n, r in records.items()}
         members = {n: group_members(g) for n, g in groups.items()}

@@ -1,5 +1,5 @@
-"""A local Ray start that misses Ray's fixed raylet-registration window is tried again;
-any other start error is not."""
+"""A local Ray start that misses Ray's fixed raylet-registration or dashboard window is
+tried again; any other start error is not."""
 
 from __future__ import annotations
 
@@ -30,6 +30,16 @@ def test_a_start_that_timed_out_is_tried_again(monkeypatch):
     calls = fake_starts(monkeypatch, [TIMED_OUT, TIMED_OUT, None])
     ray_jobs.start_local_ray(1, {})
     assert calls == {"init": 3, "shutdown": 2}
+
+
+DASHBOARD_LATE = Exception("\nThe last 20 lines of /tmp/ray/session_x/logs/dashboard.log (it contains the error message "
+                           "from the dashboard): \n... Loading SubprocessModule: TrainHead.")
+
+
+def test_a_start_whose_dashboard_came_up_late_is_tried_again(monkeypatch):
+    calls = fake_starts(monkeypatch, [DASHBOARD_LATE, None])
+    ray_jobs.start_local_ray(1, {})
+    assert calls == {"init": 2, "shutdown": 1}
 
 
 def test_the_last_timeout_is_raised_after_the_attempts(monkeypatch):

@@ -1,24 +1,31 @@
 """`strata local up --demo`: the whole pipeline on one machine, stage by stage.
 
-    services -> train -> serve -> stream -> traffic -> canary -> drift -> report
+    services -> data -> train -> serve -> stream -> traffic -> canary -> drift -> report
 
 1. services: Kafka, MLflow, the PagerDuty receiver, Alertmanager (generated routing: drift
    tickets -> the local PagerDuty receiver AND the retrain webhook), Prometheus (generated
    rules; the drift/quality alerts' `for:` shortened to `DEMO_ALERT_FOR`), the nginx proxy
    and the retraining trigger (its retrains run `strata train MODEL --local` + `TRAIN_ARGS`).
-2. train: every example model is trained and registered (Ray Train, MLflow) unless its
+2. data: the fraud example's source system for real (workloads/local/demo_lake.py): card
+   transactions written into PostgreSQL, chargebacks later; Debezium on Kafka Connect ->
+   Kafka -> bronze -> silver (+ quarantine) -> gold, counted against the source table.
+   fraud's first version (its champion) trains from that gold version
+   (`lake://gold/fraud?version=N`) and its MLflow run must name it and its digest. The
+   canary's challenger and the retrains keep the spec's synthetic 20k rows: a few thousand
+   rows of gold make the champion-vs-challenger gate a coin toss (a handful of positives).
+3. train: every example model is trained and registered (Ray Train, MLflow) unless its
    `champion` is already in the registry export; a model's first version becomes its
    champion (there is nothing to canary it against).
-3. serve: each model's `stable` slot (the champion) behind the proxy; a request per model.
-4. stream: the stream worker, drift monitor and drift feed of each streaming model;
+4. serve: each model's `stable` slot (the champion) behind the proxy; a request per model.
+5. stream: the stream worker, drift monitor and drift feed of each streaming model;
    synthetic transactions through Kafka, until the worker has scored all of them.
-5. traffic: bounded real-time load through the proxy (loopback), 2% malformed requests
+6. traffic: bounded real-time load through the proxy (loopback), 2% malformed requests
    that must be answered 4xx; any 5xx fails the stage.
-6. canary: a challenger is trained, served in the `candidate` slot, and rolled out by the
+7. canary: a challenger is trained, served in the `candidate` slot, and rolled out by the
    rollout controller (`workloads.rollout`) on measured results: promoted or rolled back.
-7. drift: drifted transactions later in the stream; waits (bounded) for the drift page at
+8. drift: drifted transactions later in the stream; waits (bounded) for the drift page at
    the local PagerDuty receiver and for the retraining run it triggers to be registered.
-8. report: the summary table and `<state>/report/index.html` (the dashboards' queries
+9. report: the summary table and `<state>/report/index.html` (the dashboards' queries
    over the demo's window, drawn with matplotlib).
 
 A stage that fails stops the demo (exit 1) with its reason; the services stay up for
@@ -229,11 +236,13 @@ class Demo:
         self.report_dir = supervisor.state_dir / "report"
         self.progress: Progress | None = None
         self._challenger: dict[str, Any] | None = None
+        self.gold_data: dict[str, str] = {}  # model -> the lake://gold URI its champion trains from
 
     # -- plumbing ---------------------------------------------------------------------------------
     def stages(self) -> list[tuple[str, str, Callable[[Any], str]]]:
         return [
             ("services", "start the local services", self.stage_services),
+            ("data", "transactions -> PostgreSQL -> CDC -> lake gold", self.stage_data),
             ("train", "train + register the example models", self.stage_train),
             ("serve", "serve the champions behind the proxy", self.stage_serve),
             ("stream", "stream synthetic transactions through Kafka", self.stage_stream),
@@ -342,6 +351,46 @@ class Demo:
             raise StageFailed(f"Prometheus did not reload {rules}: {code} {body}")
         return f"{len(order)} services healthy"
 
+    # -- (a2) data ---------------------------------------------------------------------------------------
+    def stage_data(self, task: Any) -> str:
+        from workloads.data.lake.contract import Contract
+        from workloads.data.storage import S3Settings
+        from workloads.local.demo_lake import LAKE_SERVICES, MODEL, LakeStageSettings, run_lake_stage
+        from workloads.training.hooks import load_hooks
+
+        spec = next((s for s in self.specs if s.name == MODEL), None)
+        if spec is None:
+            return f"skipped: the CDC source is {MODEL}'s and {MODEL} is not in this demo"
+        self._task(task, total=len(self.sup.registry.closure(LAKE_SERVICES)) + 1, completed=0)
+        self._up(list(LAKE_SERVICES), task)
+        contract = Contract(load_hooks(spec.training.entrypoint).feature_schema, key=spec.training.data_key)
+        settings = LakeStageSettings(wait_s=min(180.0, self.settings.stage_timeout_s),
+                                     max_invalid_fraction=spec.training.baseline.max_invalid_row_fraction)
+        try:
+            data = run_lake_stage(self.sup, contract, S3Settings.from_env(self.env), settings, log=self.log)
+        except RuntimeError as error:  # LakeStageError, LakeError, ContractError: the reason as it is
+            raise StageFailed(f"{type(error).__name__}: {error}") from error
+        self.facts["data"] = data.to_dict()
+        self.facts["data"]["report_rows"] = data.report_rows()
+        self.gold_data[MODEL] = data.gold_uri
+        self._task(task, advance=1)
+        return (f"{data.source_rows} source rows -> gold v{data.versions['gold']} ({data.gold_rows} rows); "
+                f"{data.ingest_rows_per_s:.0f} events/s, lag p99 {data.lag_p99_s:.2f}s, "
+                f"quarantine {data.quarantine_rate:.2%}")
+
+    def _check_trained_on_gold(self, model: str, summary: dict[str, Any]) -> None:
+        """The run must record the gold version and digest it trained on (reproducible runs)."""
+        data = self.facts["data"]
+        code, body, _ = _http("GET", self.url("mlflow", f"/api/2.0/mlflow/runs/get?run_id={summary['runId']}"))
+        tags = {t["key"]: t["value"] for t in (body.get("run", {}).get("data", {}).get("tags", []) if code == 200 else [])}
+        want = {"strata.lake.table": f"gold/{data['table']}", "strata.lake.version": str(data["versions"]["gold"]),
+                "strata.lake.digest": data["gold_digest"]}
+        wrong = {k: tags.get(k) for k, v in want.items() if tags.get(k) != v}
+        if wrong:
+            raise StageFailed(f"{model}: MLflow run {summary['runId']} does not record the gold data it was given "
+                              f"({data['gold_uri']}): {wrong}")
+        self.facts.setdefault("trained_on_gold", {})[model] = summary["runId"]
+
     # -- (b) train ---------------------------------------------------------------------------------------
     def train(self, model: str, extra: tuple[str, ...] = (), label: str = "") -> dict[str, Any]:
         """`strata train MODEL --local` + TRAIN_ARGS against the local MLflow; its JSON summary."""
@@ -352,7 +401,9 @@ class Demo:
                                   timeout=self.settings.stage_timeout_s)
         lines = [ln for ln in proc.stdout.decode("utf-8", "replace").splitlines() if ln.startswith("{")]
         if proc.returncode != 0 or not lines:
-            raise StageFailed(f"`{' '.join(argv[2:])}` exited {proc.returncode}; log: {log}")
+            tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-1:] if log.exists() else []
+            raise StageFailed(f"`{' '.join(argv[2:])}` exited {proc.returncode}; log: {log}"
+                              + (f"; last line: {tail[0][:300]}" if tail else ""))
         summary = json.loads(lines[-1])
         if not summary.get("registeredVersion"):
             raise StageFailed(f"{model}: trained but not registered: gate {summary.get('gate', {}).get('reason')}; log: {log}")
@@ -371,7 +422,10 @@ class Demo:
             else:
                 self._task(task, description=f"[bold]train[/]: {spec.name} (Ray Train, smoke settings)")
                 t0 = time.monotonic()
-                summary = self.train(spec.name)
+                gold = self.gold_data.get(spec.name)
+                summary = self.train(spec.name, ("--set", f"training.data={gold}") if gold else ())
+                if gold:
+                    self._check_trained_on_gold(spec.name, summary)
                 version = summary["registeredVersion"]
                 metric = spec.training.baseline.primary_metric.removeprefix("val_")
                 value = (summary.get("holdout", {}).get("candidate") or {}).get(f"holdout_{metric}")
@@ -705,6 +759,11 @@ class Demo:
         f = self.facts
         rows = [("MLflow UI", self.url("mlflow")), ("Prometheus", self.url("prometheus")),
                 ("Alertmanager", self.url("alertmanager")), ("Proxy", self.url("proxy") + "/<model>/api/v1.0/predictions")]
+        if "data" in f:
+            d = f["data"]
+            rows.append(("lake (CDC -> gold)", f"{d['gold_uri']}: {d['gold_rows']} rows; {d['ingest_rows_per_s']:.0f} "
+                                               f"events/s, lag p99 {d['lag_p99_s']:.2f} s, quarantine "
+                                               f"{d['quarantine_rate']:.2%}"))
         if "champion" in f:
             rows.append(("champions", ", ".join(f"{m} v{v}" for m, v in f["champion"].items())))
         if "traffic" in f:
@@ -740,8 +799,11 @@ class Demo:
         self._task(task, total=1, completed=0)
         end = time.time()
         stage_rows = [(r.name, r.ok, r.seconds, r.detail) for r in self._results_so_far()]
+        sections = []
+        if "data" in self.facts:
+            sections.append(("Data: PostgreSQL -> Debezium CDC -> Kafka -> lake", self.facts["data"]["report_rows"]))
         path = render_report(self.url("prometheus"), self.facts["started_at"], end, self.specs, self.report_dir,
-                             self.summary_rows(), stage_rows)
+                             self.summary_rows(), stage_rows, sections=sections)
         self.facts["report"] = str(path)
         panels = json.loads((self.report_dir / "panels.json").read_text())
         drawn = sum(1 for p in panels if p["series"])

@@ -152,8 +152,10 @@ def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
 
 
 def render_report(prometheus_url: str, start: float, end: float, specs: Sequence[Any], out_dir: Path,
-                  summary_rows: Sequence[tuple[str, str]], stage_rows: Sequence[tuple[str, bool, float, str]]) -> Path:
-    """Write `<out_dir>/index.html`; returns its path. Stage rows: (stage, ok, seconds, detail)."""
+                  summary_rows: Sequence[tuple[str, str]], stage_rows: Sequence[tuple[str, bool, float, str]],
+                  sections: Sequence[tuple[str, Sequence[tuple[str, str]]]] = ()) -> Path:
+    """Write `<out_dir>/index.html`; returns its path. Stage rows: (stage, ok, seconds, detail);
+    `sections`: (title, [(what, value)]) tables after the stages (e.g. the lake's figures)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     panels = [fill(p, prometheus_url, start, end) for p in dashboard_panels(specs)]
     drawn = [p for p in panels if p.series]
@@ -170,6 +172,9 @@ def render_report(prometheus_url: str, start: float, end: float, specs: Sequence
         [(html.escape(name), f"<span class='{'ok' if ok else 'fail'}'>{'ok' if ok else 'FAILED'}</span>",
           f"{secs:.1f} s", html.escape(detail)) for name, ok, secs, detail in stage_rows],
         ("stage", "result", "time", "detail")))
+    for title, rows in sections:
+        parts.append(f"<h2>{html.escape(title)}</h2>" + _table([(html.escape(str(k)), html.escape(str(v)))
+                                                                  for k, v in rows], ("what", "value")))
     for board in dict.fromkeys(p.dashboard for p in panels):
         parts.append(f"<h2>{html.escape(board)}</h2><div class='grid'>")
         for p in (x for x in drawn if x.dashboard == board):

@@ -60,9 +60,11 @@ def ensure_ray(num_cpus: int | None = None, dashboard: bool = True) -> dict[str,
     return dict(ray.cluster_resources())
 
 
-# Ray gives a new raylet a fixed 30 s to register with its GCS (not configurable in 2.60); a
-# loaded 2-core machine can miss that, so a local start is tried again a few times.
+# Ray gives a new raylet a fixed 30 s to register with its GCS, and its dashboard a fixed
+# window to come up (neither configurable in 2.60); a loaded 2-core machine can miss either,
+# so a local start is tried again a few times.
 LOCAL_START_ATTEMPTS = 3
+START_WINDOW_MISSED = ("timed out during startup", "the error message from the dashboard")
 
 
 def start_local_ray(num_cpus: int | None, kwargs: dict[str, Any], dashboard: bool = True) -> None:
@@ -70,7 +72,7 @@ def start_local_ray(num_cpus: int | None, kwargs: dict[str, Any], dashboard: boo
     from tenacity import retry, retry_if_exception, stop_after_attempt, wait_fixed
 
     def start_timed_out(error: BaseException) -> bool:
-        if "timed out during startup" not in str(error):
+        if not any(sign in str(error) for sign in START_WINDOW_MISSED):
             return False
         ray.shutdown()  # whatever the failed start left connected, before the next try
         return True

@@ -83,6 +83,9 @@ class CdcIngester:
     max_batch: int = 50_000
     poll_ms: int = 200
 
+    def __post_init__(self) -> None:
+        self._known: set[str] = set()  # payload columns seen so far (bronze's, then each batch's)
+
     def app_id(self, partition: int) -> str:
         return f"cdc:{self.topic}:{partition}"
 
@@ -102,6 +105,8 @@ class CdcIngester:
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         bronze = self.lake.table("bronze", self.table)
+        if bronze is not None:
+            self._known = {f.name for f in bronze.schema().fields if not f.name.startswith("_")}
         for tp in tps:
             done = _consumed(bronze, self.app_id(tp.partition))
             if done >= 0:
@@ -147,8 +152,11 @@ class CdcIngester:
             if change.source_ts_ms:
                 oldest_ms = change.source_ts_ms if oldest_ms is None else min(oldest_ms, change.source_ts_ms)
         frame = to_frame(changes) if changes else pl.DataFrame({self.key: pl.Series([], dtype=pl.String)})
+        self._known |= {c for change in changes if change.op in ("c", "u") for c in change.row}
+        absent = [",".join(sorted(self._known - change.row.keys())) or None if change.op in ("c", "u") else None
+                  for change in changes]
         version = append_bronze(self.lake, self.table, frame, source=f"kafka://{self.topic}", offsets=offsets,
-                                op=ops, txns=[(self.app_id(p), o) for p, o in sorted(last.items())],
+                                op=ops, txns=[(self.app_id(p), o) for p, o in sorted(last.items())], absent=absent,
                                 extra_lineage={"offsets": {str(p): o for p, o in last.items()}})
         if oldest_ms:
             metrics.LAG.labels(table=self.table).set(max(0.0, time.time() - oldest_ms / 1000))

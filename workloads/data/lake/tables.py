@@ -2,6 +2,7 @@
 
     bronze/<source>      raw records as received (all payload columns strings), append-only,
                          with `_source`, `_offset` (LSN or file row), `_op`, `_ingested_at`
+                         and, from CDC, `_absent` (the known columns a change event lacked)
     silver/<source>      typed and validated, one row per key (the highest offset wins)
     silver/_quarantine/<source>   every rejected row, as received, with `_rules`
     gold/<source>        model-ready: key, features, label, from batches that passed
@@ -31,7 +32,7 @@ from workloads.data.lake import metrics
 from workloads.data.lake.contract import RULES_COLUMN, Contract, ContractError, split
 from workloads.data.storage import LAKE_BUCKETS, S3Settings
 
-SOURCE, OFFSET, OP, INGESTED_AT = "_source", "_offset", "_op", "_ingested_at"
+SOURCE, OFFSET, OP, INGESTED_AT, ABSENT = "_source", "_offset", "_op", "_ingested_at", "_absent"
 BRONZE_VERSION, BATCH_PASSED = "_bronze_version", "_batch_passed"
 META = (SOURCE, OFFSET, OP, INGESTED_AT)
 LINEAGE_KEY = "strata.lineage"
@@ -131,20 +132,24 @@ def _write(lake: Lake, layer: str, name: str, frame: pl.DataFrame, commit, mode:
 # --- bronze ------------------------------------------------------------------------------
 def append_bronze(lake: Lake, name: str, records: pl.DataFrame, source: str, offsets: list[int] | pa.Array,
                   op: str | list[str] = "c", txns: list[tuple[str, int]] = (),
-                  extra_lineage: dict[str, Any] | None = None) -> int | None:
+                  extra_lineage: dict[str, Any] | None = None, absent: list[str | None] | None = None) -> int | None:
     """Append one ingestion batch, payload columns as strings. `txns` = [(app id, position)]
     make the append exactly-once: a batch whose positions the table already recorded for
-    those app ids is skipped (returns None), and the commit records them atomically."""
+    those app ids is skipped (returns None), and the commit records them atomically.
+    `absent`: per record, the comma-separated columns it did not carry (a column dropped
+    at the source reads as null in Delta; this keeps "absent" apart from "null")."""
     from deltalake import CommitProperties, Transaction
 
     table = lake.table("bronze", name)
     if txns and all(_consumed(table, app) >= position for app, position in txns):
         return None
     payload = records.with_columns(pl.all().cast(pl.String))
-    clash = [c for c in payload.columns if c.startswith("_")]
+    clash = [c for c in payload.columns if c.startswith("_") and c != ABSENT]
     if clash:
         raise ContractError(f"bronze/{name}: source columns may not start with '_' (reserved): {', '.join(clash)}")
     now = datetime.now(timezone.utc)
+    if absent is not None:
+        payload = payload.with_columns(pl.Series(ABSENT, absent, dtype=pl.String))
     frame = payload.with_columns(
         pl.lit(source).alias(SOURCE),
         pl.Series(OFFSET, offsets, dtype=pl.Int64),
@@ -190,6 +195,7 @@ def refine(lake: Lake, name: str, contract: Contract, max_invalid_fraction: floa
         rows = _batch(bronze, version)
         if rows.is_empty():
             continue
+        rows = _without_absent(contract, rows, where=f"bronze/{name} v{version}")
         result.batches += 1
         result.rows_in += rows.height
         # one row per key: the highest offset (LSN) wins; replays of the same record collapse
@@ -228,6 +234,20 @@ def refine(lake: Lake, name: str, contract: Contract, max_invalid_fraction: floa
     if result.output_version is not None:
         metrics.VERSION.labels(layer="silver", table=name).set(result.output_version)
     return result
+
+
+def _without_absent(contract: Contract, rows: pl.DataFrame, where: str) -> pl.DataFrame:
+    """Stop (naming them) when change events lack a column the contract needs: the source
+    dropped it. Rows are not quarantined for it: the fix is the contract or the source."""
+    if ABSENT not in rows.columns:
+        return rows
+    lacked = (rows.get_column(ABSENT).drop_nulls().str.split(",").explode().value_counts()
+              .filter(pl.col(ABSENT).is_in(contract.columns)))
+    if lacked.height:
+        named = ", ".join(f"{c} ({n} events)" for c, n in sorted(lacked.iter_rows()))
+        raise ContractError(f"{where}: change events without the data contract's column(s) {named}: dropped at the "
+                            "source? Restore the column or change the contract; silver stays at the batch before")
+    return rows.drop(ABSENT)
 
 
 def _merge_silver(lake: Lake, name: str, key: str, valid: pl.DataFrame, deletes: pl.DataFrame, commit) -> int:
