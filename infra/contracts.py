@@ -72,6 +72,9 @@ class PlatformOutputs:
 
     team_namespaces: dict[str, str]  # team -> namespace name
     mlflow_tracking_uri: pulumi.Output[str]
+    # namespace name -> the resource that creates it (PlatformNamespace: namespace, quota,
+    # policies); names are plain strings, so a model's objects wait on these explicitly.
+    namespace_resources: dict[str, pulumi.Resource] = field(default_factory=dict)
     # Operators whose CRDs a custom resource needs: a CR depends on its operator's release.
     operators: dict[str, pulumi.Resource] = field(default_factory=dict)  # "kuberay", "seldon", "keda", "strimzi", "istio", "prometheus"
     kafka_bootstrap: Optional[pulumi.Output[str]] = None

@@ -98,8 +98,14 @@ class ModelDeployment(pulumi.ComponentResource):
         cloud: Optional[CloudOutputs] = None,
         opts: Optional[pulumi.ResourceOptions] = None,
     ):
-        super().__init__("strata:models:ModelDeployment", name, None, opts)
         model, caps = args.model, args.capabilities
+        # The namespaces its objects land in: the team's and the platform's it joins.
+        landing = {args.namespace, platform.mlflow_namespace, platform.monitoring_namespace, platform.kafka_namespace}
+        namespaces = [platform.namespace_resources[n] for n in sorted(filter(None, landing)) if n in platform.namespace_resources]
+        if namespaces:
+            opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                depends_on=namespaces, transformations=[_waits_for(namespaces)]))
+        super().__init__("strata:models:ModelDeployment", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         labels = model_labels(model)
         self.rollout_strategy = effective_rollout(model, caps)
@@ -298,6 +304,18 @@ def cluster_context(args: ModelDeploymentArgs, platform: PlatformOutputs, worklo
                       "prometheus": prometheus, "state": state, "kubernetes-api": lambda *_: ""},
         prometheus=args.capabilities.monitoring and platform.operators.get("prometheus") is not None,
         istio=args.capabilities.istio)
+
+
+def _waits_for(namespaces: list[pulumi.Resource]) -> pulumi.ResourceTransformation:
+    """Every resource under the model (Pulumi applies a component's transformations to all
+    its descendants) also depends on its namespaces: the namespace names it uses are plain
+    strings, which carry no dependency, so `up` could create objects before their namespace."""
+
+    def transformation(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult:
+        return pulumi.ResourceTransformationResult(
+            args.props, pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(depends_on=namespaces)))
+
+    return transformation
 
 
 def _operator(platform: PlatformOutputs, key: str, model: ModelSpec) -> pulumi.Resource:

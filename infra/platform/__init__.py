@@ -230,7 +230,7 @@ class Platform(pulumi.ComponentResource):
                 f"{name}-monitoring",
                 MonitoringArgs(namespace=ns("monitoring"), ha=caps.monitoring_ha,
                                alertmanager_config=args.alertmanager_config, observability=observability),
-                pagerduty_routing_keys, after=placed("monitoring"), opts=child, team_namespaces=team_components)
+                pagerduty_routing_keys, after=placed("monitoring", "mlflow"), opts=child, team_namespaces=team_components)
             self.operators["prometheus"] = self.monitoring.release
         prometheus = self.operators.get("prometheus")
         with_prometheus = [prometheus] if prometheus is not None else []
@@ -298,6 +298,7 @@ class Platform(pulumi.ComponentResource):
 
         self.outputs = PlatformOutputs(
             team_namespaces=dict(self.team_namespaces),
+            namespace_resources={c.name: c for c in (*self.namespaces.values(), *team_components)},
             mlflow_tracking_uri=self.mlflow.tracking_uri,
             operators=dict(self.operators),
             kafka_bootstrap=self.kafka.bootstrap if self.kafka else None,

@@ -125,6 +125,10 @@ def retrain_job_file(model_name: str) -> str:
     return f"{model_name}.json"
 
 
+# The retraining trigger's Role in each team namespace: create/get/list RayJobs, nothing else.
+RETRAIN_ROLE_RULES = [{"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["create", "get", "list"]}]
+
+
 def retrain_job_config_map_name(model_name: str) -> str:
     """The ConfigMap (monitoring namespace) holding `model_name`'s retrain RayJob manifest."""
     return f"{RETRAIN_APP}-{model_name}"
@@ -277,7 +281,7 @@ class Observability(pulumi.ComponentResource):
             role = k8s.rbac.v1.Role(
                 f"{name}-retrain-role-{team}",
                 metadata={"name": app, "namespace": team_ns, "labels": meta_labels},
-                rules=[{"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["create", "get", "list"]}],
+                rules=RETRAIN_ROLE_RULES,
                 opts=in_teams)
             k8s.rbac.v1.RoleBinding(
                 f"{name}-retrain-binding-{team}",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -39,6 +40,19 @@ def _program() -> None:
     main()
 
 
+def _process_alive(lock: Mapping[str, Any]) -> bool:
+    """A lock's owner still runs: on another host (unknowable here, so yes) or alive here."""
+    if lock.get("hostname") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(lock["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return True
+    return True
+
+
 class AutomationStacks:
     """Stacks of this project through the Automation API, the program inline."""
 
@@ -49,6 +63,7 @@ class AutomationStacks:
         self._auto = automation
         self.work_dir = Path(work_dir or os.environ.get("STRATA_PULUMI_WORK_DIR") or PROJECT_ROOT / ".strata" / "pulumi")
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._env = dict(env or {})
         self._workspace = automation.LocalWorkspace(
             work_dir=str(self.work_dir), program=program, env_vars=dict(env or {}),
             project_settings=automation.ProjectSettings(name=PROJECT, runtime="python"))
@@ -96,9 +111,25 @@ class AutomationStacks:
 
     def destroy(self, stack: str) -> None:
         selected = self._stack(stack)
+        self._release_dead_locks(stack, selected)
         self._clear_pending_operations(selected)
         # refresh: resources deleted behind Pulumi's back (or never finished) leave the state first.
         selected.destroy(on_output=_print, color="never", refresh=True)
+
+    def _release_dead_locks(self, stack: str, selected) -> None:
+        """On a local file backend an update holds a lock file naming its process (pid,
+        host); killed, it leaves the file and every later command refuses the stack. When
+        every lock's process is gone from this host, `pulumi cancel` (the file backend's way
+        to delete them) releases them; a live process's lock is left alone."""
+        backend = {**os.environ, **self._env}.get("PULUMI_BACKEND_URL", "")
+        if not backend.startswith("file://"):
+            return  # Pulumi Cloud knows whether an update is running: gc skips those
+        locks_dir = Path(backend.removeprefix("file://").split("?", 1)[0]) / ".pulumi" / "locks"
+        locks = [json.loads(path.read_text()) for path in locks_dir.glob(f"**/{PROJECT}/{stack}/*.json")]
+        if locks and not any(_process_alive(lock) for lock in locks):
+            _print(f"releasing the lock of an interrupted update of {stack} "
+                   f"(process {', '.join(str(lock.get('pid')) for lock in locks)} is gone)")
+            selected.cancel()
 
     def _clear_pending_operations(self, selected) -> None:
         """An `up` killed mid-way leaves pending creates in the state, and destroy refuses to

@@ -98,8 +98,11 @@ def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
 
 
 def admits_scrape(plan: Plan, pod: Pod, port: int, monitoring: str) -> PlannedResource | None:
-    """A NetworkPolicy of the pod's namespace letting the monitoring namespace's Prometheus in on `port`."""
-    for policy in plan.of_kind("NetworkPolicy"):
+    """A NetworkPolicy of the pod's namespace letting the monitoring namespace's Prometheus in
+    on `port`: one selecting the pod by its labels before a namespace-wide one (not the
+    registration order, which depends on how Pulumi resolves dependencies)."""
+    policies = plan.of_kind("NetworkPolicy")
+    for policy in sorted(policies, key=lambda p: not ((p.inputs["spec"].get("podSelector") or {}).get("matchLabels"))):
         meta, spec = policy.inputs["metadata"], policy.inputs["spec"]
         if meta["namespace"] != pod.namespace or "Ingress" not in spec.get("policyTypes", []):
             continue

@@ -2,9 +2,10 @@
 real API server, and the environment a real `pulumi up` runs in (the built CLI and
 kubernetes provider, a local file backend, no download from anywhere).
 
-The binaries come from `.ci/cluster-binaries` (run by hand for now). Without them these
-tests are skipped, naming what is missing, except with STRATA_REQUIRE_CLUSTER_BINARIES=1, where a
-missing binary is a failure."""
+The binaries come from `.ci/cluster-binaries`, which `.ci/setup` runs. Without them these
+tests are skipped, naming what is missing, except under `make test`
+(STRATA_REQUIRE_MONITORING_BINARIES=1: set-up built every service binary), where a missing
+binary is a failure."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 from workloads.local.cluster import LocalCluster, default_bin_dir, operator_crds
 
-REQUIRE_ENV = "STRATA_REQUIRE_CLUSTER_BINARIES"
+REQUIRE_ENV = "STRATA_REQUIRE_MONITORING_BINARIES"  # the Makefile's switch for every service binary
 PULUMI_BINARIES = ("pulumi", "pulumi-resource-kubernetes")
 
 

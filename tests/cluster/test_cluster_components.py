@@ -202,3 +202,59 @@ def test_strata_rollback_on_the_cluster_ends_the_rollout_and_restores_stable(loc
     shown = CliRunner().invoke(app, ["rollout-status", "fraud", "--kubeconfig", kubeconfig, "--namespace", namespace])
     assert shown.exit_code == 0, shown.output
     assert "rolled_back" in shown.output and "RolloutRolledBack" in shown.output and "RolloutStarted" in shown.output
+
+
+def test_the_retraining_trigger_creates_a_rayjob_over_tls_with_its_own_token(local_cluster, tmp_path):
+    """The trigger's submitter (`workloads.training.submit.InClusterApi`: the pod's mounted
+    token and CA) creates the retrain RayJob the standard stack renders, in a team namespace
+    where it holds exactly `RETRAIN_ROLE_RULES`; KubeRay's CRD (with its CEL rules) accepts it."""
+    import json
+
+    from infra.plan.harness import run_stack
+    from infra.platform.observability import RETRAIN_APP, RETRAIN_ROLE_RULES
+    from workloads.local.cluster import SA_ISSUER
+    from workloads.training.submit import API_PATH, InClusterApi, SubmitError, submit
+
+    plan = run_stack("standard")
+    manifests = [json.loads(value) for r in plan.of_kind("ConfigMap")
+                 if r.inputs["metadata"]["name"].startswith(f"{RETRAIN_APP}-") for value in r.inputs["data"].values()]
+    assert manifests, "the standard stack renders no retrain RayJob manifest"
+    template = manifests[0]
+
+    admin = local_cluster.api_client()
+    core, rbac = client.CoreV1Api(admin), client.RbacAuthorizationV1Api(admin)
+    monitoring, team = "monitoring-retrain", "team-retrain"
+    for namespace in (monitoring, team):
+        core.create_namespace({"metadata": {"name": namespace}})
+    wait_until(lambda: _exists(core.read_namespaced_service_account, "default", monitoring), what="default SA")
+    core.create_namespaced_service_account(monitoring, {"metadata": {"name": RETRAIN_APP}})
+    rbac.create_namespaced_role(team, {"metadata": {"name": RETRAIN_APP}, "rules": RETRAIN_ROLE_RULES})
+    rbac.create_namespaced_role_binding(team, {
+        "metadata": {"name": RETRAIN_APP},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": RETRAIN_APP},
+        "subjects": [{"kind": "ServiceAccount", "name": RETRAIN_APP, "namespace": monitoring}]})
+    token = core.create_namespaced_service_account_token(
+        RETRAIN_APP, monitoring, {"spec": {"expirationSeconds": 3600, "audiences": [SA_ISSUER]}}).status.token
+    mounted = tmp_path / "serviceaccount"  # what the pod's projected token volume holds
+    mounted.mkdir()
+    (mounted / "token").write_text(token)
+    (mounted / "ca.crt").write_bytes((local_cluster.pki / "ca.crt").read_bytes())
+    (mounted / "namespace").write_text(monitoring)
+    api = InClusterApi(mounted, base_url=local_cluster.info().server)
+
+    created = submit(template, api, namespace=team, trigger="retrain")
+    assert created["metadata"]["uid"] and created["metadata"]["labels"]["strata.dev/trigger"] == "retrain"
+    live = client.CustomObjectsApi(admin).get_namespaced_custom_object(
+        "ray.io", "v1", team, "rayjobs", created["metadata"]["name"])
+    assert live["spec"]["entrypoint"] == template["spec"]["entrypoint"]
+
+    # Nothing beyond its Role: no delete, no RayJob in another namespace.
+    path = API_PATH.format(namespace=team)
+    with pytest.raises(SubmitError, match="HTTP 403"):
+        api.request("DELETE", f"{path}/{created['metadata']['name']}")
+    with pytest.raises(SubmitError, match="HTTP 403"):
+        submit(template, api, namespace=monitoring, trigger="retrain")
+    # TLS is verified: without the cluster's CA the same call is refused before any request.
+    (mounted / "ca.crt").unlink()
+    with pytest.raises(SubmitError, match="CERTIFICATE_VERIFY_FAILED"):
+        InClusterApi(mounted, base_url=local_cluster.info().server).request("GET", path)

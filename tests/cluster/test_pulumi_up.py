@@ -109,8 +109,9 @@ def test_preview_create_puts_every_object_on_the_cluster_then_destroy_removes_it
                    if e.involved_object.name == name and e.reason == "FailedCreate"]
         assert pods and not refused, refused
 
+    # `read`: the shared operators' CRDs, looked up (`.get`) on every run; never a change.
     preview = stacks.preview("pr-41")
-    assert set(preview) == {"same"}, f"pulumi preview after up wants changes: {preview}"
+    assert preview.get("same") and set(preview) <= {"same", "read"}, f"pulumi preview after up wants changes: {preview}"
 
     # A LoadBalancer Service the stack does not own: teardown deletes it before `destroy`.
     core.create_namespaced_service(f"{prefix}mlflow", {"metadata": {"name": "public"}, "spec": {

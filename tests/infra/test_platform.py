@@ -441,3 +441,31 @@ def test_kafka_client_credentials_are_mirrored_into_team_namespaces(plans, stack
     assert annotations[f"{prefix}reflection-auto-enabled"] == "true"
     assert sorted(annotations[f"{prefix}reflection-auto-namespaces"].split(",")) == teams
     assert sorted(annotations[f"{prefix}reflection-allowed-namespaces"].split(",")) == teams
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_namespaced_object_waits_for_its_namespace(plans, stack):
+    """Namespace names are plain strings, which carry no dependency: without an explicit
+    one, `up` creates a model's objects before their team's namespace exists."""
+    plan = plans[stack]
+    namespaces = {r.inputs["metadata"]["name"]: r.urn for r in plan.of_kind("Namespace") if r.is_kubernetes}
+    by_urn = {r.urn: r for r in plan.resources}
+
+    def waits_for(resource: PlannedResource, target: str) -> bool:
+        seen, todo = set(), list(resource.dependencies)
+        while todo:
+            urn = todo.pop()
+            if urn == target:
+                return True
+            if urn not in seen and urn in by_urn:
+                seen.add(urn)
+                todo.extend(by_urn[urn].dependencies)
+        return False
+
+    checked = 0
+    for r in plan.resources:
+        namespace = (r.inputs.get("metadata") or {}).get("namespace") if r.custom and r.is_kubernetes else None
+        if namespace in namespaces:
+            checked += 1
+            assert waits_for(r, namespaces[namespace]), f"{r.kind} {namespace}/{r.name} does not wait for its Namespace"
+    assert checked > 20

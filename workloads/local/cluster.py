@@ -45,6 +45,8 @@ KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 STORAGE_CLASS = "local-static"
 VOLUME_POOL_SIZE = 64  # claims bind once (Retain): enough for a session of ups and destroys
 VOLUME_SIZE = "100Gi"
+OPENAPI_TIMEOUT_S = 180.0  # building /openapi/v2 once, on a loaded machine
+OPENAPI_PROTOBUF = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"  # what client-go asks for
 
 # The stack's node pools (infra/cloud/cluster.py: POOL_LABEL, CAPACITY_LABEL, the GPU
 # label and taint), small: enough room for a preview stack and its models.
@@ -470,15 +472,17 @@ class LocalCluster:
         return True
 
     # -- CRDs --------------------------------------------------------------------------
-    def install_crds(self, documents: Iterable[dict[str, Any]], timeout_s: float = 60.0) -> list[str]:
-        """Create (or replace) each CRD and wait until every one is Established."""
+    def install_crds(self, documents: Iterable[dict[str, Any]], timeout_s: float = 180.0) -> list[str]:
+        """Create (or replace) each CRD and wait until every one is Established and published
+        in /openapi/v2 (about 40 large CRDs: a minute or more on a loaded 2-core machine)."""
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
 
         api = client.ApiextensionsV1Api(self.api_client())
-        names = []
+        names, documents_kinds = [], set()
         for doc in documents:
             name = doc["metadata"]["name"]
+            documents_kinds |= openapi_definitions(doc)
             body = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
                     "metadata": {"name": name, "labels": (doc["metadata"].get("labels") or {})}, "spec": doc["spec"]}
             try:
@@ -501,7 +505,33 @@ class LocalCluster:
                 time.sleep(0.2)
         if pending:
             raise ClusterError(f"CRDs not Established after {timeout_s:.0f}s: {', '.join(sorted(pending))}")
+        self._publish_openapi(documents_kinds, time.monotonic() + OPENAPI_TIMEOUT_S)
         return names
+
+    def _publish_openapi(self, kinds: set[str], deadline: float) -> None:
+        """Wait until /openapi/v2 lists every CRD kind, in JSON and in protobuf. The API
+        server builds that document lazily, on the first request after the CRDs change:
+        with these operators' CRDs it takes 6-20 s on a loaded machine, longer than client
+        timeouts allow (pulumi-kubernetes gives up at 32 s and calls the cluster
+        unreachable). Asked once here, it is cached and answered in a fraction of a second."""
+        url = f"{self.info().server}/openapi/v2"
+        missing: set[str] = set(kinds)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ClusterError(f"/openapi/v2 does not list {', '.join(sorted(missing))} "
+                                   f"{OPENAPI_TIMEOUT_S:.0f}s after the CRDs were Established")
+            try:
+                with urllib.request.urlopen(url, timeout=remaining, context=self._ssl_context()) as response:
+                    missing = kinds - set(json.load(response).get("definitions", {}))
+            except OSError:
+                missing = set(kinds)
+            if not missing:
+                break
+            time.sleep(0.5)
+        request = urllib.request.Request(url, headers={"Accept": OPENAPI_PROTOBUF})
+        with urllib.request.urlopen(request, timeout=max(deadline - time.monotonic(), 1), context=self._ssl_context()) as response:
+            response.read()
 
     # -- down --------------------------------------------------------------------------
     def down(self, timeout_s: float = 15.0) -> list[str]:
@@ -530,6 +560,14 @@ class LocalCluster:
         if busy:
             raise ClusterError(f"ports still open after stopping the cluster: {', '.join(busy)}")
         return stopped
+
+
+def openapi_definitions(crd: dict[str, Any]) -> set[str]:
+    """The /openapi/v2 definition names of a CRD's served versions: `io.ray.v1.RayJob`."""
+    spec = crd["spec"]
+    group = ".".join(reversed(spec["group"].split(".")))
+    return {f"{group}.{version['name']}.{spec['names']['kind']}" for version in spec["versions"]
+            if version.get("served", True)}
 
 
 def service_account_kubeconfig(cluster: LocalCluster, namespace: str, name: str, path: Path,
