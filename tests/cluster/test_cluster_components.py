@@ -246,7 +246,8 @@ def test_the_retraining_trigger_creates_a_rayjob_over_tls_with_its_own_token(loc
     assert created["metadata"]["uid"] and created["metadata"]["labels"]["strata.dev/trigger"] == "retrain"
     live = client.CustomObjectsApi(admin).get_namespaced_custom_object(
         "ray.io", "v1", team, "rayjobs", created["metadata"]["name"])
-    assert live["spec"]["entrypoint"] == template["spec"]["entrypoint"]
+    # the template's command, plus the run's trigger tag (what the training metrics count by)
+    assert live["spec"]["entrypoint"] == template["spec"]["entrypoint"] + " --trigger retrain"
 
     # Nothing beyond its Role: no delete, no RayJob in another namespace.
     path = API_PATH.format(namespace=team)
