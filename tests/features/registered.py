@@ -4,6 +4,7 @@ a small seeded MLP over the fraud schema (`workloads.serving.testing.build_modul
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -15,16 +16,24 @@ def register_fraud_version(tracking_uri: str, artifacts: Path, name: str = "frau
     from workloads.training import artifacts as bundle
     from workloads.training import tracking
 
+    # The global URI (and the env var MLflow sets with it) is put back, so later tests in this
+    # process reach the tracking server they name, not this one.
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(tracking_uri)
-    schema = fraud_schema()
-    experiment = mlflow.get_experiment_by_name("score-tests") or None
-    experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(
-        "score-tests", artifact_location=artifacts.as_uri())
-    rows = sample_rows(schema, 256, seed=seed)
-    with mlflow.start_run(experiment_id=experiment_id) as run:
-        serving, files = bundle.write_bundle(artifacts / f"bundle-{run.info.run_id}", build_module(schema.width, seed=seed),
-                                             schema, build_profile(rows, list(schema.names), seed=seed), rows[:8], 2,
-                                             {"model": name, "runId": run.info.run_id})
-        info = tracking.log_torch_model(serving, rows[:8], 2, files)
-        version = tracking.register(name, info.model_uri, run.info.run_id, tags={"strata.gate": "passed"})
+    try:
+        schema = fraud_schema()
+        experiment = mlflow.get_experiment_by_name("score-tests") or None
+        experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(
+            "score-tests", artifact_location=artifacts.as_uri())
+        rows = sample_rows(schema, 256, seed=seed)
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            serving, files = bundle.write_bundle(artifacts / f"bundle-{run.info.run_id}", build_module(schema.width, seed=seed),
+                                                 schema, build_profile(rows, list(schema.names), seed=seed), rows[:8], 2,
+                                                 {"model": name, "runId": run.info.run_id})
+            info = tracking.log_torch_model(serving, rows[:8], 2, files)
+            version = tracking.register(name, info.model_uri, run.info.run_id, tags={"strata.gate": "passed"})
+    finally:
+        mlflow.set_tracking_uri(None)
+        if previous is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
     return str(version.version)
