@@ -57,6 +57,9 @@ def upstream_url(state_dir: Path | str, model: str, slot: str) -> str:
     return f"http://{address}"
 
 
+STABLE_AGREEING_PROBES = 15  # x 0.1 s apart: longer than the servers' 1 s alias poll
+
+
 def served_version(url: str, timeout_s: float = 2.0) -> str | None:
     try:
         with urllib.request.urlopen(url + "/health/status", timeout=timeout_s) as resp:
@@ -77,10 +80,13 @@ class HttpStablePredictor:
     def wait_serving(self, model: str, version: str, timeout_s: float) -> None:
         url = upstream_url(self.state_dir, model, STABLE)
         deadline = time.monotonic() + timeout_s
-        seen = None
+        seen, agreeing = None, 0
         while time.monotonic() < deadline:
             seen = served_version(url)
-            if seen == version:
+            agreeing = agreeing + 1 if seen == version else 0
+            # Each server worker follows the alias on its own and a probe reaches one of them:
+            # only a run of answers (over more than one poll interval) says they all swapped.
+            if agreeing >= STABLE_AGREEING_PROBES:
                 return
             time.sleep(0.1)
         raise RolloutError(f"the stable server of {model} at {url} still serves v{seen} after {timeout_s:.0f}s, "
