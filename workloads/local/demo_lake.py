@@ -41,7 +41,7 @@ class LakeStageError(RuntimeError):
 
 @dataclass(frozen=True)
 class LakeStageSettings:
-    rows: int = 1500  # transactions written per demo run (the stage stays short on a loaded laptop)
+    rows: int = 5000  # transactions per demo run: ~150 chargebacks, enough for the champion to learn and be judged
     rate: float | None = None  # inserts/s (None: as fast as PostgreSQL takes them)
     batch: int = 250  # rows per source transaction
     wait_s: float = 180.0  # bound of every wait (connector running, rows in silver)
