@@ -30,7 +30,6 @@ import argparse
 import json
 import logging
 import re
-import signal
 import threading
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 import prometheus_client as pc
 
 from workloads.monitoring import metrics as contract
-from workloads.monitoring.http import JsonHandler
+from workloads.monitoring.http import JsonHandler, serve_collecting
 
 log = logging.getLogger("strata.cost")
 
@@ -349,19 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     exporter.collect()
     server = ThreadingHTTPServer((args.host, args.port), make_handler(exporter))
     server.daemon_threads = True
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(args.interval):
-            try:
-                exporter.collect()
-            except Exception as error:  # an API hiccup: keep the last values, try again next time
-                log.warning("collection failed: %s", error)
-
-    threading.Thread(target=loop, name="cost-collect", daemon=True).start()
-    signal.signal(signal.SIGTERM, lambda *_: (stop.set(), threading.Thread(target=server.shutdown).start()))
-    print(f"cost exporter on http://{args.host}:{server.server_port}", flush=True)
-    server.serve_forever()
+    serve_collecting(server, exporter.collect, args.interval, "cost exporter", log, collect_first=False)
     return 0
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
-from http.server import BaseHTTPRequestHandler
-from typing import Any
+import logging
+import signal
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
 
 
 class JsonHandler(BaseHTTPRequestHandler):
@@ -23,3 +26,28 @@ class JsonHandler(BaseHTTPRequestHandler):
 
     def _json(self, status: int, payload: Any) -> None:
         self._send(status, json.dumps(payload).encode())
+
+
+def serve_collecting(server: ThreadingHTTPServer, collect: Callable[[], None], interval_s: float, name: str,
+                     log: logging.Logger, *, collect_first: bool) -> None:
+    """Serve `server` until SIGTERM while a daemon thread calls `collect` every `interval_s`
+    (first at once if `collect_first`). A failed collection keeps the last values: the next
+    one tries again."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        if not collect_first and stop.wait(interval_s):
+            return
+        while True:
+            try:
+                collect()
+            except Exception as error:  # the source restarting or an API hiccup
+                log.warning("collection failed: %s", error)
+            if stop.wait(interval_s):
+                return
+
+    threading.Thread(target=loop, name=f"{name}-collect", daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda *_: (stop.set(), threading.Thread(target=server.shutdown).start()))
+    host, port = server.server_address[:2]
+    print(f"{name} on http://{host}:{port}", flush=True)
+    server.serve_forever()

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,7 +39,7 @@ from typing import Any, Iterable, Mapping, Protocol
 import prometheus_client as pc
 
 from workloads.monitoring import metrics as contract
-from workloads.monitoring.http import JsonHandler
+from workloads.monitoring.http import JsonHandler, serve_collecting
 
 log = logging.getLogger("strata.training_metrics")
 
@@ -212,22 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     ready = threading.Event()
     server = ThreadingHTTPServer((args.host, args.port), make_handler(exporter, ready))
     server.daemon_threads = True
-    stop = threading.Event()
 
-    def loop() -> None:
-        while True:
-            try:
-                exporter.collect()
-                ready.set()
-            except Exception as error:  # MLflow restarting: keep the last values, try again next time
-                log.warning("collection failed: %s", error)
-            if stop.wait(args.interval):
-                return
+    def collect() -> None:
+        exporter.collect()
+        ready.set()
 
-    threading.Thread(target=loop, name="training-collect", daemon=True).start()
-    signal.signal(signal.SIGTERM, lambda *_: (stop.set(), threading.Thread(target=server.shutdown).start()))
-    print(f"training metrics exporter on http://{args.host}:{server.server_port}", flush=True)
-    server.serve_forever()
+    serve_collecting(server, collect, args.interval, "training metrics exporter", log, collect_first=True)
     return 0
 
 
