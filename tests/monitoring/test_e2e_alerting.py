@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 
 from tests.monitoring.conftest import (PYTHON, RETRAIN_TOKEN, free_port, need, retrain_trigger_argv, wait_http,
-                                      write_fast_alerting)
+                                      write_fast_alerting, wait_until)
 from workloads.monitoring import rules
 from workloads.data.profile import build_profile, write_profile
 
@@ -65,14 +65,6 @@ class PagerDutyReceiver:
         self.server.shutdown()
 
 
-def _wait(predicate, timeout: float, what: str, poll: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_injected_drift_pages_and_starts_exactly_one_retrain(tmp_path, processes, catalog):
@@ -123,7 +115,7 @@ def test_injected_drift_pages_and_starts_exactly_one_retrain(tmp_path, processes
         observe = f"http://127.0.0.1:{drift_port}/v1/observe"
         _post(observe, {"rows": rng.normal(size=(4000, len(FEATURES))).tolist(),
                         "predictions": rng.uniform(size=4000).tolist()})
-        _wait(lambda: prom('strata_drift_feature_psi{model="fraud"}'), 30, "drift metrics in Prometheus")
+        wait_until(lambda: prom('strata_drift_feature_psi{model="fraud"}'), 30, "drift metrics in Prometheus")
         time.sleep(3)  # > for: (2s) + eval interval
         assert prom('ALERTS{alertname=~"ModelFeatureDrift|ModelFeatureKSDrift"}') == []
         assert pagerduty.events == []
@@ -142,7 +134,7 @@ def test_injected_drift_pages_and_starts_exactly_one_retrain(tmp_path, processes
                     return at, event
             return None
 
-        paged_at, event = _wait(drift_page, 60, "the ModelFeatureDrift PagerDuty event")
+        paged_at, event = wait_until(drift_page, 60, "the ModelFeatureDrift PagerDuty event")
         print(f"\ninjection-to-page: {paged_at - injected:.2f} s "
               f"(scrape 1s, eval 1s, for 2s, group_wait 1s; production: for {fraud.drift.sustained_for})")
 
@@ -156,8 +148,8 @@ def test_injected_drift_pages_and_starts_exactly_one_retrain(tmp_path, processes
         assert any(link["href"] == rules.runbook_url("ModelFeatureDrift") for link in event.get("links", []))
 
         # Exactly one retrain, however many notifications arrive.
-        _wait(lambda: marker.exists() and marker.read_text().strip(), 30, "the retrain command to run")
-        status = _wait(lambda: _get(f"http://127.0.0.1:{retrain_port}/v1/retrains").get("fraud"), 10, "retrain status")
+        wait_until(lambda: marker.exists() and marker.read_text().strip(), 30, "the retrain command to run")
+        status = wait_until(lambda: _get(f"http://127.0.0.1:{retrain_port}/v1/retrains").get("fraud"), 10, "retrain status")
         assert "ModelFeatureDrift" in status["last_reason"]
         duplicate = {"version": "4", "status": "firing", "alerts": [
             {"status": "firing", "labels": {"alertname": "ModelFeatureDrift", "model": "fraud", "team": fraud.team, "retrain": "true"}}]}

@@ -34,7 +34,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.monitoring.conftest import (PYTHON, Processes, free_port, need, retrain_trigger_argv, wait_http,
-                                      write_fast_alerting)
+                                      write_fast_alerting, wait_until)
 from workloads.monitoring import metrics as contract
 from workloads.monitoring import rules
 from workloads.monitoring.generate import REPO_ROOT
@@ -60,14 +60,6 @@ def _post(url: str, body: object) -> dict:
         return json.loads(response.read() or b"{}")
 
 
-def _wait(predicate, timeout: float, what: str, poll: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class LivePlatform:
@@ -95,7 +87,7 @@ class LivePlatform:
         # Start consumers only once the broker serves the new topics' metadata: a consumer
         # that joins before would be assigned nothing until its next metadata refresh.
         for topic in (self.input, self.scored, self.labels):
-            _wait(lambda topic=topic: len(self.producer.partitions_for(topic) or ()) == 2, 30, f"metadata of {topic}")
+            wait_until(lambda topic=topic: len(self.producer.partitions_for(topic) or ()) == 2, 30, f"metadata of {topic}")
         champion = registry.resolve(registry_root, "fraud", alias="champion")
         self.version = champion.version
         ports = {name: free_port() for name in ("worker", "drift", "quality", "cost", "retrain", "training", "prom",
@@ -331,7 +323,7 @@ def drive_drift_until_paged(live) -> tuple[float, dict]:
     with pytest.raises(urllib.error.HTTPError) as rejected:  # a malformed request: a 4xx with a reason
         urllib.request.urlopen(request, timeout=10)
     assert 400 <= rejected.value.code < 500
-    _wait(lambda: live.prom(f'strata_drift_window_rows{{model="fraud"}} >= {WINDOW_ROWS}'), 150,
+    wait_until(lambda: live.prom(f'strata_drift_window_rows{{model="fraud"}} >= {WINDOW_ROWS}'), 150,
           "a full live window scraped from the drift monitor")
     time.sleep(3)  # > for: (2s) + evaluation interval
     assert live.prom('ALERTS{alertname=~"ModelFeatureDrift|ModelFeatureKSDrift", model="fraud"}') == []
@@ -344,7 +336,7 @@ def drive_drift_until_paged(live) -> tuple[float, dict]:
     drifted[:, names.index("merchant_risk")] **= 3
     injected = time.time()
     live.send_inputs(drifted)
-    paged = _wait(lambda: live.pages("ModelFeatureDrift"), 120, "the ModelFeatureDrift page")[0]
+    paged = wait_until(lambda: live.pages("ModelFeatureDrift"), 120, "the ModelFeatureDrift page")[0]
     seconds = paged["received_at"] - injected
     print(f"\ninjection-to-page (live stream): {seconds:.2f} s  (Kafka -> stream worker -> drift feed -> drift "
           f"monitor every 0.5 s -> scrape 1 s -> rule eval 1 s, for 2 s -> Alertmanager group_wait 1 s -> "
@@ -366,12 +358,12 @@ def test_injected_drift_in_the_stream_pages_and_starts_exactly_one_retrain(live)
             alerts = live.prom('ALERTS{alertname="ModelFeatureDrift", alertstate="firing", model="fraud"}')
             return {r["metric"]["feature"] for r in alerts}
 
-        _wait(lambda: {"amount", "merchant_risk"} <= firing(), 30, "both drifted features firing")
+        wait_until(lambda: {"amount", "merchant_risk"} <= firing(), 30, "both drifted features firing")
         assert firing() <= {"amount", "merchant_risk"}  # the other 18 features did not move
 
         # Exactly one retrain, however many notifications arrive (KS alerts join the group).
         retrains = f"http://127.0.0.1:{live.ports['retrain']}/v1/retrains"
-        _wait(lambda: live.marker.exists() and live.marker.read_text().strip(), 30, "the retrain command")
+        wait_until(lambda: live.marker.exists() and live.marker.read_text().strip(), 30, "the retrain command")
         time.sleep(5)
         assert live.marker.read_text().split() == ["fraud"]
         final = json.loads(_get(retrains))["fraud"]

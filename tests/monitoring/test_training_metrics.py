@@ -20,7 +20,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.monitoring.conftest import PYTHON, free_port, need, wait_http
+from tests.monitoring.conftest import PYTHON, free_port, need, wait_http, wait_until
 from workloads.catalogue.declarations import training_metrics
 from workloads.catalogue.substitution import render_argv
 from workloads.monitoring import metrics as contract
@@ -125,14 +125,6 @@ def _prom(url: str, expr: str) -> list:
         return json.loads(response.read())["data"]["result"]
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_a_failed_training_run_fires_training_job_failed(tmp_path: Path, catalog, processes):
@@ -174,7 +166,7 @@ def test_a_failed_training_run_fires_training_job_failed(tmp_path: Path, catalog
     wait_http(f"{url}/-/ready", 60, prom)
     try:
         # every series the rules and dashboards read is scraped (the failed counter at 0 included)
-        _wait(lambda: _prom(url, 'strata_training_runs_total{model="fraud",outcome="failed"}'), 60,
+        wait_until(lambda: _prom(url, 'strata_training_runs_total{model="fraud",outcome="failed"}'), 60,
               "the training series scraped")
         for metric in contract.for_emitter(contract.Emitter.TRAINING):
             assert _prom(url, f'{{__name__="{metric.series_names[0]}",model="fraud"}}'), metric.name
@@ -182,7 +174,7 @@ def test_a_failed_training_run_fires_training_job_failed(tmp_path: Path, catalog
         assert _prom(url, 'ALERTS{alertname="TrainingJobFailed"}') == []
 
         record_run(client, "fraud", fraud.team, "FAILED", trigger="schedule")
-        firing = _wait(lambda: _prom(url, 'ALERTS{alertname="TrainingJobFailed",alertstate="firing"}'), 60,
+        firing = wait_until(lambda: _prom(url, 'ALERTS{alertname="TrainingJobFailed",alertstate="firing"}'), 60,
                        "TrainingJobFailed firing")
         assert {r["metric"]["model"] for r in firing} == {"fraud"}
     except Exception:
