@@ -1,12 +1,33 @@
 """Shared fixtures: each stack's plan is computed once per test session."""
 
 import functools
+import os
+import sys
 
 import pytest
 
 pytest_plugins = ["tests.local_services"]  # real local services (Kafka, MLflow, Prometheus, ...) per session
 
 STACKS = ("quick", "standard", "enterprise")
+MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True)
+def mlflow_uris_put_back():
+    """Training in-process sets MLflow's process-wide tracking and registry URIs (and exports
+    them as env vars): each test gets back the URIs it started with, so none reaches the
+    previous test's server."""
+    before = {name: os.environ.get(name) for name in MLFLOW_URI_VARIABLES}
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @functools.lru_cache(maxsize=None)

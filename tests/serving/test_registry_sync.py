@@ -45,7 +45,7 @@ def test_sync_follows_aliases_from_mlflow(mlflow_uri, registry_root, tmp_path, m
     from mlflow import MlflowClient
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
-    client = MlflowClient(tracking_uri=mlflow_uri)
+    client = MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri)
     v1 = _log_version(client, registry_root / "fraud" / "versions" / "1", tmp_path / "a")
     v2 = _log_version(client, registry_root / "fraud" / "versions" / "2", tmp_path / "b")
     client.set_registered_model_alias(MODEL, "champion", v1)

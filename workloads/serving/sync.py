@@ -46,7 +46,8 @@ class MlflowRegistry:
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        # The registry is the tracking server named here, not whatever registry URI the process set.
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     def version_for(self, model: str, alias: str) -> tuple[str, str] | None:
         from mlflow.exceptions import MlflowException
@@ -62,8 +63,8 @@ class MlflowRegistry:
     def download(self, model: str, version: str, destination: Path) -> Path:
         from mlflow.artifacts import download_artifacts
 
-        return Path(download_artifacts(artifact_uri=f"models:/{model}/{version}", dst_path=str(destination),
-                                       tracking_uri=self.tracking_uri))
+        location = self.client.get_model_version_download_uri(model, version)
+        return Path(download_artifacts(artifact_uri=location, dst_path=str(destination), tracking_uri=self.tracking_uri))
 
 
 @dataclass
