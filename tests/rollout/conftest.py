@@ -126,6 +126,9 @@ def live_env(rollout_services, tmp_path_factory):
             http, grpc, metrics = free_ports(3)
             config = FaultyServerConfig(model=MODEL, alias=alias, registry_dir=str(root), http_port=http, grpc_port=grpc,
                                         metrics_port=metrics, predictor=slot, team="payments-risk", threads=8,
+                                        # routing is judged here, not shedding (tests/serving/test_server_limits.py):
+                                        # a 100 ms queue budget sheds on two shared cores
+                                        queue_budget_ms=2000,
                                         extra_env={"STRATA_TEST_FAULT_FILE": str(fault_files[slot])})
             servers[slot] = ModelServer(config, log_path=logs / f"server-{slot}.log")
         threads = [threading.Thread(target=s.start, kwargs={"timeout": 180}) for s in servers.values()]

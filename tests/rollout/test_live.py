@@ -11,7 +11,7 @@ import sys
 import time
 
 from tests.rollout.conftest import MODEL, Load, spec_file
-from workloads.rollout.local import served_version
+from workloads.rollout.local import loaded_versions, served_version
 from workloads.rollout.record import JsonlSink
 from workloads.rollout.service import local_controller
 from workloads.rollout.state import FileStateStore, Phase
@@ -40,6 +40,9 @@ def test_a_good_challenger_is_promoted_through_every_canary_step_without_droppin
         ("start", 0), ("advance", 50), ("advance", 100), ("promote", 0)]  # weight in force after each move
     assert registry.read_aliases(live.root, MODEL)["champion"] == "2"
     assert served_version(live.servers[STABLE].url) == "2"  # the stable slot followed the alias: no restart
+    stable = live.servers[STABLE]
+    processes = loaded_versions(stable.url, MODEL)  # every REST worker and the gRPC process swapped
+    assert len(processes) == stable.config.workers + 1 and set(processes.values()) == {"2"}, processes
     assert load.dropped() == [], load.dropped()[:5]
     statuses = {r[1] for r in load.results}
     assert statuses == {200}, statuses

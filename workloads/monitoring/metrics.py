@@ -125,6 +125,10 @@ CONTRACT: tuple[Metric, ...] = (
     _m("serving_prediction_score", H, "", SERVING_LABELS,
        "Served scores (P(positive) for binary models, top-class probability otherwise), per row.",
        "serving", SCORE_BUCKETS),
+    _m("serving_loaded_version_info", G, "", SERVING_LABELS,
+       "1 for the version a server process serves now, 0 for the one it swapped out (one series per "
+       "process, `pid`, under multiprocess mode): a promotion is done when every process reports it.",
+       "serving"),
     # ---------------------------------------------------------------- streaming
     _m("stream_messages_consumed_total", C, "messages", MODEL_LABELS + ("topic",),
        "Messages read from the input topic and processed (scored or dead-lettered).", "streaming"),

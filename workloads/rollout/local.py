@@ -57,7 +57,7 @@ def upstream_url(state_dir: Path | str, model: str, slot: str) -> str:
     return f"http://{address}"
 
 
-STABLE_AGREEING_PROBES = 15  # x 0.1 s apart: longer than the servers' 1 s alias poll
+LOADED_VERSION = "strata_serving_loaded_version_info"
 
 
 def served_version(url: str, timeout_s: float = 2.0) -> str | None:
@@ -71,8 +71,27 @@ def served_version(url: str, timeout_s: float = 2.0) -> str | None:
     return str(version) if version is not None else None
 
 
+def loaded_versions(url: str, model: str, timeout_s: float = 2.0) -> dict[str, str] | None:
+    """Process -> the version it serves now, from the server's `/metrics` (every gunicorn
+    worker and the gRPC process reports its own); None when the server does not answer."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(url + "/metrics", timeout=timeout_s) as resp:
+            text = resp.read().decode()
+    except (OSError, ValueError):
+        return None
+    served: dict[str, str] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == LOADED_VERSION and sample.value == 1 and sample.labels.get("model") == model:
+                served[sample.labels.get("pid", "server")] = sample.labels["version"]
+    return served
+
+
 class HttpStablePredictor:
-    """The stable server follows the `champion` alias; wait until it answers with `version`."""
+    """The stable server follows the `champion` alias; wait until every one of its
+    processes serves `version` (each follows the alias on its own)."""
 
     def __init__(self, state_dir: Path | str):
         self.state_dir = state_dir
@@ -80,17 +99,15 @@ class HttpStablePredictor:
     def wait_serving(self, model: str, version: str, timeout_s: float) -> None:
         url = upstream_url(self.state_dir, model, STABLE)
         deadline = time.monotonic() + timeout_s
-        seen, agreeing = None, 0
+        served = None
         while time.monotonic() < deadline:
-            seen = served_version(url)
-            agreeing = agreeing + 1 if seen == version else 0
-            # Each server worker follows the alias on its own and a probe reaches one of them:
-            # only a run of answers (over more than one poll interval) says they all swapped.
-            if agreeing >= STABLE_AGREEING_PROBES:
+            served = loaded_versions(url, model)
+            if served and set(served.values()) == {version}:
                 return
             time.sleep(0.1)
-        raise RolloutError(f"the stable server of {model} at {url} still serves v{seen} after {timeout_s:.0f}s, "
-                           f"not the new champion v{version}: is it following the alias (served by alias, not --version)?")
+        raise RolloutError(f"the stable server of {model} at {url} serves {served or 'nothing it reports'} "
+                           f"(process: version) after {timeout_s:.0f}s, not only the new champion v{version}: "
+                           f"is it following the alias (served by alias, not --version)?")
 
 
 def smoke_rows(root: Path | str, model: str, version: str, rows: int = 8) -> list[list[float]]:

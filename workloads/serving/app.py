@@ -79,9 +79,16 @@ def build_user_object(interface: str, parameters: str) -> Any:
 # ---------------------------------------------------------------- REST (gunicorn)
 
 
-def _worker_exit(_server: Any, _worker: Any, seldon_metrics: Any) -> None:
+def _worker_exit(_server: Any, worker: Any, seldon_metrics: Any) -> None:
     """Seldon's worker_exit (clear the dying worker's custom metrics), quiet when the
-    metrics manager process has already gone (the whole group stops at once)."""
+    metrics manager process has already gone (the whole group stops at once); the dead
+    worker's live gauges (in flight, loaded version) leave the exposition."""
+    from prometheus_client import multiprocess
+
+    from workloads.serving.metrics import multiprocess_dir
+
+    if multiprocess_dir():
+        multiprocess.mark_process_dead(worker.pid)
     try:
         seldon_metrics.clear()
     except (OSError, EOFError):

@@ -74,6 +74,9 @@ class ServingMetrics:
         self._rejected = _collector(m("serving_rejected_requests_total"), reg)
         self._rows = _collector(m("serving_batch_rows"), reg)
         self._scores = _collector(PREDICTION_SCORE, reg)
+        # one series per live process (gunicorn workers and the gRPC process follow the alias apart)
+        loaded_kwargs = {"multiprocess_mode": "liveall"} if multiprocess_dir() else {}
+        self._loaded = _collector(m("serving_loaded_version_info"), reg, **loaded_kwargs)
         self.base = (model, version, predictor, team)
         self.in_flight = self._in_flight.labels(model, predictor, team)
         self.rows = self._rows.labels(model, predictor, team)
@@ -87,6 +90,10 @@ class ServingMetrics:
         if child is None:
             child = self._children[key] = collector.labels(*self.base, *extra)
         return child
+
+    def mark_loaded(self, serving: bool = True) -> None:
+        """This process serves (or no longer serves) the version these metrics are labelled with."""
+        self._loaded.labels(*self.base).set(1 if serving else 0)
 
     def observe_request(self, protocol: str, code: int, seconds: float, reason: str | None = None) -> None:
         self._child(self._requests, protocol, str(code)).inc()

@@ -124,6 +124,7 @@ class StrataModel:
             self.model_name, self.loaded.version.version, self.predictor, self.team,
             latency_targets_seconds=(self.latency_target_s,),
         )
+        self.metrics.mark_loaded()
         log.info("ready: %s v%s (%s) pid %d", self.model_name, self.loaded.version.version, self.alias, os.getpid())
         if self.alias and self.alias_poll_s > 0 and self._follower is None:
             self._follower = threading.Thread(target=self._follow_alias, name="strata-alias-follower", daemon=True)
@@ -163,7 +164,10 @@ class StrataModel:
             latency_targets_seconds=(self.latency_target_s,),
         )
         self.resolved, self.schema = target, loaded.schema
+        previous_metrics = self.metrics
         self.metrics, self.contract, self.loaded = metrics, loaded.contract, loaded  # the swap: `loaded` last
+        metrics.mark_loaded()
+        previous_metrics.mark_loaded(False)  # after the new one: a reader never sees this process serve nothing
         log.warning("alias %s of %s now v%s (was v%s): swapped in pid %d", self.alias, self.model_name,
                     loaded.version.version, current.version.version, os.getpid())
         return True
