@@ -175,10 +175,19 @@ class Training(_Spec):
 # ---------------------------------------------------------------- serving
 
 
+# Answered 1-row requests/s one CPU of a model server holds at saturation: the serving
+# benchmark (tests/benchmarks/test_serving_bench.py, 128 clients, the server pinned to one
+# CPU) measured 340-400; the low end, so a pod is never assumed to hold more than it did.
+SERVER_CAPACITY_RPS_PER_CPU = 340.0
+
+
 class Autoscaling(_Spec):
     min_replicas: int = Field(2, ge=1, le=100)
     max_replicas: int = Field(4, ge=1, le=500)
     target_cpu_percent: int = Field(70, ge=10, le=100)
+    # Requests/s per stable pod before another is added (where KEDA scales on requests);
+    # default: the measured capacity of the pod's CPUs at `targetCpuPercent`.
+    target_requests_per_second: float | None = Field(None, gt=0, le=1_000_000)
 
     @model_validator(mode="after")
     def _order(self) -> "Autoscaling":
@@ -214,6 +223,14 @@ class Realtime(_Spec):
     memory_gib: float = Field(1.0, gt=0, le=256)
     max_batch_rows: int = Field(1024, ge=1, le=100_000)
     max_payload_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+
+    @property
+    def requests_per_pod_target(self) -> float:
+        """Requests/s per stable pod the request-driven autoscaler aims at."""
+        scaling = self.autoscaling
+        if scaling.target_requests_per_second is not None:
+            return scaling.target_requests_per_second
+        return round(SERVER_CAPACITY_RPS_PER_CPU * self.cpu * scaling.target_cpu_percent / 100, 1)
 
 
 class Streaming(_Spec):

@@ -77,6 +77,25 @@ class KafkaTrigger(CrdModel):
                             metadata={key: text(value) for key, value in self.render().items()})
 
 
+class PrometheusTrigger(CrdModel):
+    """The `prometheus` scaler's parameters: KEDA's HPA divides the query's value by
+    `threshold` (an AverageValue target) to get the replicas it wants."""
+
+    server_address: str = Field(pattern=r"^https?://")
+    query: str = Field(min_length=1)
+    threshold: float = Field(gt=0)
+
+    def trigger(self, name: str) -> ScaleTrigger:
+        return ScaleTrigger(type="prometheus", name=name, metadata={
+            "serverAddress": self.server_address, "query": self.query, "threshold": f"{self.threshold:g}"})
+
+
+def cpu_trigger(name: str, utilization_percent: int) -> ScaleTrigger:
+    """The `cpu` scaler (the pods' CPU requests are the 100%)."""
+    return ScaleTrigger(type="cpu", name=name, metric_type=MetricType.UTILIZATION,
+                        metadata={"value": str(utilization_percent)})
+
+
 class Fallback(CrdModel):
     failure_threshold: int = Field(ge=0)
     replicas: int = Field(ge=0)

@@ -25,6 +25,7 @@ import pulumi_kubernetes as k8s
 from pydantic import Field, field_validator, model_validator
 
 from infra.crds import CrdModel, ObjectMeta, custom_resource
+from infra.crds import keda
 from workloads.traffic.split import PREDICTORS
 
 API_VERSION = "machinelearning.seldon.io/v1"
@@ -102,6 +103,24 @@ class SeldonHpaSpec(CrdModel):
         return self
 
 
+class SeldonKedaSpec(CrdModel):
+    """`kedaSpec` (a `SeldonScaledObjectSpec`): with the operator installed with
+    `keda.enabled`, it creates a KEDA ScaledObject for the component's Deployment."""
+
+    triggers: list[keda.ScaleTrigger] = Field(min_length=1)
+    min_replica_count: int | None = Field(None, ge=0)
+    max_replica_count: int | None = Field(None, ge=1)
+    polling_interval: int | None = Field(None, ge=1)
+    cooldown_period: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> "SeldonKedaSpec":
+        low, high = self.min_replica_count, self.max_replica_count
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"kedaSpec: minReplicaCount ({low}) > maxReplicaCount ({high})")
+        return self
+
+
 class SeldonPdbSpec(CrdModel):
     min_available: int | str | None = None
     max_unavailable: int | str | None = None
@@ -118,8 +137,15 @@ class SeldonPodSpec(CrdModel):
     metadata: PodMetadata | None = None
     spec: dict[str, Any]  # core/v1 PodSpec (validated as such by infra.plan.schemas)
     hpa_spec: SeldonHpaSpec | None = None
+    keda_spec: SeldonKedaSpec | None = None
     pdb_spec: SeldonPdbSpec | None = None
     replicas: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_autoscaler(self) -> "SeldonPodSpec":
+        if self.hpa_spec is not None and self.keda_spec is not None:
+            raise ValueError("componentSpecs: hpaSpec and kedaSpec both set: two autoscalers would fight over replicas")
+        return self
 
 
 class PredictorSpec(CrdModel):

@@ -192,8 +192,10 @@ class ModelDeployment(pulumi.ComponentResource):
                                  strategy=self.rollout_strategy, image=pinned_image("serving", ecr),
                                  service_account=f"{model.name}-serving", labels=labels,
                                  sync_image=pinned_image("drift-monitor", ecr),
-                                 mlflow_tracking_uri=platform.mlflow_tracking_uri),
-                cluster, _operator(platform, "seldon", model), after=(self.serving_service_account,),
+                                 mlflow_tracking_uri=platform.mlflow_tracking_uri,
+                                 prometheus_url=platform_prometheus_url(platform)),
+                cluster, _operator(platform, "seldon", model),
+                after=(self.serving_service_account, *_optional_operator(platform, "keda")),
                 opts=children)
 
         self.streaming: Optional[ModelStreaming] = None
@@ -291,8 +293,7 @@ def cluster_context(args: ModelDeploymentArgs, platform: PlatformOutputs, worklo
                 "key_file": f"{TLS_DIR}/user.key"}[output]
 
     def prometheus(workload, resource, output: str) -> str:
-        ns = platform.monitoring_namespace
-        return {"url": f"http://{PROMETHEUS_SERVICE}.{ns}.svc:{PROMETHEUS_PORT}" if ns else ""}[output]
+        return {"url": platform_prometheus_url(platform)}[output]
 
     def state(workload, resource, output: str) -> str:
         return {"file": f"{SPEC_MOUNT}/{SPEC_CONFIGMAP_KEY}"}[output]
@@ -316,6 +317,17 @@ def _waits_for(namespaces: list[pulumi.Resource]) -> pulumi.ResourceTransformati
             args.props, pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(depends_on=namespaces)))
 
     return transformation
+
+
+def platform_prometheus_url(platform: PlatformOutputs) -> str:
+    """The platform Prometheus inside the cluster; "" where the mode has none."""
+    ns = platform.monitoring_namespace
+    return f"http://{PROMETHEUS_SERVICE}.{ns}.svc:{PROMETHEUS_PORT}" if ns else ""
+
+
+def _optional_operator(platform: PlatformOutputs, key: str) -> tuple[pulumi.Resource, ...]:
+    operator = platform.operators.get(key)
+    return (operator,) if operator is not None else ()
 
 
 def _operator(platform: PlatformOutputs, key: str, model: ModelSpec) -> pulumi.Resource:

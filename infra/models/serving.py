@@ -39,11 +39,14 @@ fixed (stable first). Rejected alternatives: the weights in a second object (our
 VirtualService) would duplicate what Seldon generates, and ignoring all of
 `spec.predictors` would freeze images and resources too.
 
-Autoscaling: Seldon's `hpaSpec` (an autoscaling/v2 HPA on CPU) on `stable`, in every
-mode. KEDA exists only in enterprise, and the CPU target of the spec
-(`serving.realtime.autoscaling.targetCpuPercent`) is what a request-driven CPU-bound model
-server scales on; the stream workers, whose load is Kafka lag, use KEDA
-(`infra.models.streaming`).
+Autoscaling (the stable predictor): where KEDA runs (enterprise), Seldon's `kedaSpec` (the
+operator is installed with `keda.enabled`) gives KEDA two triggers and it scales on the
+larger: the stable servers' request rate from the platform Prometheus against a per-pod
+target (`serving.realtime.autoscaling.targetRequestsPerSecond`, by default the serving
+benchmark's measured capacity per CPU x the pod's CPUs x `targetCpuPercent`), and CPU
+(`targetCpuPercent`). A request-driven server adds pods before its queue sheds, not after
+its CPU is pegged. Elsewhere, Seldon's `hpaSpec` (an autoscaling/v2 HPA) on CPU alone. The
+stream workers, whose load is Kafka lag, use KEDA on lag (`infra.models.streaming`).
 
 No engine: the annotation `seldon.io/no-engine: "true"` drops Seldon's executor
 (service orchestrator) container. The operator injects it with a securityContext of
@@ -65,7 +68,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.contracts import ClusterHandle
-from infra.crds import seldon
+from infra.crds import keda, seldon
 from infra.crds.kuberay import fill, marker
 from infra.k8s import (container, empty_dir, exec_probe, http_probe, pod_disruption_budget_spec, resources,
                        restricted_pod_security_context, topology_spread)
@@ -111,6 +114,8 @@ class ModelServingArgs:
     # The registry-sync sidecar (workloads.serving.sync): which image, which MLflow.
     sync_image: pulumi.Input[str] = ""
     mlflow_tracking_uri: pulumi.Input[str] = ""
+    # The platform Prometheus (in-cluster URL): with KEDA, the stable predictor scales on its request rate.
+    prometheus_url: str = ""
 
     def __post_init__(self) -> None:
         if self.strategy is not RolloutStrategy.NONE and not self.capabilities.istio:
@@ -125,6 +130,28 @@ def _cpu(value: float) -> str:
 
 def _mib(gib: float) -> str:
     return f"{int(round(gib * 1024))}Mi"
+
+
+def stable_autoscaler(args: ModelServingArgs) -> tuple[Optional[seldon.SeldonHpaSpec], Optional[seldon.SeldonKedaSpec]]:
+    """Where KEDA runs and Prometheus has the servers' request rate: KEDA on requests/s per
+    pod (the measured capacity, `Realtime.requests_per_pod_target`) or CPU, whichever asks
+    for more pods; elsewhere Seldon's HPA on CPU alone."""
+    realtime = args.model.serving.realtime
+    scaling = realtime.autoscaling
+    if args.capabilities.keda and args.prometheus_url:
+        selector = f'model="{args.model.name}",predictor="{STABLE}"'
+        requests = keda.PrometheusTrigger(server_address=args.prometheus_url,
+                                          query=f"sum(rate(strata_serving_requests_total{{{selector}}}[1m]))",
+                                          threshold=realtime.requests_per_pod_target)
+        return None, seldon.SeldonKedaSpec(
+            min_replica_count=scaling.min_replicas, max_replica_count=scaling.max_replicas,
+            polling_interval=15, cooldown_period=300,
+            triggers=[requests.trigger("requests-per-pod"), keda.cpu_trigger("cpu", scaling.target_cpu_percent)])
+    return seldon.SeldonHpaSpec(
+        min_replicas=scaling.min_replicas, max_replicas=scaling.max_replicas,
+        metricsv2=[{"type": "Resource", "resource": {
+            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": scaling.target_cpu_percent}}}],
+    ), None
 
 
 def initial_split(model: ModelSpec, strategy: RolloutStrategy) -> Optional[TrafficSplit]:
@@ -233,18 +260,15 @@ def predictor(args: ModelServingArgs, slot: str, split: Optional[TrafficSplit]) 
         endpoint=seldon.Endpoint(type=seldon.EndpointType.GRPC if realtime.protocol == "grpc" else seldon.EndpointType.REST,
                                  http_port=HTTP_PORT, grpc_port=GRPC_PORT))
     stable = slot == STABLE
-    hpa = seldon.SeldonHpaSpec(
-        min_replicas=scaling.min_replicas, max_replicas=scaling.max_replicas,
-        metricsv2=[{"type": "Resource", "resource": {
-            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": scaling.target_cpu_percent}}}],
-    ) if stable else None
+    hpa, keda_spec = stable_autoscaler(args) if stable else (None, None)
     # In the mesh Prometheus scrapes Istio's merged metrics: these annotations name the app's part.
     annotations = scrape_annotations(model_server(model, slot)) if args.capabilities.istio else None
     # the catalogue's identity (component, workload) on the pods: what the ServiceMonitor's Service selects
     pod_labels = {**args.labels, **model_server(model, slot).common_labels, PREDICTOR_LABEL: slot}
     component = seldon.SeldonPodSpec(metadata=seldon.PodMetadata(labels=pod_labels,
                                                                  annotations=annotations),
-                                     spec=predictor_pod_spec(args, slot), hpa_spec=hpa)
+                                     spec=predictor_pod_spec(args, slot), hpa_spec=hpa,
+                                     keda_spec=keda_spec)
     if split is None:
         traffic, shadow = 100, None
     elif stable:

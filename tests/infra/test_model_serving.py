@@ -248,12 +248,48 @@ def test_every_predictor_serves_its_slot_alias_with_the_hardened_pod(built, case
         assert labels["strata.dev/predictor"] == slot and labels["strata.dev/model"] == "fraud"
 
 
-def test_stable_autoscales_on_cpu_with_seldons_hpa(built):
+def test_stable_autoscales_on_cpu_with_seldons_hpa_where_there_is_no_keda(built):
+    for mode in ("quick", "standard"):
+        stable = predictors(built[f"{mode}/canary"].the(SDEP))["stable"]
+        component = stable["componentSpecs"][0]
+        assert component["hpaSpec"] == {"minReplicas": 2, "maxReplicas": 6, "metricsv2": [{"type": "Resource", "resource": {
+            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]}, mode
+        assert "kedaSpec" not in component and stable["replicas"] == 2
+
+
+def test_with_keda_stable_scales_on_requests_per_pod_at_the_measured_capacity_or_cpu(built):
+    from workloads.spec import SERVER_CAPACITY_RPS_PER_CPU
+
     stable = predictors(built["enterprise/canary"].the(SDEP))["stable"]
-    hpa = stable["componentSpecs"][0]["hpaSpec"]
-    assert hpa == {"minReplicas": 2, "maxReplicas": 6, "metricsv2": [{"type": "Resource", "resource": {
-        "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]}
-    assert stable["replicas"] == 2
+    component = stable["componentSpecs"][0]
+    assert "hpaSpec" not in component and stable["replicas"] == 2
+    keda_spec = component["kedaSpec"]
+    requests, cpu = keda_spec.pop("triggers")
+    assert keda_spec == {"minReplicaCount": 2, "maxReplicaCount": 6, "pollingInterval": 15, "cooldownPeriod": 300}
+    # fraud: 1 CPU per pod, targetCpuPercent 70 -> 70% of one CPU's measured requests/s
+    assert requests == {"type": "prometheus", "name": "requests-per-pod", "metadata": {
+        "serverAddress": "http://prometheus-operated.strata-monitoring.svc:9090",
+        "query": 'sum(rate(strata_serving_requests_total{model="fraud",predictor="stable"}[1m]))',
+        "threshold": f"{SERVER_CAPACITY_RPS_PER_CPU * 0.7:g}"}}
+    assert cpu == {"type": "cpu", "name": "cpu", "metricType": "Utilization", "metadata": {"value": "70"}}
+    # the candidate never autoscales: the rollout controller sizes it
+    assert "kedaSpec" not in predictors(built["enterprise/canary"].the(SDEP))["candidate"]["componentSpecs"][0]
+
+
+def test_the_requests_per_pod_target_follows_the_spec():
+    import yaml
+
+    from workloads.spec import SERVER_CAPACITY_RPS_PER_CPU, SpecError, parse_model_spec
+
+    wide = example("fraud", realtime={"cpu": 2.0})
+    assert wide.serving.realtime.requests_per_pod_target == round(SERVER_CAPACITY_RPS_PER_CPU * 2 * 0.7, 1)
+    explicit = example("fraud", realtime={"autoscaling": wide.serving.realtime.autoscaling.model_copy(
+        update={"target_requests_per_second": 150.0})})
+    assert explicit.serving.realtime.requests_per_pod_target == 150.0
+    raw = yaml.safe_load(open("workloads/examples/fraud/model.yaml"))
+    raw["serving"]["realtime"]["autoscaling"]["targetRequestsPerSecond"] = 0
+    with pytest.raises(SpecError, match="serving.realtime.autoscaling.targetRequestsPerSecond"):
+        parse_model_spec(raw)
 
 
 def test_grpc_models_get_a_grpc_endpoint(built):
