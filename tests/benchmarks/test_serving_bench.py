@@ -318,6 +318,13 @@ def test_realtime_seldon_vs_bare(benchmark, tmp_path, local_services):
             benchmark.extra_info[f"{path}_ratio_rps_{clients}"] = round(ratio, 3)
             benchmark.extra_info[f"{path}_seldon_p99_ms_{clients}"] = round(ours["p99_ms"], 2)
             benchmark.extra_info[f"{path}_seldon_shed_{clients}"] = ours["shed"]
+    from workloads.spec import SERVER_CAPACITY_RPS_PER_CPU
+
+    saturated = by_key[("rest", "seldon", max(CONCURRENCY))]["rps"] / len(server_cpus)
+    print(f"capacity: {saturated:.0f} answered requests/s per server CPU at {max(CONCURRENCY)} clients; the "
+          f"autoscaler assumes {SERVER_CAPACITY_RPS_PER_CPU:.0f} (workloads.spec.SERVER_CAPACITY_RPS_PER_CPU): "
+          f"measured/assumed {saturated / SERVER_CAPACITY_RPS_PER_CPU:.2f}x")
+    benchmark.extra_info["rest_capacity_rps_per_cpu"] = round(saturated, 1)
     print(f"shed requests counted by the server (strata_serving_rejected_requests_total{{reason=\"overloaded\"}}): "
           f"{shed_counted:.0f}; seen by the clients: {sum(r['shed'] for p, n, r in rows if n == 'seldon')}")
     for path, name, r in rows:
