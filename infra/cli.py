@@ -145,7 +145,7 @@ def serve(
         from workloads.traffic.state import register_upstream
 
         router = LocalProxyRouter(state_dir)
-        register_upstream(router.state_dir, spec.name, slot, port)
+        register_upstream(router.state_dir, spec.name, slot, port, grpc_port=port + 1000)
         try:
             router.refresh()
         except Exception as error:  # noqa: BLE001 - a proxy that is down reads the file when it starts

@@ -57,3 +57,35 @@ def test_a_config_nginx_rejects_is_not_installed(tmp_path):
         write_config(tmp_path, 21000)
     assert conf.read_text() == good
     assert layout(tmp_path).conf == conf
+
+
+@pytest.mark.parametrize("shape", SPLITS)
+def test_grpc_routes_render_for_every_split_and_nginx_accepts_them(tmp_path, shape):
+    register_upstream(tmp_path, "fraud-risk", STABLE, 21001, grpc_port=22001)
+    register_upstream(tmp_path, "fraud-risk", CANDIDATE, 21002, grpc_port=22002)
+    register_upstream(tmp_path, "digits", STABLE, 21003)  # REST only: no gRPC route
+    conf, _ = write_config(tmp_path, 21000, {"fraud-risk": SPLITS[shape]}, grpc_port=21009)  # raises if nginx -t fails
+    text = conf.read_text()
+    assert "listen 127.0.0.1:21009 http2;" in text
+    assert "fraud-risk strata_grpc_fraud_risk_$strata_arm_fraud_risk;" in text  # the REST split's draw
+    assert "server 127.0.0.1:22002 max_fails=0;" in text
+    assert "digits strata_grpc" not in text and "routed: fraud-risk'" in text
+
+
+def test_grpc_registrations_follow_their_server(tmp_path):
+    from workloads.traffic.state import TrafficError, read_grpc_upstreams, unregister_upstream
+
+    register_upstream(tmp_path, "fraud", STABLE, 21001, grpc_port=22001)
+    register_upstream(tmp_path, "fraud", CANDIDATE, 21002, grpc_port=22002)
+    assert read_grpc_upstreams(tmp_path) == {"fraud": {STABLE: "127.0.0.1:22001", CANDIDATE: "127.0.0.1:22002"}}
+    # re-registered without gRPC: the old gRPC port is forgotten, and a candidate without gRPC unroutes gRPC
+    register_upstream(tmp_path, "fraud", CANDIDATE, 21004)
+    assert read_grpc_upstreams(tmp_path) == {"fraud": {STABLE: "127.0.0.1:22001"}}
+    (route,) = effective_routes(tmp_path, {"fraud": TrafficSplit.weighted("fraud", 30)})
+    assert route.grpc_stable == "127.0.0.1:22001" and not route.grpc_routed
+    unregister_upstream(tmp_path, "fraud")
+    assert read_grpc_upstreams(tmp_path) == {} and read_upstreams(tmp_path) == {}
+    data = {"models": {}, "grpc": {"fraud": {"stable": "nowhere"}}}
+    upstreams_file(tmp_path).write_text(json.dumps(data))
+    with pytest.raises(TrafficError, match=r"grpc\.fraud\.stable: 'nowhere' is not host:port"):
+        read_grpc_upstreams(tmp_path)

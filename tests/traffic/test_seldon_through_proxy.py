@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
 import threading
 import time
 
@@ -20,9 +21,11 @@ from workloads.traffic.split import ALIAS_OF_PREDICTOR, CANDIDATE, PREDICTORS, S
 from workloads.traffic.state import register_upstream, unregister_upstream
 
 
-@pytest.fixture
-def seldon_pair(serving_env, registry_root, tmp_path, local_services):  # noqa: F811
-    """fraud's champion and challenger servers, registered with the session's proxy."""
+@pytest.fixture(scope="module")
+def seldon_pair(serving_env, registry_root, tmp_path_factory, local_services):  # noqa: F811
+    """fraud's champion and challenger servers, registered with the session's proxy (REST and
+    gRPC); each test sets the split it needs."""
+    tmp_path = tmp_path_factory.mktemp("seldon-pair")
     local_services("proxy")
     router = LocalProxyRouter(local_services.state_dir)
     servers: dict[str, object] = {}
@@ -44,7 +47,8 @@ def seldon_pair(serving_env, registry_root, tmp_path, local_services):  # noqa: 
         if errors:
             raise errors[0]
         for predictor, server in servers.items():
-            register_upstream(router.state_dir, "fraud", predictor, server.config.http_port)
+            register_upstream(router.state_dir, "fraud", predictor, server.config.http_port,
+                              grpc_port=server.config.grpc)
         router.refresh()
         yield router, servers
     finally:
@@ -114,3 +118,51 @@ def test_seldon_answers_through_the_proxy_are_labelled_by_predictor(seldon_pair,
 
     router.apply(TrafficSplit.all_stable("fraud"))
     assert {predict(port, sample_rows(schema, 1, seed=i))[1] for i in range(20)} == {STABLE}
+
+
+def grpc_via_proxy(serving_env, target: str, messages: list, *metadata: str) -> list[dict]:  # noqa: F811
+    """Seldon's Predict through the proxy's gRPC port (the client runs in the serving env)."""
+    flags = [flag for item in metadata for flag in ("--metadata", item)]
+    out = subprocess.run([str(serving_env), "-m", "workloads.serving.grpc_client", target, *flags],
+                         input=json.dumps(messages), capture_output=True, text=True, timeout=120,
+                         cwd=str(serving_env.parents[2]),
+                         env={"PYTHONPATH": str(serving_env.parents[2]), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)
+
+
+def test_grpc_through_the_proxy_follows_the_split_for_the_model_its_seldon_metadata_names(
+        seldon_pair, serving_env, registry_root):  # noqa: F811
+    router, servers = seldon_pair
+    target = f"127.0.0.1:{router.grpc_port()}"
+    schema = fraud_schema()
+
+    router.apply(TrafficSplit.weighted("fraud", 50))
+    batches = [sample_rows(schema, 4, seed=3000 + i) for i in range(40)]
+    answers = grpc_via_proxy(serving_env, target, [{"data": {"ndarray": rows.tolist()}} for rows in batches],
+                             "seldon=fraud")
+    seen = {STABLE: 0, CANDIDATE: 0}
+    for rows, answer in zip(batches, answers):
+        assert answer["grpc_code"] == "OK", answer
+        arm = answer["headers"]["x-strata-predictor"]
+        tags = answer["response"]["meta"]["tags"]
+        assert tags["predictor"] == arm and tags["alias"] == ALIAS_OF_PREDICTOR[arm], (arm, tags)
+        expected = reference_outputs(registry_root, "fraud", ALIAS_OF_PREDICTOR[arm], rows)
+        np.testing.assert_allclose(np.asarray(answer["response"]["data"]["ndarray"], dtype=np.float32), expected,
+                                   rtol=1e-5, atol=1e-7)
+        seen[arm] += 1
+    assert seen[STABLE] and seen[CANDIDATE], seen  # 40 draws at 50%: both arms (p = 2e-12)
+
+    # the model server's contract passes through: a malformed tensor is INVALID_ARGUMENT with its reason
+    [bad] = grpc_via_proxy(serving_env, target, [{"data": {"ndarray": [[1.0, 2.0]]}}], "seldon=fraud")
+    assert bad["grpc_code"] == "INVALID_ARGUMENT" and bad["trailers"]["strata-reason"], bad
+
+    # a model the proxy does not route, or no `seldon` metadata at all: NOT_FOUND naming what is routed
+    for metadata in (("seldon=nope",), ()):
+        [lost] = grpc_via_proxy(serving_env, target, [{"data": {"ndarray": batches[0].tolist()}}], *metadata)
+        assert lost["grpc_code"] == "NOT_FOUND" and "unknown_model" in lost["details"] and "fraud" in lost["details"], lost
+
+    router.apply(TrafficSplit.all_stable("fraud"))
+    answers = grpc_via_proxy(serving_env, target, [{"data": {"ndarray": rows.tolist()}} for rows in batches[:10]],
+                             "seldon=fraud")
+    assert {a["headers"]["x-strata-predictor"] for a in answers} == {STABLE}

@@ -19,6 +19,7 @@ All services bind 127.0.0.1 only.
 | mlflow           | 19500   | STRATA_PORT_MLFLOW             | MLflow tracking server + UI              |
 | pagerduty        | 19880   | STRATA_PORT_PAGERDUTY          | local PagerDuty Events v2 receiver       |
 | proxy            | 19080   | STRATA_PORT_PROXY              | traffic proxy (nginx)                    |
+| proxy-grpc       | 19081   | STRATA_PORT_PROXY_GRPC         | traffic proxy, gRPC (HTTP/2)             |
 | model-servers    | 19100   | STRATA_PORT_MODEL_SERVERS      | model servers, 6 per model               |
 | stream-workers   | 19200   | STRATA_PORT_STREAM_WORKERS     | stream worker metrics; +1 per model      |
 | drift-monitor    | 19300   | STRATA_PORT_DRIFT_MONITOR      | drift monitors; +1 per model             |
@@ -67,6 +68,7 @@ PORTS: dict[str, PortSpec] = {
         PortSpec("mlflow", 19500, "MLflow tracking server + UI"),
         PortSpec("pagerduty", 19880, "local PagerDuty Events v2 receiver"),
         PortSpec("proxy", 19080, "traffic proxy (nginx: canary/shadow/A-B split)"),
+        PortSpec("proxy-grpc", 19081, "traffic proxy, gRPC (HTTP/2; `seldon: <model>` metadata)"),
         PortSpec("model-servers", 19100, "model servers: 6 per model (stable/candidate x REST/gRPC/metrics)"),
         PortSpec("stream-workers", 19200, "stream worker metrics; +1 per model"),
         PortSpec("drift-monitor", 19300, "drift monitors; +1 per model"),

@@ -605,7 +605,7 @@ def _model_server_prepare(workload, keys: tuple[str, ...]) -> Callable[[ServiceC
         multiproc = ctx.data_dir() / "prometheus-multiproc"  # fresh per start: counters restart at 0
         shutil.rmtree(multiproc, ignore_errors=True)
         multiproc.mkdir(parents=True)
-        register_upstream(ctx.state_dir, model, slot, ctx.port(keys[0]))
+        register_upstream(ctx.state_dir, model, slot, ctx.port(keys[0]), grpc_port=ctx.port(keys[1]))
     return prepare
 
 

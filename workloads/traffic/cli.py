@@ -28,7 +28,8 @@ from workloads.local.errors import LocalError
 from workloads.spec import SpecError
 from workloads.traffic.local_proxy import LocalProxyRouter
 from workloads.traffic.split import CANDIDATE, STABLE, TrafficSplit
-from workloads.traffic.state import check_model_name, read_splits, register_upstream, unregister_upstream
+from workloads.traffic.state import (check_model_name, read_grpc_upstreams, read_splits, register_upstream,
+                                     unregister_upstream)
 
 console = Console()
 err = Console(stderr=True)
@@ -172,6 +173,9 @@ def upstream_command(
     model: Optional[str] = typer.Argument(None, help="Model name; omit to list every registered model."),
     stable_port: Optional[int] = typer.Option(None, "--stable-port", help="REST port of the champion's server."),
     candidate_port: Optional[int] = typer.Option(None, "--candidate-port", help="REST port of the challenger's server."),
+    stable_grpc_port: Optional[int] = typer.Option(None, "--stable-grpc-port", help="gRPC port of the champion's server."),
+    candidate_grpc_port: Optional[int] = typer.Option(None, "--candidate-grpc-port",
+                                                      help="gRPC port of the challenger's server."),
     remove_candidate: bool = typer.Option(False, "--remove-candidate", help="Forget the candidate server."),
     state_dir: Optional[Path] = STATE_OPT,
 ) -> None:
@@ -180,11 +184,15 @@ def upstream_command(
         router = LocalProxyRouter(state_dir)
         if model is not None:
             check_model_name(model)
-            for predictor, port in ((STABLE, stable_port), (CANDIDATE, candidate_port)):
+            for predictor, port, grpc_port in ((STABLE, stable_port, stable_grpc_port),
+                                               (CANDIDATE, candidate_port, candidate_grpc_port)):
+                if grpc_port is not None and port is None:
+                    raise LocalError(f"--{predictor}-grpc-port needs --{predictor}-port (the same server's REST port)")
                 if port is not None:
-                    if not 1024 <= port <= 65535:
-                        raise LocalError(f"--{predictor}-port {port}: outside 1024-65535")
-                    register_upstream(router.state_dir, model, predictor, port)
+                    for flag, value in ((f"--{predictor}-port", port), (f"--{predictor}-grpc-port", grpc_port)):
+                        if value is not None and not 1024 <= value <= 65535:
+                            raise LocalError(f"{flag} {value}: outside 1024-65535")
+                    register_upstream(router.state_dir, model, predictor, port, grpc_port=grpc_port)
             if remove_candidate:
                 if read_splits(router.state_dir).get(model, TrafficSplit.all_stable(model)).candidate_active:
                     raise LocalError(f"{model}'s candidate takes traffic now: `strata rollback {model}` first")
@@ -193,12 +201,15 @@ def upstream_command(
                 reloaded = router.refresh()
                 console.print(f"registered; proxy {'reloaded' if reloaded else 'not running (it reads them at start)'}")
         table = Table(title=f"proxy upstreams  (state: {router.state_dir})", title_justify="left")
-        for column in ("model", STABLE, CANDIDATE, "split"):
+        for column in ("model", STABLE, CANDIDATE, "gRPC", "split"):
             table.add_column(column)
+        grpc = read_grpc_upstreams(router.state_dir)
         for name, slots in sorted(router.models().items()):
             if model is None or name == model:
                 split = router.current(name).describe() if STABLE in slots else "(no stable server: not routed)"
-                table.add_row(name, slots.get(STABLE, "-"), slots.get(CANDIDATE, "-"), split)
+                grpc_slots = grpc.get(name, {})
+                grpc_text = " / ".join(grpc_slots.get(p, "-") for p in (STABLE, CANDIDATE)) if grpc_slots else "-"
+                table.add_row(name, slots.get(STABLE, "-"), slots.get(CANDIDATE, "-"), grpc_text, split)
         console.print(table)
     except LocalError as exc:
         _fail(str(exc), "upstream")

@@ -50,10 +50,13 @@ from workloads.traffic.state import (
     proxy_config_dir,
     proxy_data_dir,
     read_splits,
+    read_grpc_upstreams,
     read_upstreams,
     upstreams_file,
     write_splits,
 )
+
+GRPC_PORT = "proxy-grpc"  # the ports table's key of the gRPC listener
 
 NGINX_FIX = (
     "apt-get update && apt-get install -y --no-install-recommends nginx "
@@ -98,6 +101,7 @@ def effective_routes(state_dir: Path, splits: dict[str, TrafficSplit] | None = N
     """One route per model with a registered stable server; a split whose candidate is not
     registered (any more) routes everything to stable."""
     upstreams = read_upstreams(state_dir)
+    grpc = read_grpc_upstreams(state_dir)
     splits = read_splits(state_dir) if splits is None else splits
     routes = []
     for model in sorted(upstreams):
@@ -108,11 +112,14 @@ def effective_routes(state_dir: Path, splits: dict[str, TrafficSplit] | None = N
         split = splits.get(model, TrafficSplit.all_stable(model))
         if not candidate and split.candidate_active:
             split = TrafficSplit.all_stable(model)
-        routes.append(ModelRoute(model, slots[STABLE], candidate, split))
+        grpc_slots = grpc.get(model, {})
+        routes.append(ModelRoute(model, slots[STABLE], candidate, split, grpc_slots.get(STABLE),
+                                 grpc_slots.get(CANDIDATE) if candidate else None))
     return tuple(routes)
 
 
-def write_config(state_dir: Path, port: int, splits: dict[str, TrafficSplit] | None = None) -> tuple[Path, int]:
+def write_config(state_dir: Path, port: int, splits: dict[str, TrafficSplit] | None = None,
+                 grpc_port: int | None = None) -> tuple[Path, int]:
     """Render, ``nginx -t``, then atomically install the config. Returns (path, generation)."""
     lay = layout(state_dir)
     for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
@@ -121,7 +128,7 @@ def write_config(state_dir: Path, port: int, splits: dict[str, TrafficSplit] | N
     lay.conf.parent.mkdir(parents=True, exist_ok=True)
     generation = time.time_ns() // 1000
     text = render(ProxyConfig(port=port, layout=lay, routes=effective_routes(state_dir, splits),
-                              generation=generation, worker_user=_worker_user(state_dir)))
+                              generation=generation, worker_user=_worker_user(state_dir), grpc_port=grpc_port))
     candidate = lay.conf.with_name(f".nginx.conf.{os.getpid()}.tmp")
     candidate.write_text(text)
     try:
@@ -143,7 +150,7 @@ def write_config(state_dir: Path, port: int, splits: dict[str, TrafficSplit] | N
 
 # --- the supervised service ---------------------------------------------------------------------
 def _prepare(ctx: ServiceContext) -> None:
-    write_config(ctx.state_dir, ctx.port(SERVICE))
+    write_config(ctx.state_dir, ctx.port(SERVICE), grpc_port=ctx.port(GRPC_PORT))
 
 
 def _command(ctx: ServiceContext) -> list[str]:
@@ -156,7 +163,7 @@ def proxy_service() -> ServiceSpec:
     return ServiceSpec(
         name=SERVICE,
         description="traffic proxy (nginx): canary/A-B weights, shadow mirror, blue-green switch",
-        ports=(SERVICE,),
+        ports=(SERVICE, GRPC_PORT),
         command=_command,
         health=HttpHealth(SERVICE, HEALTH_PATH),
         requires=(Requirement("`nginx`", NGINX_FIX, binaries=NGINX_BINARIES),),
@@ -265,6 +272,13 @@ class LocalProxyRouter:
             raise ProxyNotRunningError(self.state_dir, f"its recorded process {record.pid} is gone")
         return record.pid, int(record.ports[SERVICE])
 
+    def grpc_port(self) -> int | None:
+        """The proxy's gRPC (HTTP/2) port; None for a proxy started without one."""
+        self.running()
+        record = ProcessRecord.load(self.state_dir / "run" / f"{SERVICE}.json")
+        port = record.ports.get(GRPC_PORT) if record is not None else None
+        return int(port) if port else None
+
     def served_generation(self, port: int) -> int | None:
         try:
             with urllib.request.urlopen(f"http://{HOST}:{port}{HEALTH_PATH}", timeout=2) as resp:
@@ -297,7 +311,7 @@ class LocalProxyRouter:
         t0 = time.monotonic()
         master, port = self.running()
         old_workers = set(_children(master))
-        _, generation = write_config(self.state_dir, port, splits)
+        _, generation = write_config(self.state_dir, port, splits, grpc_port=self.grpc_port())
         os.kill(master, signal.SIGHUP)
         deadline = t0 + self.reload_timeout_s
         while True:

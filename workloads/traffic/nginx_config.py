@@ -44,6 +44,13 @@ class ModelRoute:
     stable: str  # host:port
     candidate: str | None
     split: TrafficSplit
+    grpc_stable: str | None = None  # host:port of the predictors' gRPC servers, where registered
+    grpc_candidate: str | None = None
+
+    @property
+    def grpc_routed(self) -> bool:
+        """gRPC is routed only where each arm the split can draw has a gRPC server."""
+        return self.grpc_stable is not None and (self.candidate is None or self.grpc_candidate is not None)
 
     @property
     def ident(self) -> str:
@@ -89,6 +96,7 @@ class ProxyConfig:
     routes: tuple[ModelRoute, ...]
     generation: int
     host: str = "127.0.0.1"
+    grpc_port: int | None = None  # the HTTP/2 listener for gRPC (`seldon: <model>` metadata picks the model)
     worker_user: str | None = None  # set when nginx runs as root: workers must reach the state dir
     keepalive: int = 32  # idle upstream connections kept per predictor and worker
     upstream_idle_s: int = 1  # below gunicorn's 2 s keep-alive, so nginx never reuses a closed one
@@ -251,7 +259,57 @@ def render(cfg: ProxyConfig) -> str:
         # no server-level `set`: a mirror subrequest runs the server rewrite phase again
         f"        location / {{ set $strata_model ''; set $strata_arm ''; return 404 {_q(not_found)}; }}",
         "    }",
-        "}",
-        "",
     ]
+    if cfg.grpc_port is not None:
+        out += _grpc_server(cfg)
+    out += ["}", ""]
     return "\n".join(out)
+
+
+def _grpc_status_location(name: str, status: int, message: str) -> str:
+    """A gRPC trailers-only answer (HTTP 200 is implied by the grpc-status header on a 204)."""
+    return (f"        location @{name} {{ default_type application/grpc; add_header {PREDICTOR_HEADER} $strata_arm always; "
+            f"add_header grpc-status {status} always; add_header grpc-message {_q(message)} always; return 204; }}")
+
+
+def _grpc_server(cfg: ProxyConfig) -> list[str]:
+    """gRPC (Seldon's `Predict` over HTTP/2) on its own port: the `seldon` metadata names the
+    model, as it does at Seldon's Istio gateway; the same split variable as REST picks the arm."""
+    routed = [r for r in cfg.routes if r.grpc_routed]
+    out = ["", "    # gRPC: `seldon: <model>` metadata -> that model's arm (the REST split's draw)"]
+    for route in routed:
+        out.append(_upstream(f"strata_grpc_{route.ident}_{STABLE}", route.grpc_stable, cfg).rstrip("\n"))
+        if route.candidate:
+            out.append(_upstream(f"strata_grpc_{route.ident}_{CANDIDATE}", route.grpc_candidate, cfg).rstrip("\n"))
+    out.append("    map $http_seldon $strata_grpc_upstream {")
+    out += [f"        {route.model} strata_grpc_{route.ident}_$strata_arm_{route.ident};" for route in routed]
+    out += ['        default "";', "    }", "    map $http_seldon $strata_grpc_arm {"]
+    out += [f"        {route.model} $strata_arm_{route.ident};" for route in routed]
+    out += ['        default "";', "    }"]
+    known = ", ".join(r.model for r in routed) or "none"
+    out += [
+        "    server {",
+        f"        listen {cfg.host}:{cfg.grpc_port} http2;",
+        "        grpc_connect_timeout 2s;",
+        "        grpc_send_timeout 60s;",
+        "        grpc_read_timeout 60s;",
+        "        grpc_next_upstream error timeout non_idempotent;",
+        "        grpc_next_upstream_tries 2;",
+        "        grpc_set_header X-Request-Id $request_id;",
+        "        error_page 418 = @strata_grpc_unknown_model;",
+        "        error_page 502 = @strata_grpc_unreachable;",
+        "        error_page 504 = @strata_grpc_timeout;",
+        _grpc_status_location("strata_grpc_unknown_model", 5,
+                              f"unknown_model: no model is routed for the seldon metadata; routed: {known}"),
+        _grpc_status_location("strata_grpc_unreachable", 14, "predictor_unreachable: the proxy could not reach the model server"),
+        _grpc_status_location("strata_grpc_timeout", 4, "predictor_timeout: the model server did not answer in time"),
+        "        location / {",
+        "            set $strata_model $http_seldon;",
+        "            set $strata_arm $strata_grpc_arm;",
+        '            if ($strata_grpc_upstream = "") { return 418; }',
+        f"            add_header {PREDICTOR_HEADER} $strata_arm always;",
+        "            grpc_pass grpc://$strata_grpc_upstream;",
+        "        }",
+        "    }",
+    ]
+    return out

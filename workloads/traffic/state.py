@@ -3,7 +3,8 @@
 Stdlib + pydantic only (the rollout controller and the serving side import it)::
 
     <state>/config/proxy/upstreams.json   {"models": {"fraud": {"stable": "127.0.0.1:19100",
-                                                                "candidate": "127.0.0.1:19101"}}}
+                                                                "candidate": "127.0.0.1:19101"}},
+                                           "grpc": {"fraud": {"stable": "127.0.0.1:19102"}}}
     <state>/data/proxy/splits.json        {"fraud": {"model": "fraud", "candidate_weight": 20, "shadow": false}}
 
 ``upstreams.json`` is written by whoever starts a model server (``register_upstream``);
@@ -30,6 +31,7 @@ from workloads.traffic.split import PREDICTORS, TrafficSplit
 # The model spec's name pattern (DNS-1123 label): no '_', so '-' -> '_' is a safe nginx identifier.
 MODEL_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,30}[a-z0-9])?$")
 SERVICE = "proxy"
+GRPC_KEY = "grpc"  # upstreams.json: model -> predictor -> gRPC host:port, beside "models" (REST)
 
 
 class TrafficError(LocalError):
@@ -133,12 +135,28 @@ def _split_address(address: object, where: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def register_upstream(
-    state_dir: Path | str, model: str, predictor: str, port: int, host: str = HOST
-) -> dict[str, str]:
-    """Record that ``model``'s ``predictor`` (stable|candidate) serves REST on ``host:port``.
+def read_grpc_upstreams(state_dir: Path | str) -> dict[str, dict[str, str]]:
+    """``{model: {"stable": "host:port", ...}}``: where the predictors serve gRPC (optional per predictor)."""
+    path = upstreams_file(state_dir)
+    models = _read_json(path).get(GRPC_KEY, {})
+    if not isinstance(models, dict):
+        raise TrafficError(f"{path}: '{GRPC_KEY}' must be an object of model -> {{predictor: host:port}}")
+    for model, slots in models.items():
+        check_model_name(model)
+        if not isinstance(slots, dict) or set(slots) - set(PREDICTORS):
+            raise TrafficError(f"{path}: {GRPC_KEY}.{model} must map {' and/or '.join(PREDICTORS)} to host:port")
+        for predictor, address in slots.items():
+            _split_address(address, f"{path}: {GRPC_KEY}.{model}.{predictor}")
+    return models
 
-    Returns the model's entry. The proxy picks it up at its next (re)load:
+
+def register_upstream(
+    state_dir: Path | str, model: str, predictor: str, port: int, host: str = HOST, grpc_port: int | None = None,
+) -> dict[str, str]:
+    """Record that ``model``'s ``predictor`` (stable|candidate) serves REST on ``host:port``
+    (and gRPC on ``host:grpc_port``).
+
+    Returns the model's REST entry. The proxy picks it up at its next (re)load:
     ``LocalProxyRouter(state_dir).refresh()`` or any ``apply``.
     """
     check_model_name(model)
@@ -146,11 +164,21 @@ def register_upstream(
         raise TrafficError(f"predictor {predictor!r}: expected one of {', '.join(PREDICTORS)}")
     address = f"{host}:{int(port)}"
     _split_address(address, f"{model}.{predictor}")
+    grpc_address = None if grpc_port is None else f"{host}:{int(grpc_port)}"
+    if grpc_address is not None:
+        _split_address(grpc_address, f"{model}.{predictor} (gRPC)")
     path = upstreams_file(state_dir)
     with locked(path):
         data = _read_json(path)
         models = data.setdefault("models", {})
         models.setdefault(model, {})[predictor] = address
+        grpc = data.setdefault(GRPC_KEY, {})
+        if grpc_address is None:  # re-registered without gRPC: never route to a stale port
+            grpc.get(model, {}).pop(predictor, None)
+        else:
+            grpc.setdefault(model, {})[predictor] = grpc_address
+        if model in grpc and not grpc[model]:
+            grpc.pop(model)
         _write_json(path, data)
         return dict(models[model])
 
@@ -160,13 +188,14 @@ def unregister_upstream(state_dir: Path | str, model: str, predictor: str | None
     path = upstreams_file(state_dir)
     with locked(path):
         data = _read_json(path)
-        models = data.setdefault("models", {})
-        if predictor is None:
-            models.pop(model, None)
-        else:
-            models.get(model, {}).pop(predictor, None)
-            if not models.get(model):
+        for key in ("models", GRPC_KEY):
+            models = data.setdefault(key, {})
+            if predictor is None:
                 models.pop(model, None)
+            else:
+                models.get(model, {}).pop(predictor, None)
+                if not models.get(model):
+                    models.pop(model, None)
         _write_json(path, data)
 
 
