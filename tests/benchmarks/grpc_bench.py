@@ -63,7 +63,8 @@ def serve_bare(weights_file: str, port: int) -> None:
     server.wait_for_termination()
 
 
-async def _load(port: int, rows: np.ndarray, clients: int, seconds: float, warmup: float) -> dict:
+async def _load(port: int, rows: np.ndarray, clients: int, seconds: float, warmup: float,
+                model: str | None = None) -> dict:
     import grpc
     from seldon_core.proto import prediction_pb2, prediction_pb2_grpc
 
@@ -72,6 +73,7 @@ async def _load(port: int, rows: np.ndarray, clients: int, seconds: float, warmu
     request.data.tensor.values.extend(rows.ravel().tolist())
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(min(clients, 8))]
     stubs = [prediction_pb2_grpc.ModelStub(channel) for channel in channels]
+    metadata = (("seldon", model),) if model else None  # through the local proxy: which model
 
     async def caller(index: int, stop_at: float, latencies: list, shed: list, others: list, budget: list) -> None:
         stub = stubs[index % len(stubs)]
@@ -79,7 +81,7 @@ async def _load(port: int, rows: np.ndarray, clients: int, seconds: float, warmu
             budget[0] -= 1
             start = time.perf_counter()
             try:
-                await stub.Predict(request, timeout=10)
+                await stub.Predict(request, timeout=10, metadata=metadata)
                 latencies.append(time.perf_counter() - start)
             except grpc.aio.AioRpcError as error:
                 trailers = dict(error.trailing_metadata() or ())
@@ -92,7 +94,7 @@ async def _load(port: int, rows: np.ndarray, clients: int, seconds: float, warmu
 
     try:
         for stub in stubs:
-            await stub.Predict(request, timeout=30)
+            await stub.Predict(request, timeout=30, metadata=metadata)
         warm_stop = time.perf_counter() + warmup
         await asyncio.gather(*[caller(i, warm_stop, [], [], [], [10**9]) for i in range(clients)])
         latencies: list = []
@@ -120,5 +122,5 @@ if __name__ == "__main__":
         serve_bare(sys.argv[2], int(sys.argv[3]))
     elif sys.argv[1] == "load":
         result = asyncio.run(_load(int(sys.argv[2]), np.load(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]),
-                                   warmup=1.0))
+                                   warmup=1.0, model=sys.argv[6] if len(sys.argv) > 6 else None))
         print(json.dumps(result))

@@ -39,6 +39,7 @@ from tests.processes import group_pids
 
 REPO = Path(__file__).resolve().parents[2]
 GRPC_HELPER = Path(__file__).with_name("grpc_bench.py")
+SCRIPT_ENV = {**os.environ, "PYTHONPATH": str(REPO)}  # this file run as a script imports tests.benchmarks
 SECONDS = float(os.environ.get("STRATA_BENCH_SECONDS", "4"))
 CONCURRENCY = (8, 128)
 MAX_REQUESTS = 200_000  # hard bound per point, whatever the window
@@ -173,14 +174,16 @@ def drive_rest(port: int, body_file: Path, clients: int, cpus: set[int], path: s
     """The REST load generator in its own process, pinned to `cpus`."""
     cmd = [sys.executable, __file__, "load", str(port), path, str(body_file), str(clients), str(SECONDS)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=SECONDS * 10 + 120, cwd=str(REPO),
-                         preexec_fn=_pinned(cpus))
+                         env=SCRIPT_ENV, preexec_fn=_pinned(cpus))
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def drive_grpc(python: Path, port: int, rows_file: Path, clients: int, cpus: set[int]) -> dict:
-    """The gRPC load generator (serving env: Seldon's protos) in its own process, pinned to `cpus`."""
-    cmd = [str(python), str(GRPC_HELPER), "load", str(port), str(rows_file), str(clients), str(SECONDS)]
+def drive_grpc(python: Path, port: int, rows_file: Path, clients: int, cpus: set[int], model: str = "") -> dict:
+    """The gRPC load generator (serving env: Seldon's protos) in its own process, pinned to `cpus`;
+    `model`: the `seldon` metadata the local proxy routes on."""
+    cmd = [str(python), str(GRPC_HELPER), "load", str(port), str(rows_file), str(clients), str(SECONDS),
+           *([model] if model else [])]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=SECONDS * 10 + 120, cwd=str(REPO),
                          env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=_pinned(cpus))
     assert out.returncode == 0, out.stderr[-2000:]
@@ -245,6 +248,7 @@ def test_realtime_seldon_vs_bare(benchmark, tmp_path, local_services):
     local_services("proxy")
     proxy = LocalProxyRouter(local_services.state_dir)
     proxy_port = proxy.running()[1]
+    proxy_grpc_port = proxy.grpc_port()
 
     http, grpc_port, metrics, bare_port, bare_grpc = free_ports(5)
     seldon = ModelServer(ServerConfig(model="fraud", registry_dir=str(root), http_port=http, grpc_port=grpc_port,
@@ -252,6 +256,7 @@ def test_realtime_seldon_vs_bare(benchmark, tmp_path, local_services):
                                       grpc_threads=settings.grpc_threads, queue_budget_ms=settings.queue_budget_ms),
                          log_path=tmp_path / "seldon.log")
     bare = subprocess.Popen([sys.executable, __file__, "bare", str(weights_file), str(bare_port)], cwd=str(REPO),
+                            env=SCRIPT_ENV,
                             preexec_fn=_pinned(server_cpus), start_new_session=True)
     bare_g = subprocess.Popen([str(python), str(GRPC_HELPER), "bare", str(weights_file), str(bare_grpc)], cwd=str(REPO),
                               env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=_pinned(server_cpus),
@@ -267,8 +272,8 @@ def test_realtime_seldon_vs_bare(benchmark, tmp_path, local_services):
                 pass
         _wait_port(bare_port)
         _wait_port(bare_grpc)
-        register_upstream(proxy.state_dir, "bench-seldon", "stable", http)
-        register_upstream(proxy.state_dir, "bench-bare", "stable", bare_port)
+        register_upstream(proxy.state_dir, "bench-seldon", "stable", http, grpc_port=grpc_port)
+        register_upstream(proxy.state_dir, "bench-bare", "stable", bare_port, grpc_port=bare_grpc)
         proxy.refresh()
         # same answers (the baseline is the same model, not a cheaper one)
         ours = requests.post(f"{seldon.url}/api/v1.0/predictions", data=body_file.read_bytes(),
@@ -285,6 +290,10 @@ def test_realtime_seldon_vs_bare(benchmark, tmp_path, local_services):
                                                       "/bench-seldon/api/v1.0/predictions")))
             rows.append(("proxy", "bare", drive_rest(proxy_port, body_file, clients, client_cpus,
                                                     "/bench-bare/api/v1.0/predictions")))
+            rows.append(("proxy-grpc", "seldon", drive_grpc(python, proxy_grpc_port, rows_file, clients, client_cpus,
+                                                            "bench-seldon")))
+            rows.append(("proxy-grpc", "bare", drive_grpc(python, proxy_grpc_port, rows_file, clients, client_cpus,
+                                                          "bench-bare")))
             loads.append(_load_average())
         benchmark.pedantic(lambda: requests.post(f"{seldon.url}/api/v1.0/predictions", data=body_file.read_bytes(),
                                                  headers={"Content-Type": "application/json"}, timeout=10),
@@ -302,12 +311,12 @@ def test_realtime_seldon_vs_bare(benchmark, tmp_path, local_services):
           f"{sorted(client_cpus)}; {SECONDS:.0f}s per point; Seldon workers={workers} threads={threads} "
           f"grpc_threads={settings.grpc_threads} queue budget {settings.queue_budget_ms:.0f} ms; "
           f"load average before/after each concurrency: {' | '.join(loads)}")
-    print(f"{'path':>6} {'server':>7} {'clients':>8} {'ok/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'shed':>6} {'other':>6}")
+    print(f"{'path':>10} {'server':>7} {'clients':>8} {'ok/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'shed':>6} {'other':>6}")
     for path, name, r in rows:
-        print(f"{path:>6} {name:>7} {r['clients']:>8} {r['rps']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+        print(f"{path:>10} {name:>7} {r['clients']:>8} {r['rps']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
               f"{r['shed']:>6} {r['other_errors']:>6}")
     by_key = {(path, name, r["clients"]): r for path, name, r in rows}
-    for path in ("rest", "grpc", "proxy"):
+    for path in ("rest", "grpc", "proxy", "proxy-grpc"):
         for clients in CONCURRENCY:
             ours, theirs = by_key[(path, "seldon", clients)], by_key[(path, "bare", clients)]
             ratio = ours["rps"] / theirs["rps"]

@@ -290,6 +290,11 @@ def _grpc_server(cfg: ProxyConfig) -> list[str]:
     out += [
         "    server {",
         f"        listen {cfg.host}:{cfg.grpc_port} http2;",
+        # HTTP/2 multiplexes a client's calls on one connection: the REST listener's "no
+        # keep-alive" would close it after each call with the others in flight. A reload
+        # sends GOAWAY instead, and gRPC clients reconnect without losing a call.
+        "        keepalive_timeout 75s;",
+        "        keepalive_requests 1000000;",
         "        grpc_connect_timeout 2s;",
         "        grpc_send_timeout 60s;",
         "        grpc_read_timeout 60s;",
