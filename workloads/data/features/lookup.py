@@ -1,0 +1,175 @@
+"""Online lookups: read a model's features for its request entities from Redis.
+
+The read side of the online store (`workloads.data.features.online` writes), with no
+polars and no pydantic, so the serving environment (Seldon, Python 3.12) and the stream
+worker share it. What a lookup needs is an `EnrichmentPlan`: the model's views (name,
+join keys, features with their dtypes and defaults) and its `onOutage`, built from the
+spec by `workloads.data.features.repo.enrichment_plan` and handed to the server as JSON.
+
+One Redis hash per (view, entity): `strata:fv:<view>:<key values>`, one field per feature
+plus `_event_us` (the row's event time). One pipeline per lookup, one `HMGET` per
+(view, entity). An unknown or expired entity gets each feature's default and counts
+`strata_feature_lookups_total{outcome="default"}`; a Redis error counts
+`strata_feature_store_errors_total` and, per `onOutage`, serves the defaults or raises
+`FeatureStoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping, Sequence
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+
+PREFIX = "strata:fv"
+EVENT_FIELD = "_event_us"
+OnOutage = Literal["defaults", "reject"]
+
+
+class FeatureStoreUnavailable(RuntimeError):
+    """The online store cannot be read and the model's spec says to refuse (503)."""
+
+
+class MissingEntityKey(KeyError):
+    """A request lacks a join key of one of its model's views."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class OnlineMetrics:
+    def __init__(self, registry: CollectorRegistry = REGISTRY):
+        self.lookups = Counter("strata_feature_lookups_total", "Online feature lookups per view and outcome "
+                               "(hit: stored values; default: unknown or expired entity)",
+                               ["view", "outcome"], registry=registry)
+        self.errors = Counter("strata_feature_store_errors_total", "Online store errors per view",
+                              ["view"], registry=registry)
+        self.latency = Histogram("strata_feature_lookup_seconds", "Online lookup latency (one request, all views)",
+                                 buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+                                 registry=registry)
+
+
+@dataclass(frozen=True)
+class FeatureColumn:
+    name: str
+    dtype: str  # int64 | float64 | bool | string
+    default: Any = None
+
+
+def _key_part(value: Any) -> str:
+    # 12.0 (a JSON number through protobuf's Struct) and 12 name the same entity
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@dataclass(frozen=True)
+class ViewPlan:
+    """What a lookup needs of one feature view."""
+
+    name: str
+    join_keys: tuple[str, ...]
+    features: tuple[FeatureColumn, ...]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def key(self, entity: Mapping[str, Any]) -> str:
+        try:
+            return f"{PREFIX}:{self.name}:" + ":".join(_key_part(entity[k]) for k in self.join_keys)
+        except KeyError as missing:
+            raise MissingEntityKey(f"view {self.name!r} is keyed by {', '.join(self.join_keys)}; "
+                                   f"the request lacks {missing}") from None
+
+
+@dataclass(frozen=True)
+class EnrichmentPlan:
+    """A model's online features: its views and what an outage does (the spec's `onOutage`)."""
+
+    views: tuple[ViewPlan, ...]
+    on_outage: OnOutage = "reject"
+
+    @property
+    def key_fields(self) -> list[str]:
+        return list(dict.fromkeys(k for v in self.views for k in v.join_keys))
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [n for v in self.views for n in v.feature_names]
+
+    def to_json(self) -> str:
+        return json.dumps({"onOutage": self.on_outage, "views": [
+            {"name": v.name, "joinKeys": list(v.join_keys),
+             "features": [{"name": f.name, "dtype": f.dtype, "default": f.default} for f in v.features]}
+            for v in self.views]}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "EnrichmentPlan":
+        try:
+            doc = json.loads(text)
+            views = tuple(ViewPlan(v["name"], tuple(v["joinKeys"]),
+                                   tuple(FeatureColumn(f["name"], f["dtype"], f.get("default")) for f in v["features"]))
+                          for v in doc["views"])
+            on_outage = doc.get("onOutage", "reject")
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"feature plan is not valid ({type(error).__name__}: {error}): {text[:200]!r}") from None
+        if on_outage not in ("defaults", "reject"):
+            raise ValueError(f"feature plan: onOutage must be defaults or reject, got {on_outage!r}")
+        if not views:
+            raise ValueError("feature plan names no views")
+        return cls(views, on_outage)
+
+
+def encode(value: Any, dtype: str) -> str | None:
+    if value is None:
+        return None
+    if dtype == "bool":
+        return "1" if value else "0"
+    return repr(float(value)) if dtype == "float64" else str(value)
+
+
+DECODE = {"float64": float, "int64": int, "bool": lambda b: b == b"1", "string": lambda b: b.decode()}
+
+
+@dataclass
+class OnlineReader:
+    client: Any  # redis.Redis
+    metrics: OnlineMetrics
+    on_outage: OnOutage = "reject"
+
+    def get_many(self, entities: Sequence[Mapping[str, Any]], views: Sequence[ViewPlan]) -> list[dict[str, Any]]:
+        """The features of each entity over `views`; unknown features take their defaults."""
+        start = time.perf_counter()
+        out: list[dict[str, Any]] = [{} for _ in entities]
+        pipe = self.client.pipeline(transaction=False)
+        for view in views:
+            names = view.feature_names
+            for entity in entities:
+                pipe.hmget(view.key(entity), names)
+        try:
+            replies = pipe.execute()
+        except Exception as error:  # noqa: BLE001 - redis.RedisError and OS errors alike
+            for view in views:
+                self.metrics.errors.labels(view.name).inc()
+            if self.on_outage == "reject":
+                raise FeatureStoreUnavailable(
+                    f"online feature store unavailable ({type(error).__name__}: {error}); "
+                    f"views {', '.join(v.name for v in views)}") from error
+            replies = [[None] * len(v.features) for v in views for _ in entities]
+        i = 0
+        for view in views:
+            decoders = [(f.name, DECODE[f.dtype], f.default) for f in view.features]
+            hits = 0
+            for row in out:
+                reply = replies[i]
+                i += 1
+                hits += any(v is not None for v in reply)
+                for (name, decode, default), raw in zip(decoders, reply):
+                    row[name] = decode(raw) if raw is not None else default
+            self.metrics.lookups.labels(view.name, "hit").inc(hits)
+            self.metrics.lookups.labels(view.name, "default").inc(len(entities) - hits)
+        self.metrics.latency.observe(time.perf_counter() - start)
+        return out
