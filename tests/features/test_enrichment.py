@@ -219,3 +219,33 @@ def test_stream_worker_enriches_and_rewinds_a_batch_while_redis_is_down(kafka, r
     assert scored["card-2000"]["features"]["chargebacks_1y"] == float(rows[0][NAMES.index("chargebacks_1y")])
     dead = read_topic(kafka, topics.dead_letter, until=lambda rs: len(rs) >= 1, timeout=10)
     assert len(dead) == 1  # the outage dead-lettered nothing
+
+
+# ---------------------------------------------------------------- the one declaration
+
+
+def test_the_catalogue_declares_the_feature_store_for_a_model_with_online_features(tmp_path):
+    from workloads.catalogue.declarations import model_server, stream_worker
+    from workloads.local.catalogue import local_dependencies
+    from workloads.local.ports import resolve_ports
+    from workloads.local.services import LOCAL_PROVISIONERS, LocalOptions, ServiceContext
+    from workloads.spec import parse_model_spec
+
+    spec = fraud_spec("card_profile")
+    doc = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    doc["serving"]["streaming"] = {"enabled": True}
+    spec = parse_model_spec(doc)
+    worker = stream_worker(spec)
+    args = list(worker.args)
+    assert EnrichmentPlan.from_json(args[args.index("--features") + 1]) == enrichment_plan(spec)
+    assert args[args.index("--feature-store-url") + 1] == "${resources.features.url}"
+    for workload in (worker, model_server(spec, "stable")):
+        assert workload.resources_used["features"].type == "feature-store"
+        assert "redis" in local_dependencies(workload, [])  # started after the local Redis
+    ctx = ServiceContext(name="fraud-stream", state_dir=tmp_path, ports=resolve_ports(), options=LocalOptions(),
+                         python="python")
+    url = LOCAL_PROVISIONERS["feature-store"](ctx, worker, worker.resources_used["features"], "url")
+    assert url == f"redis://127.0.0.1:{ctx.port('redis')}/0"
+    # without a features section nothing changes
+    plain = parse_model_spec({k: v for k, v in doc.items() if k != "features"})
+    assert "--features" not in stream_worker(plain).args and "features" not in stream_worker(plain).resources_used
