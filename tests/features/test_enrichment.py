@@ -249,3 +249,22 @@ def test_the_catalogue_declares_the_feature_store_for_a_model_with_online_featur
     # without a features section nothing changes
     plain = parse_model_spec({k: v for k, v in doc.items() if k != "features"})
     assert "--features" not in stream_worker(plain).args and "features" not in stream_worker(plain).resources_used
+
+
+def test_enricher_looks_up_only_what_a_record_lacks(redis_client, redis_url):
+    from workloads.serving.contract import InputError
+    from workloads.serving.enrichment import Enricher
+
+    spec = fraud_spec(f"card_profile_{uuid.uuid4().hex[:8]}")
+    rows = sample_rows(SCHEMA, 2, seed=35)
+    materialize_rows(redis_client, spec, [5, 6], rows)
+    prom = CollectorRegistry()
+    enricher = Enricher.connect(enrichment_plan(spec), redis_url, NAMES, prom)
+    full = dict(zip(NAMES, map(float, rows[1])))  # brings every view feature: no key, no lookup
+    got = enricher.enrich([request_records([5], rows[:1])[0], full])
+    assert got[0] == dict(zip(NAMES, map(float, rows[0]))) and got[1] == full
+    view = spec.features.views[0].name
+    assert prom.get_sample_value("strata_feature_lookups_total", {"view": view, "outcome": "hit"}) == 1
+    with pytest.raises(InputError, match="record 0: view .* lacks card_id") as refused:
+        enricher.enrich([{k: v for k, v in full.items() if k != "txn_count_24h"}])
+    assert refused.value.reason == "missing_field" and refused.value.status == 400

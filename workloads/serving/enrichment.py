@@ -6,7 +6,8 @@ record) then carries only its raw fields and the join keys of its views; each re
 view features are read from Redis in one pipeline per request (or per stream batch) and
 merged in before the input contract checks the record. A join key that is not itself a
 model feature is dropped after the lookup. A record that already carries a view feature
-keeps its own value (a replay or backfill that brings the values it was scored with).
+keeps its own value, and one that carries all of a view's features needs no lookup (nor
+its key) for that view: a replay or a client that computes them still scores as before.
 
 Failures, in the contract's terms (`InputError`, so a request never becomes a 5xx):
 * a record without a join key: 400 `missing_field`, naming the key and the view;
@@ -23,8 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from workloads.data.features.lookup import (EnrichmentPlan, FeatureStoreUnavailable, MissingEntityKey, OnlineMetrics,
-                                            OnlineReader)
+from workloads.data.features.lookup import EnrichmentPlan, FeatureStoreUnavailable, OnlineMetrics, OnlineReader
 from workloads.serving.contract import InputError
 
 
@@ -49,13 +49,16 @@ class Enricher:
         metrics = OnlineMetrics(metrics_registry if metrics_registry is not None else CollectorRegistry())
         return cls(plan, OnlineReader(client, metrics, plan.on_outage), schema_names)
 
+    def _needs(self, record: dict[str, Any], view: Any) -> bool:
+        return any(name not in record for name in view.feature_names)
+
     def missing_key(self, record: Any) -> str | None:
         """What a record lacks to be looked up (a message naming the key and view), or None."""
         if not isinstance(record, dict):
             return f"a record must be an object of field -> value, got {type(record).__name__}"
         for view in self.views:
             absent = [k for k in view.join_keys if k not in record]
-            if absent:
+            if absent and self._needs(record, view):
                 return f"view {view.name!r} is keyed by {', '.join(view.join_keys)}; the record lacks {', '.join(absent)}"
         return None
 
@@ -63,22 +66,29 @@ class Enricher:
         """Each record with its view features merged in (new dicts; the inputs are not changed)."""
         if not records:
             return records
-        bad = next((i for i, r in enumerate(records) if not isinstance(r, dict)), None)
-        if bad is not None:
-            raise InputError("dtype", f"record {bad} must be an object of field -> value, "
-                             f"got {type(records[bad]).__name__}", field=f"records[{bad}]")
-        try:
-            found = self.reader.get_many(records, self.views)
-        except MissingEntityKey as error:
-            raise InputError("missing_field", str(error)) from None
-        except FeatureStoreUnavailable as error:
-            raise InputError("feature_store_unavailable", str(error), status=503) from None
-        out = []
-        for record, features in zip(records, found):
-            merged = {**features, **record}
+        for i, record in enumerate(records):
+            problem = self.missing_key(record)
+            if problem:
+                reason = "missing_field" if isinstance(record, dict) else "dtype"
+                raise InputError(reason, f"record {i}: {problem}", field=f"records[{i}]")
+        wanted = []  # per view: the records that do not bring all of its features themselves
+        for view in self.views:
+            needing = [i for i, record in enumerate(records) if self._needs(record, view)]
+            if needing:
+                wanted.append((view, needing))
+        out = [dict(record) for record in records]
+        if wanted:
+            try:
+                found = self.reader.lookup([(view, [records[i] for i in needing]) for view, needing in wanted])
+            except FeatureStoreUnavailable as error:
+                raise InputError("feature_store_unavailable", str(error), status=503) from None
+            for (_view, needing), rows in zip(wanted, found):
+                for i, values in zip(needing, rows):
+                    for name, value in values.items():
+                        out[i].setdefault(name, value)  # a value the record brings is kept
+        for record in out:
             for key in self.drop:
-                merged.pop(key, None)
-            out.append(merged)
+                record.pop(key, None)
         return out
 
     def enrich_json_data(self, json_data: Any) -> Any:

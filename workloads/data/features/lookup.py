@@ -8,7 +8,8 @@ spec by `workloads.data.features.repo.enrichment_plan` and handed to the server 
 
 One Redis hash per (view, entity): `strata:fv:<view>:<key values>`, one field per feature
 plus `_event_us` (the row's event time). One pipeline per lookup, one `HMGET` per
-(view, entity). An unknown or expired entity gets each feature's default and counts
+(view, entity); the event time read with the values gives `strata_feature_age_seconds`
+(how old what serving got is: the freshness the alerts watch). An unknown or expired entity gets each feature's default and counts
 `strata_feature_lookups_total{outcome="default"}`; a Redis error counts
 `strata_feature_store_errors_total` and, per `onOutage`, serves the defaults or raises
 `FeatureStoreUnavailable`.
@@ -26,6 +27,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 PREFIX = "strata:fv"
 EVENT_FIELD = "_event_us"
 OnOutage = Literal["defaults", "reject"]
+AGE_BUCKETS_S = (1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400)
 
 
 class FeatureStoreUnavailable(RuntimeError):
@@ -49,6 +51,9 @@ class OnlineMetrics:
         self.latency = Histogram("strata_feature_lookup_seconds", "Online lookup latency (one request, all views)",
                                  buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
                                  registry=registry)
+        # freshness as serving sees it: now - the event time of each stored row it served
+        self.age = Histogram("strata_feature_age_seconds", "Age of the served online values (now - their event time)",
+                             ["view"], buckets=AGE_BUCKETS_S, registry=registry)
 
 
 @dataclass(frozen=True)
@@ -142,34 +147,46 @@ class OnlineReader:
 
     def get_many(self, entities: Sequence[Mapping[str, Any]], views: Sequence[ViewPlan]) -> list[dict[str, Any]]:
         """The features of each entity over `views`; unknown features take their defaults."""
-        start = time.perf_counter()
         out: list[dict[str, Any]] = [{} for _ in entities]
+        for found in self.lookup([(view, entities) for view in views]):
+            for row, values in zip(out, found):
+                row.update(values)
+        return out
+
+    def lookup(self, wanted: Sequence[tuple[ViewPlan, Sequence[Mapping[str, Any]]]]) -> list[list[dict[str, Any]]]:
+        """Per (view, entities): each entity's features of that view. One pipeline for all."""
+        start = time.perf_counter()
         pipe = self.client.pipeline(transaction=False)
-        for view in views:
-            names = view.feature_names
+        for view, entities in wanted:
+            fields = [*view.feature_names, EVENT_FIELD]
             for entity in entities:
-                pipe.hmget(view.key(entity), names)
+                pipe.hmget(view.key(entity), fields)
+        names = ", ".join(dict.fromkeys(v.name for v, _ in wanted))
         try:
             replies = pipe.execute()
         except Exception as error:  # noqa: BLE001 - redis.RedisError and OS errors alike
-            for view in views:
+            for view, _ in wanted:
                 self.metrics.errors.labels(view.name).inc()
             if self.on_outage == "reject":
                 raise FeatureStoreUnavailable(
-                    f"online feature store unavailable ({type(error).__name__}: {error}); "
-                    f"views {', '.join(v.name for v in views)}") from error
-            replies = [[None] * len(v.features) for v in views for _ in entities]
-        i = 0
-        for view in views:
+                    f"online feature store unavailable ({type(error).__name__}: {error}); views {names}") from error
+            replies = [[None] * (len(v.features) + 1) for v, entities in wanted for _ in entities]
+        now_us, i, result = time.time() * 1e6, 0, []
+        for view, entities in wanted:
             decoders = [(f.name, DECODE[f.dtype], f.default) for f in view.features]
-            hits = 0
-            for row in out:
+            rows, ages = [], []
+            for _ in entities:
                 reply = replies[i]
                 i += 1
-                hits += any(v is not None for v in reply)
-                for (name, decode, default), raw in zip(decoders, reply):
-                    row[name] = decode(raw) if raw is not None else default
-            self.metrics.lookups.labels(view.name, "hit").inc(hits)
-            self.metrics.lookups.labels(view.name, "default").inc(len(entities) - hits)
+                if reply[-1] is not None:  # stored: its event time says how old the values are
+                    ages.append((now_us - int(reply[-1])) / 1e6)
+                rows.append({name: decode(raw) if raw is not None else default
+                             for (name, decode, default), raw in zip(decoders, reply)})
+            age = self.metrics.age.labels(view.name)
+            for seconds in ages:
+                age.observe(seconds)
+            self.metrics.lookups.labels(view.name, "hit").inc(len(ages))
+            self.metrics.lookups.labels(view.name, "default").inc(len(entities) - len(ages))
+            result.append(rows)
         self.metrics.latency.observe(time.perf_counter() - start)
-        return out
+        return result
