@@ -72,7 +72,7 @@ def test_serving_with_vs_without_enrichment(benchmark, tmp_path, local_services)
         answers = [requests.post(f"{s.url}/api/v1.0/predictions", data=b.read_bytes(),
                                  headers={"Content-Type": "application/json"}, timeout=10).json()
                    for s, b in ((plain, plain_body), (enriched, enriched_body))]
-        np.testing.assert_allclose(answers[0]["data"]["tensor"]["values"], answers[1]["data"]["tensor"]["values"],
+        np.testing.assert_allclose(answers[0]["data"]["ndarray"], answers[1]["data"]["ndarray"],
                                    rtol=1e-6)  # the lookup brought exactly the stored features
         for clients in CONCURRENCY:
             rows.append(("plain", drive_rest(ports[0], plain_body, clients, client_cpus)))

@@ -45,7 +45,7 @@ def predict(server, records):
 
 def scores(resp) -> np.ndarray:
     assert resp.status_code == 200, resp.text[:500]
-    return np.asarray(resp.json()["data"]["tensor"]["values"], dtype=np.float32).reshape(-1, 2)
+    return np.asarray(resp.json()["data"]["ndarray"], dtype=np.float32)  # REST jsonData answers as ndarray
 
 
 def metric_total(server, name: str, **labels) -> float:

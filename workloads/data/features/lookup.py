@@ -22,12 +22,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from workloads.monitoring import metrics as contract
 
 PREFIX = "strata:fv"
 EVENT_FIELD = "_event_us"
 OnOutage = Literal["defaults", "reject"]
-AGE_BUCKETS_S = (1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400)
 
 
 class FeatureStoreUnavailable(RuntimeError):
@@ -42,18 +43,15 @@ class MissingEntityKey(KeyError):
 
 
 class OnlineMetrics:
+    """The contract's `features` metrics (workloads.monitoring.metrics), on `registry`."""
+
     def __init__(self, registry: CollectorRegistry = REGISTRY):
-        self.lookups = Counter("strata_feature_lookups_total", "Online feature lookups per view and outcome "
-                               "(hit: stored values; default: unknown or expired entity)",
-                               ["view", "outcome"], registry=registry)
-        self.errors = Counter("strata_feature_store_errors_total", "Online store errors per view",
-                              ["view"], registry=registry)
-        self.latency = Histogram("strata_feature_lookup_seconds", "Online lookup latency (one request, all views)",
-                                 buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
-                                 registry=registry)
+        c = contract.collectors(contract.Emitter.FEATURES, registry)
+        self.lookups = c["strata_feature_lookups_total"]
+        self.errors = c["strata_feature_store_errors_total"]
+        self.latency = c["strata_feature_lookup_seconds"]
         # freshness as serving sees it: now - the event time of each stored row it served
-        self.age = Histogram("strata_feature_age_seconds", "Age of the served online values (now - their event time)",
-                             ["view"], buckets=AGE_BUCKETS_S, registry=registry)
+        self.age = c["strata_feature_age_seconds"]
 
 
 @dataclass(frozen=True)
@@ -188,5 +186,5 @@ class OnlineReader:
             self.metrics.lookups.labels(view.name, "hit").inc(len(ages))
             self.metrics.lookups.labels(view.name, "default").inc(len(entities) - len(ages))
             result.append(rows)
-        self.metrics.latency.observe(time.perf_counter() - start)
+        self.metrics.latency.labels(names).observe(time.perf_counter() - start)
         return result
