@@ -107,10 +107,10 @@ IMAGES: Mapping[str, ImagePin] = MappingProxyType({
     "training": ImagePin("strata/training", "0.1.0"),
     # Built from workloads/serving/Dockerfile (Seldon Core 1.19 wrapper, its own lock), ECR
     # repository "serving": both predictors of every SeldonDeployment run it.
-    "serving": ImagePin("strata/serving", "0.1.0"),
+    "serving": ImagePin("strata/serving", "0.2.0"),  # 0.2.0: redis (online enrichment)
     # The main environment's kafka-python + torch + workloads.streaming, ECR repository
     # "stream-worker": the per-model stream workers (`python -m workloads.streaming`).
-    "stream-worker": ImagePin("strata/stream-worker", "0.1.0"),
+    "stream-worker": ImagePin("strata/stream-worker", "0.2.0"),  # 0.2.0: redis, enrichment
     # workloads.rollout + its clients, ECR repository "rollout-controller": the per-model
     # rollout controllers (`python -m workloads.rollout --cluster`).
     "rollout-controller": ImagePin("strata/rollout-controller", "0.1.0"),

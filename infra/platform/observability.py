@@ -101,6 +101,7 @@ def cluster_emitters(caps: Any, models: Sequence[ModelSpec]) -> frozenset:
         Emitter.COST: caps.monitoring,
         Emitter.ROLLOUT: rollout,
         Emitter.TRAINING: caps.monitoring,  # the training metrics exporter (MLflow's run records)
+        Emitter.FEATURES: any(m.features is not None for m in models),  # servers/workers that enrich
     }
     return frozenset(e for e, on in running.items() if on)
 

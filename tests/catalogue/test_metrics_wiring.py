@@ -35,6 +35,7 @@ EMITTER_COMPONENTS = {
     contract.Emitter.COST: {"cost-exporter"},
     contract.Emitter.ROLLOUT: {"rollout-controller"},
     contract.Emitter.TRAINING: {"training-metrics"},  # from MLflow's run records (jobs are too short to scrape)
+    contract.Emitter.FEATURES: {"model-server", "stream-worker"},  # models with online features
 }
 
 

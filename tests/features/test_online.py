@@ -56,6 +56,10 @@ def test_materialized_values_equal_the_join_and_unknowns_get_defaults(redis_clie
     assert got[3] == got[4] == {"f0": -1.0, "f1": -1.0, "f2": -1.0}  # expired and unknown: the defaults
     assert metric(prom, "strata_feature_lookups_total", view=view_name, outcome="hit") == 3
     assert metric(prom, "strata_feature_lookups_total", view=view_name, outcome="default") == 2
+    # freshness as served: one age per stored row, its event time 30 min or more ago
+    assert metric(prom, "strata_feature_age_seconds_count", view=view_name) == 3
+    assert metric(prom, "strata_feature_age_seconds_bucket", view=view_name, le="900.0") == 0
+    assert metric(prom, "strata_feature_age_seconds_bucket", view=view_name, le="14400.0") == 3
     ttl_ms = redis_client.pttl(f"strata:fv:{view_name}:0")
     assert 0 < ttl_ms <= 2 * 3600 * 1000  # the key expires with its row's TTL
 

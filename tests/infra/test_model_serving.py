@@ -220,7 +220,7 @@ def test_every_predictor_serves_its_slot_alias_with_the_hardened_pod(built, case
         assert {"name": "registry", "mountPath": "/mnt/models"} in server["volumeMounts"]
         assert next(e["value"] for e in sync["env"] if e["name"] == "MLFLOW_TRACKING_URI").startswith("http")
         assert sync["securityContext"]["readOnlyRootFilesystem"] is True
-        assert server["image"] == "strata/serving:0.1.0"
+        assert server["image"] == "strata/serving:0.2.0"
         assert server["securityContext"]["runAsNonRoot"] is True
         assert server["securityContext"]["readOnlyRootFilesystem"] is True
         assert server["securityContext"]["capabilities"] == {"drop": ["ALL"]}
@@ -463,7 +463,7 @@ def test_stream_worker_deployment(built):
         {"secret": {"name": "fraud-stream", "items": [{"key": "user.crt", "path": "user.crt"}]}},
         {"secret": {"name": "fraud-stream", "items": [{"key": "user.key", "path": "user.key"}]}},
     ]}} in pod["volumes"]
-    assert worker["image"] == "strata/stream-worker:0.1.0"
+    assert worker["image"] == "strata/stream-worker:0.2.0"
     assert case.ignore_changes[deployment.name] == ["spec.replicas"]  # KEDA's HPA owns it
     pdb = case.named(PDB, "fraud-stream").inputs["spec"]
     assert pdb["selector"] == spec["selector"] and pdb["maxUnavailable"] == 1

@@ -38,6 +38,7 @@ def test_the_copied_files_are_enough_to_run_the_worker(tmp_path):
         "import sys\n"
         "from workloads.streaming.worker import main\n"
         "import importlib.util, workloads.serving.model, workloads.serving.registry\n"
+        "import workloads.serving.enrichment, workloads.data.features.lookup  # online features (--features)\n"
         "assert importlib.util.find_spec('workloads.streaming.__main__').origin.startswith(sys.path[0])\n"
         "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
     )

@@ -67,6 +67,17 @@ def model_identity(spec: Any) -> dict[str, str]:
     return {"strata.dev/model": spec.name, "strata.dev/team": spec.team}
 
 
+def feature_plan(spec: Any) -> Any:
+    """The model's online features (an EnrichmentPlan), or None: serving and streaming look them up."""
+    from workloads.data.features.repo import enrichment_plan
+
+    return enrichment_plan(spec)
+
+
+def _feature_store(spec: Any) -> dict[str, Resource]:
+    return {"features": Resource(type="feature-store", params={"model": spec.name})} if feature_plan(spec) else {}
+
+
 def _mlflow_env() -> EnvVar:
     return EnvVar(name="MLFLOW_TRACKING_URI", value=f"http://${{workloads.{MLFLOW}.http}}")
 
@@ -91,7 +102,8 @@ def model_server(spec: Any, slot: str) -> Workload:
         readiness=HttpProbe(path="/health/status", port="http", initial_delay_s=5, period_s=5),
         # the contract metrics (strata_model_*) are served by our server on the REST port
         metrics=Metrics(port="http", path="/metrics", interval="15s", job="strata-model-server", on_traffic_port=True),
-        resources_used={"registry": Resource(type="model-registry", params={"model": spec.name, "alias": alias})},
+        resources_used={"registry": Resource(type="model-registry", params={"model": spec.name, "alias": alias}),
+                        **_feature_store(spec)},
         env=(EnvVar(name="STRATA_REGISTRY_DIR", value="${resources.registry.dir}"),),
         resources=Resources(cpu_request=f"{int(realtime.cpu * 1000)}m", memory_request=f"{int(realtime.memory_gib * 1024)}Mi",
                             cpu_limit=f"{int(realtime.cpu * 1000)}m", memory_limit=f"{int(realtime.memory_gib * 1024)}Mi"),
@@ -105,6 +117,8 @@ def model_server(spec: Any, slot: str) -> Workload:
 
 def stream_worker(spec: Any) -> Workload:
     stream = spec.serving.streaming
+    plan = feature_plan(spec)
+    enrichment = ("--features", plan.to_json(), "--feature-store-url", "${resources.features.url}") if plan else ()
     return Workload(
         name=f"{spec.name}-stream", component="stream-worker",
         description=f"{spec.name} Kafka stream worker (strata.{spec.name}.input -> .scored, bad -> .dlq)",
@@ -113,13 +127,14 @@ def stream_worker(spec: Any) -> Workload:
         args=("--bootstrap", "${resources.kafka.bootstrap}", "--model", spec.name, "--alias", "champion",
               "--team", spec.team, "--group", f"strata-{spec.name}-stream", "--batch-size", str(stream.batch_size),
               "--registry", "${resources.registry.dir}", "--metrics-port", "${ports.stream-metrics}",
-              "--metrics-host", "${bind}"),
+              "--metrics-host", "${bind}", *enrichment),
         ports=(Port(name="stream-metrics", port=STREAM_METRICS_PORT),),
         liveness=HttpProbe(path="/metrics", port="stream-metrics", initial_delay_s=30, period_s=15, failures=4),
         readiness=HttpProbe(path="/metrics", port="stream-metrics", initial_delay_s=5),
         metrics=Metrics(port="stream-metrics", interval="15s", job="strata-stream-worker"),
         resources_used={"kafka": Resource(type="kafka", params={"user": f"{spec.name}-stream"}),
-                        "registry": Resource(type="model-registry", params={"model": spec.name, "alias": "champion"})},
+                        "registry": Resource(type="model-registry", params={"model": spec.name, "alias": "champion"}),
+                        **_feature_store(spec)},
         env=(EnvVar(name="STRATA_REGISTRY_DIR", value="${resources.registry.dir}"),
              EnvVar(name="STRATA_KAFKA_SSL_CAFILE", value="${resources.kafka.ca_file}"),
              EnvVar(name="STRATA_KAFKA_SSL_CERTFILE", value="${resources.kafka.cert_file}"),

@@ -92,7 +92,7 @@ class Resource(Frozen):
     each renderer provisions it and exposes outputs to `${resources.<name>.<output>}`."""
 
     type: Literal["kafka", "model-registry", "model-version", "prometheus", "kubernetes-api", "state",
-                  "object-store"]
+                  "object-store", "feature-store"]
     params: dict[str, str] = Field(default_factory=dict)
 
 

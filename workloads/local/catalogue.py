@@ -155,6 +155,8 @@ def local_dependencies(workload: Workload, rendered: Sequence[str]) -> tuple[str
             deps.append("prometheus")
         elif resource.type == "object-store":
             deps.append("s3")
+        elif resource.type == "feature-store":
+            deps.append("redis")
     return tuple(dict.fromkeys(deps))
 
 

@@ -590,8 +590,16 @@ def _object_store_output(ctx: ServiceContext, workload, resource, output: str) -
     raise KeyError(f"object-store has no output {output!r} (root)")
 
 
+def _feature_store_output(ctx: ServiceContext, workload, resource, output: str) -> str:
+    """The online feature store: the local Redis (workloads.local.redis)."""
+    if output == "url":
+        return redis.url(ctx)
+    raise KeyError(f"feature-store has no output {output!r} (url)")
+
+
 LOCAL_PROVISIONERS = {"model-registry": _registry_output, "model-version": _version_output, "kafka": _kafka_output,
-                      "prometheus": _prometheus_output, "state": _state_output, "object-store": _object_store_output}
+                      "prometheus": _prometheus_output, "state": _state_output, "object-store": _object_store_output,
+                      "feature-store": _feature_store_output}
 
 
 def _model_server_prepare(workload, keys: tuple[str, ...]) -> Callable[[ServiceContext], None]:
@@ -617,9 +625,12 @@ def _model_server_command(spec, workload, keys: tuple[str, ...]) -> Callable[[Se
     slot = workload.labels["strata.dev/predictor"]
 
     def command(ctx: ServiceContext) -> list[str]:
+        from workloads.catalogue.declarations import feature_plan
         from workloads.serving.launch import ServerConfig, serving_python
 
         realtime = spec.serving.realtime
+        plan = feature_plan(spec)
+        enrichment = {"features": plan.to_json(), "feature_store_url": redis.url(ctx)} if plan else {}
         return ServerConfig(
             model=spec.name, alias=ALIAS_OF_PREDICTOR[slot], registry_dir=str(registry_root(ctx)),
             http_port=ctx.port(keys[0]), grpc_port=ctx.port(keys[1]), metrics_port=ctx.port(keys[2]),
@@ -627,7 +638,7 @@ def _model_server_command(spec, workload, keys: tuple[str, ...]) -> Callable[[Se
             max_batch_rows=realtime.max_batch_rows, max_payload_bytes=realtime.max_payload_bytes,
             latency_target_ms=spec.slos.latency_p99_ms, workers=realtime.server.workers,
             threads=realtime.server.threads, grpc_threads=realtime.server.grpc_threads,
-            queue_budget_ms=realtime.server.queue_budget_ms,
+            queue_budget_ms=realtime.server.queue_budget_ms, **enrichment,
         ).command(serving_python())
     return command
 

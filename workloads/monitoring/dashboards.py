@@ -311,12 +311,42 @@ def cost_dashboard(specs: Sequence[ModelSpec]) -> dict[str, Any]:
                       time_from="now-7d")
 
 
+def features_dashboard(specs: Sequence[ModelSpec]) -> dict[str, Any]:
+    """The online feature store as serving sees it: lookups, defaults, errors, latency, freshness."""
+    l = _Layout()
+    v = 'view=~"$view"'
+    p = [
+        timeseries(l, "Lookups per second by view and outcome",
+                   [(f"sum by (view, outcome) (rate(strata_feature_lookups_total{{{v}}}[{RATE}]))", "{{view}} {{outcome}}")],
+                   "short", 12, stack=True),
+        timeseries(l, "Share of lookups answered with defaults",
+                   [(f'sum by (view) (rate(strata_feature_lookups_total{{{v},outcome="default"}}[{RATE}]))'
+                     f" / sum by (view) (rate(strata_feature_lookups_total{{{v}}}[{RATE}]))", "{{view}}")],
+                   "percentunit", 12, description=f"FeatureDefaultRateHigh: over {rules.FEATURE_DEFAULT_RATIO:.0%} for 15m."),
+        timeseries(l, "Online store errors per second by view",
+                   [(f"sum by (view) (rate(strata_feature_store_errors_total{{{v}}}[{RATE}]))", "{{view}}")], "short", 8,
+                   description="FeatureStoreErrors pages after 5m of errors."),
+        timeseries(l, "Lookup latency p50 / p99 (one request, all views)",
+                   [(f"histogram_quantile({q}, sum by (le) (rate(strata_feature_lookup_seconds_bucket[{RATE}])))", f"p{int(q * 100)}")
+                    for q in (0.5, 0.99)], "s", 8, description="One pipelined read per request or stream batch."),
+        timeseries(l, "Age of served values p50 / p90 by view",
+                   [(f"histogram_quantile({q}, sum by (view, le) (rate(strata_feature_age_seconds_bucket{{{v}}}[{RATE}])))",
+                     f"{{{{view}}}} p{int(q * 100)}") for q in (0.5, 0.9)], "s", 8,
+                   description="Now - the event time of each stored row served; FeatureValuesStale: median over half the TTL."),
+    ]
+    views = sorted({view.name for s in specs if s.features for view in s.features.views if view.online})
+    variable = _custom_variable("view", "View", views or ["none"], include_all=True)
+    return _dashboard("strata-features", "Strata / Feature store",
+                      "Online features: lookups by outcome, defaults, store errors, latency and freshness.", p, [variable])
+
+
 DASHBOARDS = {
     "strata-platform-overview.json": platform_overview,
     "strata-model.json": model_dashboard,
     "strata-streaming.json": streaming_dashboard,
     "strata-training.json": training_dashboard,
     "strata-cost.json": cost_dashboard,
+    "strata-features.json": features_dashboard,
 }
 
 

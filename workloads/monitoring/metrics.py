@@ -38,6 +38,7 @@ class Emitter(str, enum.Enum):
     COST = "cost"  # the platform's cost/spot exporter (Karpenter + pricing)
     ROLLOUT = "rollout"  # workloads.rollout (the rollout controller)
     LAKE = "lake"  # workloads.data (lake steps and the CDC ingester)
+    FEATURES = "features"  # online enrichment in the model server and stream worker (workloads.data.features.lookup)
 
 
 # Units allowed as a name suffix (Prometheus base units; "ratio" for 0..1 values).
@@ -51,6 +52,9 @@ DEFAULT_LATENCY_BUCKETS: tuple[float, ...] = (
 BATCH_ROWS_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 TRAINING_DURATION_BUCKETS: tuple[float, ...] = (60, 300, 900, 1800, 3600, 7200, 14400, 28800)
 SHORT_DURATION_BUCKETS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+FEATURE_LOOKUP_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+FEATURE_AGE_BUCKETS: tuple[float, ...] = (1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400,
+                                          7 * 86400, 30 * 86400)
 LABEL_DELAY_BUCKETS: tuple[float, ...] = (60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400)
 
 MODEL_LABELS = ("model", "version", "team")
@@ -223,6 +227,19 @@ CONTRACT: tuple[Metric, ...] = (
        "Source commit -> bronze append, for the oldest change of the last CDC batch.", "lake"),
     _m("lake_step_duration_seconds", H, "seconds", ("step", "table"), "Wall time of one batch of a lake step.",
        "lake", SHORT_DURATION_BUCKETS),
+    # ---------------------------------------------------------------- online features
+    _m("feature_lookups_total", C, "", ("view", "outcome"),
+       "Online feature lookups per view and outcome (hit: stored values; default: unknown or expired entity).",
+       "features"),
+    _m("feature_store_errors_total", C, "", ("view",),
+       "Online store errors per view (the request got the defaults or a 503, as the spec's onOutage says).",
+       "features"),
+    _m("feature_lookup_seconds", H, "seconds", ("views",),
+       "Online lookup latency: one request or stream batch, one pipeline for all its views (views: their names, joined).",
+       "features", FEATURE_LOOKUP_BUCKETS),
+    _m("feature_age_seconds", H, "seconds", ("view",),
+       "Age of the online values served (now - their event time): freshness as serving sees it.",
+       "features", FEATURE_AGE_BUCKETS),
     # ---------------------------------------------------------------- cost and spot
     _m("node_hourly_cost_dollars", G, "dollars", ("node", "node_pool", "capacity_type", "instance_type"),
        "On-demand or current spot price of each node, per hour.", "cost"),

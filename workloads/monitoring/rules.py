@@ -44,6 +44,11 @@ SPOT_INTERRUPTIONS_30M = 3  # interruption notices per pool in 30m
 SCRAPE_JOB_REGEX = "strata-.+"
 ROLLOUT_STUCK_WINDOWS = 3  # no transition for this many analysis windows while a rollout is active
 ROLLBACK_LOOKBACK = "30m"  # a rollback decision in this window keeps RolloutRolledBack firing
+FEATURE_DEFAULT_RATIO = 0.05  # > 5% of a view's lookups answered with the declared defaults for 15m
+FEATURE_STALE_TTL_FRACTION = 0.5  # the median served value older than half the view's TTL for 30m
+# What a spec's `features` section adds (feature_alerts); listed so their runbooks are indexed
+# and checked even while no example spec declares online features.
+FEATURE_ALERTS = ("FeatureStoreErrors", "FeatureDefaultRateHigh", "FeatureValuesStale")
 
 
 def _seconds(duration: str) -> int:
@@ -300,10 +305,62 @@ def model_group(spec: ModelSpec, options: RuleOptions) -> dict[str, Any]:
             f"and the rules they broke are in the quarantine table.",
             ml,
         ))
+    rules += feature_alerts(spec, options)
     for rule in rules:  # the routing key travels with the alert (platform routing contract)
         if "alert" in rule:
             rule["labels"]["pagerduty"] = spec.pagerduty.routing_key_name
     return {"name": f"strata-model-{name}", "rules": rules}
+
+
+def feature_alerts(spec: ModelSpec, options: RuleOptions) -> list[dict[str, Any]]:
+    """A model with online features: the store failing (page: with `onOutage: reject` the 503s
+    also burn the availability budget, with `defaults` nothing else would tell), entities
+    answered with defaults, and stale values (tickets: materialization behind or stopped)."""
+    if spec.features is None:
+        return []
+    views = [v for v in spec.features.views if v.online]
+    if not views:
+        return []
+    name, team, ml = spec.name, spec.team, {"model": spec.name}
+    sel = 'view=~"' + "|".join(v.name for v in views) + '"'
+    on_outage = spec.features.on_outage
+    served = "the declared defaults" if on_outage == "defaults" else "503 (feature_store_unavailable)"
+    out = [
+        _alert(
+            options, "FeatureStoreErrors",
+            f"sum by (view) (rate(strata_feature_store_errors_total{{{sel}}}[5m])) > 0",
+            "5m", PAGE, team,
+            f"{name}: the online feature store fails lookups of view {{{{ $labels.view }}}}",
+            f"Lookups of {name}'s online features in view {{{{ $labels.view }}}} have failed for 5m; requests "
+            f"get {served} (features.onOutage: {on_outage}).",
+            ml,
+        ),
+        _alert(
+            options, "FeatureDefaultRateHigh",
+            f'sum by (view) (rate(strata_feature_lookups_total{{{sel},outcome="default"}}[15m]))\n/\n'
+            f"sum by (view) (rate(strata_feature_lookups_total{{{sel}}}[15m]))\n> {_num(FEATURE_DEFAULT_RATIO)}",
+            "15m", TICKET, team,
+            f"{name}: over {_num(FEATURE_DEFAULT_RATIO * 100)}% of view {{{{ $labels.view }}}} lookups got defaults",
+            f"More than {_num(FEATURE_DEFAULT_RATIO * 100)}% of {name}'s lookups in view {{{{ $labels.view }}}} found "
+            "no stored values (unknown entities, or keys expired past the TTL) over 15m and were scored with the "
+            "declared defaults.",
+            ml,
+        ),
+    ]
+    for view in views:
+        limit = view.ttl_seconds * FEATURE_STALE_TTL_FRACTION
+        out.append(_alert(
+            options, "FeatureValuesStale",
+            f'histogram_quantile(0.5, sum by (view, le) (rate(strata_feature_age_seconds_bucket{{view="{view.name}"}}[30m])))'
+            f"\n> {_num(limit)}",
+            "30m", TICKET, team,
+            f"{name}: the online values of view {view.name} are older than half their TTL",
+            f"The median age of the values {name} was served from view {view.name} has been above {_num(limit)}s "
+            f"(half its TTL of {view.ttl}) for 30m: materialization is behind or has stopped, and the keys "
+            "will expire into defaults.",
+            ml,
+        ))
+    return out
 
 
 # ------------------------------------------------------------------ platform

@@ -43,6 +43,7 @@ REASONS = (
     "not_found",  # unknown path
     "method_not_allowed",
     "bad_request",  # any other client error
+    "feature_store_unavailable",  # the online feature store is down and the spec says reject (503)
     "overloaded",  # shed: waited past the server's queue budget (503 + Retry-After; gRPC UNAVAILABLE)
 )
 _INT_DTYPES = ("int32", "int64")

@@ -60,6 +60,8 @@ class ServerConfig:
     threads: int = 2  # threads per REST worker (benchmark: serving.realtime.server in the spec)
     grpc_threads: int = 2
     queue_budget_ms: float = 100.0  # a request waiting longer for a thread is shed (503 / UNAVAILABLE)
+    features: str = ""  # the model's EnrichmentPlan JSON (workloads.serving.enrichment); empty: none
+    feature_store_url: str = ""  # its online store (redis:// or rediss://)
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -87,6 +89,8 @@ class ServerConfig:
             params.append(p("registry_dir", self.registry_dir))
         if self.predictor:
             params.append(p("predictor", self.predictor))
+        if self.features:
+            params += [p("features", self.features), p("feature_store_url", self.feature_store_url)]
         return params
 
     def command(self, python: Path | None = None) -> list[str]:

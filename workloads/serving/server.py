@@ -67,7 +67,9 @@ class StrataModel:
     model (required), alias ("champion") or version, registry (default
     $STRATA_REGISTRY_DIR), predictor (metrics label, default = alias), team ("unknown"),
     max_batch_rows (1024), max_payload_bytes (1048576), latency_target_ms (200),
-    torch_threads (1), alias_poll_s (1.0; 0 turns alias following off)."""
+    torch_threads (1), alias_poll_s (1.0; 0 turns alias following off), features (the model's
+    `EnrichmentPlan` as JSON; empty: no online features) and feature_store_url (its Redis;
+    `workloads.serving.enrichment`)."""
 
     def __init__(
         self,
@@ -82,6 +84,8 @@ class StrataModel:
         latency_target_ms: float = 200.0,
         torch_threads: int = 1,
         alias_poll_s: float = 1.0,
+        features: str = "",
+        feature_store_url: str = "",
     ):
         self.model_name = model
         self.alias = None if version else alias
@@ -102,6 +106,8 @@ class StrataModel:
         self._blueprint = None
         self.alias_poll_s = float(alias_poll_s)
         self._follower: threading.Thread | None = None
+        self.enricher = None
+        self._enrichment = _enrichment_plan(features, feature_store_url)  # a bad plan fails the start
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -124,6 +130,7 @@ class StrataModel:
             self.model_name, self.loaded.version.version, self.predictor, self.team,
             latency_targets_seconds=(self.latency_target_s,),
         )
+        self.enricher = _connect_enricher(self._enrichment, self.schema.names, self.metrics.registry)
         self.metrics.mark_loaded()
         log.info("ready: %s v%s (%s) pid %d", self.model_name, self.loaded.version.version, self.alias, os.getpid())
         if self.alias and self.alias_poll_s > 0 and self._follower is None:
@@ -213,6 +220,8 @@ class StrataModel:
     def _predict_rest(self, message: Any) -> dict[str, Any]:
         loaded = self.loaded  # one version for the whole request, even across an alias swap
         try:
+            if self.enricher is not None:
+                message = self.enricher.enrich_message(message)
             parsed = loaded.contract.parse_message(message)
         except InputError as error:
             _set_reason(error.reason)
@@ -285,7 +294,10 @@ class StrataModel:
         if which == "jsonData":
             from google.protobuf import json_format
 
-            return ParsedRequest(contract.from_records(json_format.MessageToDict(request.jsonData)), "tensor")
+            records = json_format.MessageToDict(request.jsonData)
+            if self.enricher is not None:
+                records = self.enricher.enrich_json_data(records)
+            return ParsedRequest(contract.from_records(records), "tensor")
         raise InputError("unsupported_format", f"{which or 'an empty message'} is not accepted; send data.tensor, data.ndarray or jsonData")
 
     # ------------------------------------------------------------------ Flask hooks
@@ -297,6 +309,27 @@ class StrataModel:
         if self._blueprint is None:
             self._blueprint = build_blueprint(self)
         return self._blueprint
+
+
+def _enrichment_plan(features: str, feature_store_url: str) -> Any:
+    """The `features` parameter as an EnrichmentPlan (None when empty); it needs a store URL."""
+    if not features:
+        return None
+    from workloads.data.features.lookup import EnrichmentPlan
+
+    if not feature_store_url:
+        raise ValueError("parameter features is set but feature_store_url is empty: where is the online store?")
+    return EnrichmentPlan.from_json(features), feature_store_url
+
+
+def _connect_enricher(enrichment: Any, schema_names: list[str], metrics_registry: Any) -> Any:
+    """One online-store client per worker process, made after the fork."""
+    if enrichment is None:
+        return None
+    from workloads.serving.enrichment import Enricher
+
+    plan, url = enrichment
+    return Enricher.connect(plan, url, schema_names, metrics_registry)
 
 
 def _skip_empty_seldon_metric_updates() -> None:

@@ -82,6 +82,9 @@ class WorkerConfig:
     ssl_cafile: str = ""
     ssl_certfile: str = ""
     ssl_keyfile: str = ""
+    # online features (workloads.serving.enrichment): the model's EnrichmentPlan as JSON, and its Redis
+    features: str = ""
+    feature_store_url: str = ""
 
     def security_options(self) -> dict[str, Any]:
         """kafka-python client options for the configured transport (workloads.streaming.tls)."""
@@ -165,6 +168,8 @@ class StreamWorker:
         self.consumer = None
         self.producer = None
         self.batches = 0
+        self.enricher = None
+        self._store_failures = 0
 
     # ------------------------------------------------------------------ set-up
 
@@ -182,6 +187,7 @@ class StreamWorker:
             max_batch_rows=max(cfg.batch_size, 1), max_payload_bytes=64 * 1_048_576,
         )
         self.metrics = StreamMetrics(cfg.model, self.loaded.version.version, cfg.team, self.topics, self._metrics_registry)
+        self.enricher = connect_enricher(cfg, self.loaded.schema.names, self._metrics_registry or _default_registry())
         if cfg.metrics_port:
             from prometheus_client import start_http_server
 
@@ -261,7 +267,11 @@ class StreamWorker:
         start = time.perf_counter()
         records = [record for batch in polled.values() for record in batch]
         for attempt in range(self.config.max_produce_retries + 1):
-            futures = self._produce_batch(records)
+            try:
+                futures = self._produce_batch(records)
+            except FeatureStoreDown as error:
+                self._wait_for_store(polled, error)
+                return
             self.producer.flush()
             failed = [f for f in futures if f.failed()]
             if not failed:
@@ -275,6 +285,7 @@ class StreamWorker:
                 self.consumer.seek(tp, batch[0].offset)
             raise RuntimeError("could not deliver a batch after retries; offsets not committed")
         self.batches += 1
+        self._store_failures = 0
         self._commit(polled)
         self.metrics.consumed.inc(len(records))
         self.metrics.batch.observe(time.perf_counter() - start)
@@ -299,18 +310,24 @@ class StreamWorker:
         valid: list[tuple[Any, dict, str]] = []
         futures = []
         version = loaded.version.version
+        decoded, rejected = [], []
         for record in records:
             key = _key_of(record)
             try:
-                features = _decode(record.value)
+                decoded.append((record, key, _decode(record.value)))
+            except _DecodeError as error:
+                rejected.append((record, key, "decode", str(error)))
+        if self.enricher is not None:
+            decoded = enrich_batch(self.enricher, decoded, rejected)  # before any send: an outage replays cleanly
+        futures.extend(self._dead_letter(record, key, reason, detail, version) for record, key, reason, detail in rejected)
+        for record, key, features in decoded:
+            try:
                 if features.keys() != name_set:
                     loaded.contract.from_records([features])  # raises naming the missing/extra field
                 valid_rows.append([features[n] for n in names])
                 valid.append((record, features, key))
             except InputError as error:
                 futures.append(self._dead_letter(record, key, error.reason, error.message, version))
-            except _DecodeError as error:
-                futures.append(self._dead_letter(record, key, "decode", str(error), version))
         if valid:
             matrix, valid = self._validate_rows(valid_rows, valid, futures, version)
             if valid:
@@ -379,6 +396,17 @@ class StreamWorker:
         value = record.value if isinstance(record.value, (bytes, bytearray)) else b""
         return self.producer.send(self.topics.dead_letter, key=key.encode(), value=bytes(value), headers=headers)
 
+    def _wait_for_store(self, polled: dict[Any, list[Any]], error: Exception) -> None:
+        """The online store is down and the spec says reject: nothing of the batch is sent or
+        committed; rewind to it and back off, so it is scored once the store answers."""
+        for tp, batch in polled.items():
+            self.consumer.seek(tp, batch[0].offset)
+        self._store_failures += 1
+        pause = min(2 ** (self._store_failures - 1) * 0.2, 5.0)
+        log.warning("online feature store unavailable (%s); batch of %d rewound, retry in %.1f s",
+                    error, sum(len(b) for b in polled.values()), pause)
+        time.sleep(pause)
+
     def _update_lag(self, polled: dict[Any, list[Any]]) -> None:
         consumer = self.consumer
         for tp in consumer.assignment():
@@ -402,6 +430,40 @@ class StreamWorker:
 
 class _DecodeError(ValueError):
     pass
+
+
+class FeatureStoreDown(RuntimeError):
+    """The online store failed a batch's lookup and the model's spec says reject."""
+
+
+def connect_enricher(cfg: WorkerConfig, schema_names: list[str], metrics_registry: Any) -> Any:
+    if not cfg.features:
+        return None
+    from workloads.data.features.lookup import EnrichmentPlan
+    from workloads.serving.enrichment import Enricher
+
+    if not cfg.feature_store_url:
+        raise ValueError("--features is set but --feature-store-url is empty: where is the online store?")
+    return Enricher.connect(EnrichmentPlan.from_json(cfg.features), cfg.feature_store_url, schema_names,
+                            metrics_registry)
+
+
+def enrich_batch(enricher: Any, decoded: list[tuple], rejected: list[tuple]) -> list[tuple]:
+    """One lookup for the batch's records; one without its join keys goes to `rejected`."""
+    keyed = []
+    for record, key, doc in decoded:
+        missing = enricher.missing_key(doc)
+        if missing:
+            rejected.append((record, key, "missing_field", missing))
+        else:
+            keyed.append((record, key, doc))
+    try:
+        enriched = enricher.enrich([doc for _r, _k, doc in keyed])
+    except InputError as error:
+        if error.reason == "feature_store_unavailable":
+            raise FeatureStoreDown(error.message) from None
+        raise
+    return [(record, key, doc) for (record, key, _doc), doc in zip(keyed, enriched)]
 
 
 def _key_of(record: Any) -> str:
@@ -462,6 +524,8 @@ def main(argv: list[str] | None = None, worker_class: type[StreamWorker] | None 
                         help="CA bundle of the brokers' certificates (enables mutual TLS)")
     parser.add_argument("--ssl-certfile", default=os.environ.get("STRATA_KAFKA_SSL_CERTFILE", ""))
     parser.add_argument("--ssl-keyfile", default=os.environ.get("STRATA_KAFKA_SSL_KEYFILE", ""))
+    parser.add_argument("--features", default="", help="the model's online features (EnrichmentPlan JSON)")
+    parser.add_argument("--feature-store-url", default="", help="the online feature store (redis:// or rediss://)")
     parser.add_argument("--no-features", action="store_true", help="leave the input features out of the output")
     parser.add_argument("--topic-wait-s", type=float, default=120.0,
                         help="seconds to wait for the input topic to exist before giving up (exit 1)")
@@ -482,7 +546,7 @@ def main(argv: list[str] | None = None, worker_class: type[StreamWorker] | None 
         metrics_port=args.metrics_port, metrics_host=args.metrics_host,
         instance_id=args.instance_id, include_features=not args.no_features,
         ssl_cafile=args.ssl_cafile, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
-        topic_wait_s=args.topic_wait_s,
+        topic_wait_s=args.topic_wait_s, features=args.features, feature_store_url=args.feature_store_url,
     ), stopper)
     try:
         worker.start()

@@ -20,48 +20,23 @@ from datetime import datetime, timezone
 from typing import Any, Literal, Mapping, Sequence
 
 import polars as pl
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
+from workloads.data.features.lookup import (EVENT_FIELD, PREFIX, FeatureColumn, FeatureStoreUnavailable,
+                                            OnlineMetrics, OnlineReader, ViewPlan, encode)
 from workloads.data.features.pit import point_in_time_join
 from workloads.data.features.repo import FeatureRepo, Registry, ViewDefinition
 
-PREFIX = "strata:fv"
-EVENT_FIELD = "_event_us"
+__all__ = ["EVENT_FIELD", "PREFIX", "FeatureStoreUnavailable", "OnlineMetrics", "OnlineStore", "entity_key",
+           "materialize", "view_plan"]
 
 
-class FeatureStoreUnavailable(RuntimeError):
-    """The online store cannot be read and the model's spec says to refuse (503)."""
-
-
-class OnlineMetrics:
-    def __init__(self, registry: CollectorRegistry = REGISTRY):
-        self.lookups = Counter("strata_feature_lookups_total", "Online feature lookups per view and outcome "
-                               "(hit: stored values; default: unknown or expired entity)",
-                               ["view", "outcome"], registry=registry)
-        self.errors = Counter("strata_feature_store_errors_total", "Online store errors per view",
-                              ["view"], registry=registry)
-        self.latency = Histogram("strata_feature_lookup_seconds", "Online lookup latency (one request, all views)",
-                                 buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
-                                 registry=registry)
-
-
-def _encode(value: Any, dtype: str) -> str | None:
-    if value is None:
-        return None
-    if dtype == "bool":
-        return "1" if value else "0"
-    return repr(float(value)) if dtype == "float64" else str(value)
-
-
-_DECODE = {"float64": float, "int64": int, "bool": lambda b: b == b"1", "string": lambda b: b.decode()}
+def view_plan(view: ViewDefinition) -> ViewPlan:
+    return ViewPlan(view.name, view.join_keys,
+                    tuple(FeatureColumn(f.name, f.dtype, f.default) for f in view.view.features))
 
 
 def entity_key(view: ViewDefinition, entity: Mapping[str, Any]) -> str:
-    try:
-        return f"{PREFIX}:{view.name}:" + ":".join(str(entity[k]) for k in view.join_keys)
-    except KeyError as missing:
-        raise KeyError(f"view {view.name!r} is keyed by {', '.join(view.join_keys)}; the request lacks {missing}") \
-            from None
+    return view_plan(view).key(entity)
 
 
 @dataclass
@@ -75,7 +50,7 @@ class OnlineStore:
     def write(self, view_name: str, rows: pl.DataFrame, chunk: int = 2_000) -> int:
         """Store `rows` (join keys, the view's timestamp and features; one row per entity)."""
         view = self.repo.view(view_name)
-        spec, now_us = view.view, time.time() * 1e6
+        spec, now_us, plan = view.view, time.time() * 1e6, view_plan(view)
         ts = rows.get_column(spec.timestamp_field).dt.epoch("us").to_list()
         keys = rows.select(list(view.join_keys)).to_dicts()
         columns = {f.name: (f.dtype, rows.get_column(f.name).to_list()) for f in spec.features}
@@ -86,8 +61,8 @@ class OnlineStore:
                 expire_us = ts[i] + spec.ttl_seconds * 1e6
                 if expire_us <= now_us:
                     continue  # already past its TTL: serving must not see it
-                key = entity_key(view, keys[i])
-                values = {n: _encode(col[i], dtype) for n, (dtype, col) in columns.items()}
+                key = plan.key(keys[i])
+                values = {n: encode(col[i], dtype) for n, (dtype, col) in columns.items()}
                 pipe.delete(key)
                 pipe.hset(key, mapping={EVENT_FIELD: str(ts[i]), **{n: v for n, v in values.items() if v is not None}})
                 pipe.pexpireat(key, int(expire_us // 1000))
@@ -101,38 +76,8 @@ class OnlineStore:
         return self.get_many([entity], views)[0]
 
     def get_many(self, entities: Sequence[Mapping[str, Any]], views: Sequence[str]) -> list[dict[str, Any]]:
-        start = time.perf_counter()
-        defs = [self.repo.view(v) for v in views]
-        out: list[dict[str, Any]] = [{} for _ in entities]
-        pipe = self.client.pipeline(transaction=False)
-        for view in defs:
-            names = view.feature_names
-            for entity in entities:
-                pipe.hmget(entity_key(view, entity), names)
-        try:
-            replies = pipe.execute()
-        except Exception as error:  # noqa: BLE001 - redis.RedisError and OS errors alike
-            for view in defs:
-                self.metrics.errors.labels(view.name).inc()
-            if self.on_outage == "reject":
-                raise FeatureStoreUnavailable(f"online feature store unavailable ({type(error).__name__}: {error}); "
-                                              f"views {', '.join(views)}") from error
-            replies = [[None] * len(v.feature_names) for v in defs for _ in entities]
-        i = 0
-        for view in defs:
-            decoders = [(f.name, _DECODE[f.dtype], f.default) for f in view.view.features]
-            hits = 0
-            for row in out:
-                reply = replies[i]
-                i += 1
-                known = any(v is not None for v in reply)
-                hits += known
-                for (name, decode, default), raw in zip(decoders, reply):
-                    row[name] = decode(raw) if raw is not None else default
-            self.metrics.lookups.labels(view.name, "hit").inc(hits)
-            self.metrics.lookups.labels(view.name, "default").inc(len(entities) - hits)
-        self.metrics.latency.observe(time.perf_counter() - start)
-        return out
+        reader = OnlineReader(self.client, self.metrics, self.on_outage)
+        return reader.get_many(entities, [view_plan(self.repo.view(v)) for v in views])
 
 
 def materialize(store: OnlineStore, view_name: str, source: pl.DataFrame, source_version: int,

@@ -14,9 +14,12 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from workloads.spec import Entity, FeatureView, ModelSpec
+
+if TYPE_CHECKING:
+    from workloads.data.features.lookup import EnrichmentPlan
 
 
 class FeatureRepoError(ValueError):
@@ -170,3 +173,15 @@ class Registry:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(t).where(t.c.view == view).order_by(t.c.id.desc()).limit(1)).first()
         return dict(row._mapping) if row else None
+
+
+def enrichment_plan(spec: ModelSpec) -> "EnrichmentPlan | None":
+    """What serving looks up online for `spec` (its online views), or None without features."""
+    from workloads.data.features.lookup import EnrichmentPlan, FeatureColumn, ViewPlan
+
+    if spec.features is None:
+        return None
+    views = tuple(ViewPlan(v.name, tuple(spec.features.join_keys(v)),
+                           tuple(FeatureColumn(f.name, f.dtype, f.default) for f in v.features))
+                  for v in spec.features.views if v.online)
+    return EnrichmentPlan(views, spec.features.on_outage) if views else None
