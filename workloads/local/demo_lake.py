@@ -166,7 +166,7 @@ def run_lake_stage(sup: Supervisor, contract: Contract, s3: S3Settings, settings
         ids = [f"tx{start + i:09d}" for i in range(written["inserted"])]
         events, arrived = written["inserted"] + written["chargebacks"], 0
         while time.monotonic() < deadline and not failures:  # refine once bronze has this run's events:
-            # each refine merges bronze versions one by one, so fewer calls, fewer silver commits
+            # one refine then makes one silver merge of every bronze version the events came in
             arrived = (read(lake, "bronze", table).filter(pl.col(KEY).is_in(ids)).height
                        if lake.table("bronze", table) is not None else 0)
             if arrived >= events:
