@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from infra.modes import Capabilities, Mode, capabilities
+from workloads.data.ingest.pipeline import CdcPipeline
 from workloads.monitoring.rules import RUNBOOK_BASE_URL
 from workloads.spec import ModelSpec, SpecError, parse_model_spec, spec_error_from
 
@@ -40,7 +41,7 @@ MODE_OWNED = {
 }
 
 
-SECRET_KEYS = {"kubeconfig", "pagerdutyRoutingKeys"}
+SECRET_KEYS = {"kubeconfig", "pagerdutyRoutingKeys", "cdcCredentials"}
 SECRET_MARKER = "<secret: set>"
 
 
@@ -167,6 +168,11 @@ class StackConfig(_Section):
     # Where alerts' runbook_url points: this repository's runbooks/ folder as your team browses it.
     runbook_base_url: str = Field(RUNBOOK_BASE_URL, pattern=r"^https?://\S+/$")
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # CDC pipelines (workloads.data.ingest.pipeline.CdcPipeline without `name`: the key is it),
+    # rendered where the mode has Kafka; their logins: the secret `cdcCredentials`
+    # ({<pipeline>: {username, password}}).
+    cdc: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    cdc_credentials: Any = None  # a Pulumi secret; only its presence is checked here
 
 
 class StackSpec(BaseModel):
@@ -180,6 +186,7 @@ class StackSpec(BaseModel):
     config: StackConfig
     capabilities: Capabilities
     models: tuple[ModelSpec, ...]
+    cdc_pipelines: tuple[CdcPipeline, ...] = ()
 
     @property
     def mode(self) -> Mode:
@@ -278,10 +285,36 @@ def parse_stack_config(
     if config.target is Target.KUBECONFIG and not config.kubeconfig:
         raise SpecError([(f"{PROJECT}:kubeconfig", "target 'kubeconfig' needs a kubeconfig (set it as a secret)")])
     models = _model_specs(config.models, root)
+    pipelines = _cdc_pipelines(config.cdc, {m.team for m in models})
     caps = _resolve_capabilities(config)
     _check_shared_operators(config, caps)
     _check_models_fit_cluster(models, caps, config)
-    return StackSpec(project=PROJECT, stack=stack, region=region, config=config, capabilities=caps, models=models)
+    return StackSpec(project=PROJECT, stack=stack, region=region, config=config, capabilities=caps, models=models,
+                     cdc_pipelines=pipelines)
+
+
+def _cdc_pipelines(entries: Mapping[str, Mapping[str, Any]], teams: set[str]) -> tuple[CdcPipeline, ...]:
+    """The `cdc` map: each key is a pipeline's name; its sink runs in a team's namespace."""
+    pipelines, problems = [], []
+    for key in sorted(entries):
+        path = f"{PROJECT}:cdc.{key}"
+        entry = entries[key] if isinstance(entries[key], Mapping) else {}
+        if "name" in entry:
+            problems.append((f"{path}.name", "the pipeline's name is its key in the cdc map; remove `name`"))
+            continue
+        try:
+            pipeline = CdcPipeline.model_validate({"name": key, **entry})
+        except ValidationError as error:
+            problems.extend(spec_error_from(error, path).problems)
+            continue
+        if pipeline.team not in teams:
+            problems.append((f"{path}.team", f"no model of team {pipeline.team!r} in this stack (teams: "
+                                             f"{', '.join(sorted(teams)) or 'none'}); the sink runs in a team namespace"))
+            continue
+        pipelines.append(pipeline)
+    if problems:
+        raise SpecError(problems)
+    return tuple(pipelines)
 
 
 def _resolve_capabilities(config: StackConfig) -> Capabilities:

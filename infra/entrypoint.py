@@ -25,6 +25,7 @@ def main() -> None:
     secrets = StackSecrets(
         pagerduty_routing_keys=strata.get_secret_object("pagerdutyRoutingKeys"),
         kubeconfig=strata.get_secret("kubeconfig"),
+        cdc_credentials=strata.get_secret_object("cdcCredentials"),
     )
     for name, value in build(spec, secrets).items():
         pulumi.export(name, value)

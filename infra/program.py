@@ -23,6 +23,7 @@ class StackSecrets:
 
     pagerduty_routing_keys: pulumi.Output[dict] | None
     kubeconfig: pulumi.Output[str] | None = None
+    cdc_credentials: pulumi.Output[dict] | None = None  # {<pipeline>: {username, password}}
 
 
 def existing_cluster(spec: StackSpec, secrets: StackSecrets) -> ClusterHandle:

@@ -298,9 +298,32 @@ class ExternalConfigurationEnv(CrdModel):
     value_from: ExternalConfigurationEnvVarSource
 
 
+class TrustedCertificate(CrdModel):  # .spec.tls.trustedCertificates[]: certificate or pattern
+    secret_name: str
+    certificate: str | None = None
+    pattern: str | None = None
+
+
+class ClientTls(CrdModel):
+    trusted_certificates: list[TrustedCertificate] | None = None
+
+
+class CertificateAndKey(CrdModel):
+    secret_name: str
+    certificate: str
+    key: str
+
+
+class ClientAuthentication(CrdModel):  # .spec.authentication of KafkaConnect (mutual TLS only here)
+    type: Literal["tls"]
+    certificate_and_key: CertificateAndKey
+
+
 class KafkaConnectSpec(CrdModel):
     replicas: int = Field(ge=0)
     bootstrap_servers: str
+    tls: ClientTls | None = None
+    authentication: ClientAuthentication | None = None
     version: str | None = None
     image: str | None = None
     config: dict[str, Any] | None = None
@@ -324,7 +347,7 @@ class KafkaConnectorSpec(CrdModel):
     state: KafkaConnectorState | None = None
 
 
-def kafka_connect(resource_name: str, *, name: str, namespace: str, spec: KafkaConnectSpec,
+def kafka_connect(resource_name: str, *, name: str, namespace: str, spec: KafkaConnectSpec | dict[str, Any],
                   operator: pulumi.Resource, opts: pulumi.ResourceOptions | None = None,
                   labels: dict[str, str] | None = None) -> k8s.apiextensions.CustomResource:
     """A `KafkaConnect` cluster whose connectors are `KafkaConnector` resources

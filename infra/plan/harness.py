@@ -332,6 +332,11 @@ def run_program(stack: str, raw_config: Mapping[str, Any], root: Path | None = N
         routing_key_names = sorted({m.pagerduty.routing_key_name for m in spec.models} | {PLATFORM_ROUTING_KEY})
         config[f"{PROJECT}:pagerdutyRoutingKeys"] = json.dumps({name: SECRET_PLACEHOLDER for name in routing_key_names})
         secret_keys.append(f"{PROJECT}:pagerdutyRoutingKeys")
+    if spec.cdc_pipelines and spec.capabilities.kafka and f"{PROJECT}:cdcCredentials" not in config:
+        # Set with `pulumi config set --secret strata:cdcCredentials '{...}'`; offline only its shape matters.
+        config[f"{PROJECT}:cdcCredentials"] = json.dumps(
+            {p.name: {"username": SECRET_PLACEHOLDER, "password": SECRET_PLACEHOLDER} for p in spec.cdc_pipelines})
+        secret_keys.append(f"{PROJECT}:cdcCredentials")
     if spec.config.target.value == "kubeconfig" and f"{PROJECT}:kubeconfig" not in secret_keys:
         secret_keys.append(f"{PROJECT}:kubeconfig")
 
@@ -342,6 +347,7 @@ def run_program(stack: str, raw_config: Mapping[str, Any], root: Path | None = N
         secrets = StackSecrets(
             pagerduty_routing_keys=strata.get_secret_object("pagerdutyRoutingKeys"),
             kubeconfig=strata.get_secret("kubeconfig"),
+            cdc_credentials=strata.get_secret_object("cdcCredentials"),
         )
         exported = build(spec, secrets)
         return pulumi.Output.from_input(exported).apply(outputs.update)

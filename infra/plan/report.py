@@ -52,6 +52,10 @@ def mode_notes(plan: Plan) -> list[str]:
             notes.append(f"{model.name}: HPO is off in mode {caps.mode.value!r}; trains once with the spec's defaults")
         if model.training.workers > caps.training_max_workers:
             notes.append(f"{model.name}: {model.training.workers} training workers capped at {caps.training_max_workers} in mode {caps.mode.value!r}")
+    for pipeline in spec.cdc_pipelines:
+        if not caps.kafka:
+            notes.append(f"cdc {pipeline.name}: {pipeline.table} -> bronze/{pipeline.lake_table} needs Kafka, which mode "
+                         f"{caps.mode.value!r} does not deploy; not rendered (batch ingestion only)")
     return notes
 
 

@@ -9,6 +9,7 @@ children are, per the mode's capabilities (`infra.modes`):
 | `strata:platform:ServiceMesh` (Istio)      | `capabilities.istio`          |
 | `strata:platform:Keda`                     | `capabilities.keda`           |
 | `strata:platform:KafkaCluster` (Strimzi)   | `capabilities.kafka`          |
+| `strata:platform:ChangeDataCapture` (Connect, Debezium, sinks) | `capabilities.kafka` and `strata:cdc` |
 | `strata:platform:Monitoring`               | `capabilities.monitoring`     |
 | `strata:platform:Observability` (child of Monitoring: rules, dashboards, retrain trigger) | `capabilities.monitoring` |
 | `strata:platform:KubeRay`                  | always                        |
@@ -52,6 +53,7 @@ from infra.config import ClusterOperators, StackSpec, Target
 from infra.contracts import CloudOutputs, ClusterHandle, PlatformOutputs
 from infra.k8s import PodSecurityLevel
 from infra.modes import Capabilities, MlflowBackend
+from infra.platform.cdc import ChangeDataCapture, ChangeDataCaptureArgs
 from infra.platform.istio import ServiceMesh, ServiceMeshArgs
 from infra.platform.kafka import TLS_LISTENER_PORT, KafkaCluster, KafkaClusterArgs
 from infra.platform.keda import Keda, KedaArgs
@@ -66,6 +68,7 @@ from infra.platform.operators import (KubeRay, KubeRayArgs, NvidiaDevicePlugin, 
                                       SeldonCoreArgs, shared_operator)
 
 from workloads.monitoring.alertmanager import AlertmanagerOptions, alertmanager_config  # noqa: E402  (one source with the rules)
+from workloads.data.ingest.pipeline import CdcPipeline
 from workloads.spec import ModelSpec
 
 __all__ = ["Platform", "PlatformArgs", "build_platform"]
@@ -97,6 +100,7 @@ class PlatformArgs:
     # KubeRay and Seldon already run on the cluster (a shared preview cluster): reference
     # their CRDs instead of installing a second copy that would clash with the first.
     shared_operators: bool = False
+    cdc_pipelines: tuple[CdcPipeline, ...] = ()  # rendered where the mode has Kafka
 
     def ns(self, service: str) -> str:
         return f"{self.namespace_prefix}{service}"
@@ -109,7 +113,8 @@ class Platform(pulumi.ComponentResource):
     """All cluster services of one stack; see the module docstring."""
 
     def __init__(self, name: str, args: PlatformArgs, cluster: ClusterHandle, cloud: Optional[CloudOutputs],
-                 pagerduty_routing_keys: Optional[pulumi.Output] = None, opts: Optional[pulumi.ResourceOptions] = None):
+                 pagerduty_routing_keys: Optional[pulumi.Output] = None, opts: Optional[pulumi.ResourceOptions] = None,
+                 cdc_credentials: Optional[pulumi.Output] = None):
         super().__init__("strata:platform:Platform", name, None,
                          pulumi.ResourceOptions.merge(pulumi.ResourceOptions(providers=[cluster.provider]), opts))
         caps = args.capabilities
@@ -165,7 +170,9 @@ class Platform(pulumi.ComponentResource):
                       (Peer(tenant=TEAM_TENANT, ports=(TLS_LISTENER_PORT,)),
                        *((Peer(namespaces=(ns("keda"),), ports=(TLS_LISTENER_PORT,)),) if caps.keda else ()),
                        *scraped()),
-                      (api_server(),), {}),
+                      # Kafka Connect reads the CDC pipelines' source databases
+                      (api_server(), *((anywhere(*sorted({p.database.port for p in args.cdc_pipelines})),)
+                                       if args.cdc_pipelines else ())), {}),
             # node-exporter (part of kube-prometheus-stack) needs hostNetwork, hostPID and
             # hostPath mounts of /proc and /sys: only "privileged" admits it. warn/audit stay
             # "restricted", so every other pod here is still reported if it drifts.
@@ -259,6 +266,25 @@ class Platform(pulumi.ComponentResource):
                                                                         rack_aware=args.aws),
                                       after=placed("kafka"), opts=child)
             self.operators["strimzi"] = self.kafka.operator
+            self.cdc: Optional[ChangeDataCapture] = None
+            if args.cdc_pipelines:
+                from infra.platform.observability import pinned_image
+                from workloads.data.storage import LAKE_BUCKETS
+
+                repositories = dict(cloud.storage.ecr_repositories) if cloud is not None else {}
+                lake = cloud.storage.lake_buckets if cloud is not None else {}
+                self.cdc = ChangeDataCapture(
+                    f"{name}-cdc",
+                    ChangeDataCaptureArgs(
+                        pipelines=args.cdc_pipelines, kafka_namespace=ns("kafka"), kafka_cluster=self.kafka.cluster_name,
+                        team_namespaces=dict(self.team_namespaces),
+                        connect_image=pinned_image("kafka-connect", repositories),
+                        sink_image=pinned_image("training", repositories),
+                        bronze_bucket=lake.get("bronze", lake.get("lake", LAKE_BUCKETS["bronze"])),
+                        monitoring_namespace=ns("monitoring") if caps.monitoring else "",
+                        prometheus=caps.monitoring, istio=caps.istio),
+                    strimzi_operator=self.kafka.operator, credentials=cdc_credentials,
+                    prometheus_operator=prometheus, after=[self.kafka.kafka, *team_components], opts=child)
 
         if args.shared_operators:
             self.operators["kuberay"] = shared_operator(f"{name}-kuberay-crd", "kuberay", opts=child)
@@ -336,7 +362,9 @@ def build_platform(spec: StackSpec, cluster: ClusterHandle, cloud: Optional[Clou
         team_quota=QuotaArgs(gpus=caps.gpu_spot_max if cluster.gpu_nodes else 0,
                              **spec.config.team_quota.model_dump(exclude_none=True)),
         shared_operators=spec.config.cluster_operators is ClusterOperators.SHARED,
+        cdc_pipelines=spec.cdc_pipelines,
     )
     platform = Platform(f"{spec.stack}-platform", args, cluster, cloud,
-                        pagerduty_routing_keys=getattr(secrets, "pagerduty_routing_keys", None))
+                        pagerduty_routing_keys=getattr(secrets, "pagerduty_routing_keys", None),
+                        cdc_credentials=getattr(secrets, "cdc_credentials", None))
     return platform.outputs

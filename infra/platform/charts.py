@@ -114,6 +114,9 @@ IMAGES: Mapping[str, ImagePin] = MappingProxyType({
     # workloads.rollout + its clients, ECR repository "rollout-controller": the per-model
     # rollout controllers (`python -m workloads.rollout --cluster`).
     "rollout-controller": ImagePin("strata/rollout-controller", "0.1.0"),
+    # Strimzi's Kafka image + Debezium's PostgreSQL connector (workloads/data/ingest/connect/
+    # Dockerfile, the local worker's pom.xml): the KafkaConnect of the CDC pipelines.
+    "kafka-connect": ImagePin("strata/kafka-connect", "0.1.0"),
 })
 
 

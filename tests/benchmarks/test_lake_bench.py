@@ -6,6 +6,9 @@
   same rules producing the same per-row rule lists. Goal: >= 500k rows/s.
 * bronze -> silver -> gold of 1e6 rows on the local S3 (SeaweedFS), then an incremental
   run over 1% new rows: wall times and their ratio.
+* bronze -> silver of many small bronze versions (what a CDC consumer commits, one per
+  poll): one silver merge per range of versions (`refine`'s default) against one merge per
+  bronze version (`versions_per_merge=1`), same versions, same run.
 
 Run with `make bench` (pytest tests/benchmarks --benchmark-enable -m benchmark_suite -s).
 """
@@ -135,3 +138,38 @@ def test_bronze_silver_gold_1e6_and_incremental_1pct(benchmark, lake, table_name
           f"= {full_s:.1f} s ({ROWS / full_s:,.0f} rows/s); incremental 1% ({ROWS // 100} rows): {inc_s:.1f} s, "
           f"{inc_s / full_s:.3f}x the full run; cores {os.cpu_count()}, load {os.getloadavg()[0]:.2f}")
     benchmark.extra_info.update({"full_s": full_s, "incremental_s": inc_s, "ratio": inc_s / full_s})
+
+
+def test_refine_many_small_bronze_versions_batched_vs_per_version(benchmark, lake, table_name):
+    from workloads.data.lake.tables import append_bronze, read, refine
+    from workloads.data.synthetic import FRAUD_NAMES, FRAUD_SCHEMA, FraudConfig, generate_fraud
+
+    contract = Contract(FRAUD_SCHEMA, key="txn_id")
+    versions, rows = 100, 200  # 20k change events; each key updated once, 50 versions later
+
+    def poll(version: int) -> pl.DataFrame:
+        x, y = generate_fraud(FraudConfig(rows=rows, seed=version))
+        first = (version % 50) * rows
+        return pl.DataFrame({n: x[:, i] for i, n in enumerate(FRAUD_NAMES)}).with_columns(
+            pl.Series("is_fraud", y), pl.Series("txn_id", [f"tx{first + i:08d}" for i in range(rows)]))
+
+    batched, single = f"{table_name}b", f"{table_name}s"
+    for table in (batched, single):
+        for version in range(versions):
+            append_bronze(lake, table, poll(version), "kafka://bench", list(range(version * rows, (version + 1) * rows)),
+                          op="c" if version < 50 else "u")
+    t = time.perf_counter()
+    each = refine(lake, single, contract, 1.0, versions_per_merge=1)
+    per_version_s = time.perf_counter() - t
+    result = benchmark.pedantic(lambda: refine(lake, batched, contract, 1.0), rounds=1, iterations=1)
+    batched_s = benchmark.stats.stats.median
+    assert result.batches == each.batches == versions and result.rows_out == each.rows_out == versions * rows
+    key_columns = [*contract.columns, "_offset"]
+    assert read(lake, "silver", batched, key="txn_id").select(key_columns).equals(
+        read(lake, "silver", single, key="txn_id").select(key_columns))
+    print(f"\nrefine {versions} bronze versions x {rows} rows (half of them updates): one merge per range "
+          f"{batched_s:.1f} s ({versions * rows / batched_s:,.0f} rows/s), one merge per version {per_version_s:.1f} s "
+          f"({versions * rows / per_version_s:,.0f} rows/s); ratio {per_version_s / batched_s:.1f}x; "
+          f"cores {os.cpu_count()}, load {os.getloadavg()[0]:.2f}")
+    benchmark.extra_info.update({"batched_s": batched_s, "per_version_s": per_version_s,
+                                 "ratio": per_version_s / batched_s})

@@ -104,7 +104,9 @@ def test_cdc_survives_kill9_of_connect_and_broker(cdc, lake, table_name):
         stop.set()
         thread.join(timeout=30)
     assert silver is not None
-    assert silver.height == len(expected) == 1500  # no row lost ...
+    bronze = read(lake, "bronze", table_name)  # where a shortfall is: not yet in bronze, or lost by refine
+    assert silver.height == len(expected) == 1500, (
+        f"silver {silver.height} rows; bronze {bronze.height} events, {bronze.get_column(KEY).n_unique()} keys")  # no row lost ...
     assert silver.get_column(KEY).is_unique().all()  # ... none duplicated
     assert _labels(silver) == expected  # and the late chargebacks superseded the first images
     gold = publish(lake, table_name, CONTRACT)

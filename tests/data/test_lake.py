@@ -148,3 +148,70 @@ def test_versions_lineage_digest_and_rebuild(lake, table_name, monkeypatch):
     assert np.array_equal(again.features, old.features)
     d = diff(lake, table_name, CONTRACT, v1, v2)
     assert (d["added"], d["removed"], d["changed"]) == (100, 0, 0)
+
+
+def _cdc_like_versions(lake, table: str) -> None:
+    """30 small bronze versions as a CDC consumer commits them (one per poll): inserts, later
+    updates of the same keys at higher LSNs, a Debezium replay (same LSN), deletes, one batch
+    over the invalid limit and one malformed row."""
+    from workloads.data.lake.tables import append_bronze
+
+    lsn = 0
+    for version in range(30):
+        frame = fraud_frame(20, seed=100 + version, start=(version % 10) * 20,
+                            corrupt=0.3 if version == 17 else 0.0)
+        ops = ["u" if version >= 10 else "c"] * frame.height
+        if version == 25:  # the keys of version 5 deleted
+            frame, ops = fraud_frame(20, seed=105, start=100), ["d"] * 20
+        offsets = list(range(lsn, lsn + frame.height))
+        if version == 12:  # a replay after a Connect crash: the same events, the same LSNs
+            offsets = list(range(lsn - 20, lsn))
+        lsn = max(lsn, offsets[-1] + 1)
+        if version == 3:
+            frame = frame.with_columns(pl.when(pl.col("txn_id") == "tx0000061").then(pl.lit("-1.0"))
+                                       .otherwise(pl.col("amount").cast(pl.String)).alias("amount"))
+        append_bronze(lake, table, frame, "kafka://t", offsets, op=ops)
+
+
+def test_one_silver_merge_consumes_many_bronze_versions_as_merging_each_would(lake, table_name):
+    """The same 30 bronze versions refined in one merge and version by version: the same
+    silver rows, quarantine, held batches and gold; the batched run makes one silver commit."""
+    batched, single = f"{table_name}b", f"{table_name}s"
+    for table in (batched, single):
+        _cdc_like_versions(lake, table)
+    one = refine(lake, batched, CONTRACT, 0.01)
+    each = refine(lake, single, CONTRACT, 0.01, versions_per_merge=1)
+    # version 0 of a table is its empty creation: then one commit against one per bronze version
+    assert (lake.require("silver", batched).version(), lake.require("silver", single).version()) == (1, 30)
+    assert (one.batches, one.rows_in, one.rows_out, one.quarantined, one.refused_batches) == (
+        each.batches, each.rows_in, each.rows_out, each.quarantined, each.refused_batches) == (
+        30, 600, one.rows_out, one.quarantined, [4, 18])  # bronze v4: 1 bad row of 20; v18: corrupt
+    columns = [*CONTRACT.columns, "_offset", "_batch_passed"]
+    assert read(lake, "silver", batched, key="txn_id").select(columns).equals(
+        read(lake, "silver", single, key="txn_id").select(columns))
+    assert read(lake, "silver", batched).height == 180  # 200 keys, the 20 of version 5 deleted
+    assert read(lake, "quarantine", batched).height == read(lake, "quarantine", single).height == one.quarantined > 0
+    entry = next(e for e in history(lake, "silver", batched) if e["lineage"])
+    assert entry["lineage"]["inputs"] == {f"bronze/{batched}": list(range(1, 31))}
+    assert [b["version"] for b in entry["lineage"]["batches"] if not b["passed"]] == [4, 18]
+    publish(lake, batched, CONTRACT), publish(lake, single, CONTRACT)
+    gold_columns = [*CONTRACT.columns, "_offset"]  # `_silver_version` differs: that is the point
+    assert read(lake, "gold", batched, key="txn_id").select(gold_columns).equals(
+        read(lake, "gold", single, key="txn_id").select(gold_columns))
+    assert refine(lake, batched, CONTRACT, 0.01).rows_in == 0  # idempotent
+
+
+def test_an_error_in_a_range_commits_the_versions_before_it(lake, table_name):
+    from workloads.data.lake.tables import append_bronze
+
+    for version in range(3):
+        append_bronze(lake, table_name, fraud_frame(10, seed=200 + version, start=version * 10), "test",
+                      list(range(version * 10, version * 10 + 10)))
+    append_bronze(lake, table_name, fraud_frame(10, seed=203, start=30).with_columns(pl.lit("high").alias("device_risk")),
+                  "test", list(range(30, 40)))
+    with pytest.raises(ContractError, match=r"v4.*retyped.*device_risk"):
+        refine(lake, table_name, CONTRACT)
+    assert read(lake, "silver", table_name).height == 30  # versions 1-3, in one commit
+    with pytest.raises(ContractError, match="device_risk"):
+        refine(lake, table_name, CONTRACT)  # resumes at version 4 and stops there again
+    assert read(lake, "silver", table_name).height == 30

@@ -12,6 +12,7 @@
 | `cost-exporter`                  | cost-exporter      | platform | monitoring  |
 | `training-metrics`               | training-metrics   | platform | monitoring  |
 | `mlflow`                         | tracking-server    | platform | mlflow      |
+| `<pipeline>-cdc-sink`            | cdc-sink           | CDC pipeline | team    |
 
 `model_workloads(spec, options)`, `platform_workloads(options)` and `training_metrics(specs)`
 (it exports the runs of every model) build them; what a
@@ -42,6 +43,7 @@ DRIFT_PORT = 9108
 QUALITY_PORT = 9110
 COST_PORT = 9111
 TRAINING_METRICS_PORT = 9112
+CDC_SINK_METRICS_PORT = 9113
 STREAM_METRICS_PORT = 9109
 RETRAIN_PORT = 8080
 ROLLOUT_PORT = 8080
@@ -305,6 +307,35 @@ def training_metrics(specs: Any, options: CatalogueOptions = CatalogueOptions())
         env=(_mlflow_env(),),
         resources=Resources(cpu_request="50m", memory_request="128Mi", cpu_limit="250m", memory_limit="256Mi"),
         singleton=True,  # two replicas would each export every run: the sums would double
+    )
+
+
+def cdc_sink(pipeline: Any) -> Workload:
+    """Debezium's change events of one pipeline (`workloads.data.ingest.pipeline.CdcPipeline`)
+    -> its bronze table, exactly once per Kafka offset (the offsets live in bronze's Delta
+    transactions, so it is one writer: a singleton). The demo's lake stage runs the same
+    `CdcIngester` in its own process locally."""
+    return Workload(
+        name=f"{pipeline.name}-cdc-sink", component="cdc-sink",
+        description=f"CDC sink {pipeline.topic} -> bronze/{pipeline.lake_table} (key {pipeline.key})",
+        image="training",  # the image with workloads.data's deltalake + polars and kafka-python
+        command=("python", "-m", "workloads.data.ingest.cdc"),
+        args=("--bootstrap", "${resources.kafka.bootstrap}", "--topic", pipeline.topic, "--table", pipeline.lake_table,
+              "--key", pipeline.key, "--bronze-bucket", "${resources.lake.bucket}",
+              "--metrics-port", "${ports.cdc-metrics}", "--metrics-host", "${bind}"),
+        ports=(Port(name="cdc-metrics", port=CDC_SINK_METRICS_PORT),),
+        liveness=HttpProbe(path="/metrics", port="cdc-metrics", initial_delay_s=30, period_s=15, failures=4),
+        readiness=HttpProbe(path="/metrics", port="cdc-metrics", initial_delay_s=5),
+        metrics=Metrics(port="cdc-metrics", interval="15s", job="strata-cdc-sink"),
+        resources_used={"kafka": Resource(type="kafka", params={"user": f"{pipeline.name}-cdc-sink"}),
+                        "lake": Resource(type="object-store", params={"bucket": "lake-bronze"})},
+        env=(EnvVar(name="STRATA_KAFKA_SSL_CAFILE", value="${resources.kafka.ca_file}"),
+             EnvVar(name="STRATA_KAFKA_SSL_CERTFILE", value="${resources.kafka.cert_file}"),
+             EnvVar(name="STRATA_KAFKA_SSL_KEYFILE", value="${resources.kafka.key_file}")),
+        resources=Resources(cpu_request="250m", memory_request="512Mi", cpu_limit="1", memory_limit="1Gi"),
+        singleton=True,  # one writer of bronze's offsets
+        labels={"strata.dev/team": pipeline.team, "strata.dev/cdc-pipeline": pipeline.name},
+        start_timeout_s=90.0,
     )
 
 

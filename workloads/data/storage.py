@@ -59,6 +59,20 @@ class S3Settings:
                           retries={"max_attempts": 5, "mode": "standard"}),
         )
 
+    def arrow_filesystem(self) -> Any:
+        """A pyarrow S3 filesystem at these settings (Ray Train's checkpoint storage). Passed to
+        Ray explicitly, so Ray's worker processes, which may have started before the caller
+        set any variable, write to the same S3."""
+        import pyarrow.fs as pafs
+
+        options: dict[str, Any] = {"region": self.region}
+        if self.endpoint_url:
+            parsed = urlparse(self.endpoint_url)
+            options |= {"endpoint_override": parsed.netloc or parsed.path, "scheme": parsed.scheme or "https"}
+        if self.access_key_id and self.secret_access_key:
+            options |= {"access_key": self.access_key_id, "secret_key": self.secret_access_key}
+        return pafs.S3FileSystem(**options)
+
     def delta_options(self) -> dict[str, str]:
         """delta-rs (object_store) storage options. Concurrent writers are made safe by S3
         conditional writes (If-None-Match on the commit file), so no DynamoDB lock."""

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import polars as pl
 
 from workloads.data.ingest.cdc import CdcIngester
-from workloads.data.ingest.debezium import PostgresSource, connector_config
+from workloads.data.ingest.pipeline import CdcPipeline, SourceDatabase
 from workloads.data.ingest.fraud_source import KEY, TABLE, FraudSource, create_table
 from workloads.data.lake.contract import Contract
 from workloads.data.lake.tables import INGESTED_AT, OP, Lake, publish, read, refine
@@ -33,6 +33,7 @@ from workloads.local.supervisor import Supervisor
 #: What the stage needs running (the supervisor starts their dependencies too).
 LAKE_SERVICES = ("s3", "kafka", "postgres", "kafka-connect")
 MODEL = "fraud"  # the example whose source system the generator plays
+TEAM = "payments-risk"  # fraud's team (the cluster runs the pipeline's sink in its namespace)
 
 
 class LakeStageError(RuntimeError):
@@ -130,15 +131,18 @@ def run_lake_stage(sup: Supervisor, contract: Contract, s3: S3Settings, settings
     with psycopg.connect(dsn, autocommit=True) as conn:
         create_table(conn)
         start = int(conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0])
-    source = PostgresSource(name=settings.connector, host="127.0.0.1", port=sup.port("postgres"),
-                            database=postgres.DATABASE, user=postgres.USER, password=postgres.PASSWORD,
-                            tables=(f"public.{TABLE}",), topic_prefix=settings.topic_prefix)
+    # the declaration a stack's `strata:cdc` holds for the cluster (infra.platform.cdc), here
+    # with the local PostgreSQL and its login
+    pipeline = CdcPipeline(name=settings.connector, team=TEAM,
+                           database=SourceDatabase(host="127.0.0.1", port=sup.port("postgres"), name=postgres.DATABASE),
+                           table=f"public.{TABLE}", lake_table=table, key=KEY, topic_prefix=settings.topic_prefix)
     connect_url = sup.url("kafka-connect")
-    kafka_connect.put_connector(connect_url, source.name, connector_config(source))
-    _connector_running(connect_url, source.name, settings.wait_s)
-    log(f"connector {source.name} RUNNING -> topic {source.topic(f'public.{TABLE}')}")
+    kafka_connect.put_connector(connect_url, pipeline.name, pipeline.connector_config(postgres.USER, postgres.PASSWORD))
+    _connector_running(connect_url, pipeline.name, settings.wait_s)
+    log(f"connector {pipeline.name} RUNNING -> topic {pipeline.topic}")
 
-    ingester = CdcIngester(lake, table, KEY, source.topic(f"public.{TABLE}"), sup.kafka_bootstrap, poll_ms=200)
+    # the cluster's `cdc_sink` workload runs this same ingester (`python -m workloads.data.ingest.cdc`)
+    ingester = CdcIngester(lake, pipeline.lake_table, pipeline.key, pipeline.topic, sup.kafka_bootstrap, poll_ms=200)
     stop, failures = threading.Event(), []
 
     def consume() -> None:
@@ -162,7 +166,7 @@ def run_lake_stage(sup: Supervisor, contract: Contract, s3: S3Settings, settings
         ids = [f"tx{start + i:09d}" for i in range(written["inserted"])]
         events, arrived = written["inserted"] + written["chargebacks"], 0
         while time.monotonic() < deadline and not failures:  # refine once bronze has this run's events:
-            # each refine merges bronze versions one by one, so fewer calls, fewer silver commits
+            # one refine then makes one silver merge of every bronze version the events came in
             arrived = (read(lake, "bronze", table).filter(pl.col(KEY).is_in(ids)).height
                        if lake.table("bronze", table) is not None else 0)
             if arrived >= events:

@@ -134,7 +134,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # Ray's controller learns of a checkpoint by polling the workers (every 2 s); a worker
     # killed right after persisting one can die before it was registered. Storage is the
     # truth: resume from the newest complete checkpoint there if it is newer.
-    scanned = latest_persisted_state(config.get("checkpoint_root"))
+    scanned = latest_persisted_state(config.get("checkpoint_root"), config.get("checkpoint_filesystem"))
     if scanned is not None and (state is None or scanned["epoch"] > state["epoch"]):
         state, resume_source = scanned, "storage"
     if state is not None:
@@ -243,17 +243,19 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def latest_persisted_state(root: str | None) -> dict[str, Any] | None:
-    """The newest checkpoint under `root` (this run's folder in the checkpoint storage:
-    a local path or a pyarrow-supported URI such as s3://) whose state file loads;
-    partially written ones are skipped. None if there is none."""
+def latest_persisted_state(root: str | None, filesystem: Any = None) -> dict[str, Any] | None:
+    """The newest checkpoint under `root` (this run's folder in the checkpoint storage: a
+    path on `filesystem`, a local path, or a pyarrow-supported URI such as s3://) whose
+    state file loads; partially written ones are skipped. None if there is none."""
     if not root:
         return None
     import io
 
     import pyarrow.fs as pafs
 
-    if "://" in root:
+    if filesystem is not None:
+        base = root
+    elif "://" in root:
         filesystem, base = pafs.FileSystem.from_uri(root)
     else:
         filesystem, base = pafs.LocalFileSystem(), str(Path(root).resolve())

@@ -134,12 +134,13 @@ def read_events(path: Path | str) -> list[dict[str, Any]]:
 @dataclass(frozen=True)
 class TrainerSettings:
     run_name: str
-    storage: str  # absolute local path or s3://bucket/prefix
+    storage: str  # absolute local path, or bucket/prefix on `filesystem`
     events_path: str
     workers: int
     cpus_per_worker: float
     gpus_per_worker: int
     max_failures: int
+    filesystem: Any = None  # pyarrow filesystem of `storage` (S3); None: the local file system
 
 
 def make_trainer(
@@ -157,12 +158,13 @@ def make_trainer(
     root = settings.storage.rstrip("/") + "/" + settings.run_name  # Ray Train's run folder
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={**loop_config, "checkpoint_root": root},
+        train_loop_config={**loop_config, "checkpoint_root": root, "checkpoint_filesystem": settings.filesystem},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=settings.workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=settings.run_name,
             storage_path=settings.storage,
+            storage_filesystem=settings.filesystem,
             failure_config=FailureConfig(max_failures=settings.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=[EventLog(settings.events_path, trial), *(callbacks or [])],
@@ -234,7 +236,8 @@ def run_tuner(
         tune_config=tune.TuneConfig(
             metric=hpo.metric, mode=mode, search_alg=searcher, scheduler=scheduler, num_samples=trials
         ),
-        run_config=tune.RunConfig(name=f"{settings.run_name}-tune", storage_path=settings.storage, verbose=0),
+        run_config=tune.RunConfig(name=f"{settings.run_name}-tune", storage_path=settings.storage,
+                                   storage_filesystem=settings.filesystem, verbose=0),
     )
     grid = tuner.fit()
     best = grid.get_best_result(metric=hpo.metric, mode=mode, scope="last")

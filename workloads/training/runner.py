@@ -185,6 +185,7 @@ def run_training(spec: ModelSpec, options: TrainOptions) -> TrainOutcome:
     storage = options.storage or str((state_dir / "checkpoints").resolve())
     if "://" not in storage:
         Path(storage).mkdir(parents=True, exist_ok=True)
+    storage_path, storage_fs = checkpoint_storage(storage)
     events_path = run_dir / "events.jsonl"
 
     tracking.setup_tracking(options.tracking_uri, state_dir)
@@ -290,7 +291,8 @@ def run_training(spec: ModelSpec, options: TrainOptions) -> TrainOutcome:
         }
         settings = ray_jobs.TrainerSettings(
             run_name=run_name,
-            storage=storage,
+            storage=storage_path,
+            filesystem=storage_fs,
             events_path=str(events_path),
             workers=training.workers,
             cpus_per_worker=training.resources.cpu,
@@ -312,7 +314,7 @@ def run_training(spec: ModelSpec, options: TrainOptions) -> TrainOutcome:
                 _fail(f"no successful HPO trial: {best.error}")
             from ray.train import Checkpoint
 
-            checkpoint = Checkpoint(best.metrics["checkpoint_path"], filesystem=_filesystem(storage))
+            checkpoint = Checkpoint(best.metrics["checkpoint_path"], filesystem=storage_fs)
             hparams = {**hparams, **{k: best.config[k] for k in training.hpo.space}}
             mlflow.log_dict({"trials": trials, "best": {k: best.config[k] for k in training.hpo.space}}, "hpo/trials.json")
             _log_trials_as_child_runs(experiment, run_name, trials)
@@ -482,12 +484,21 @@ def _fail(message: str) -> None:
     raise TrainingError(message)
 
 
-def _filesystem(storage: str) -> Any:
+def checkpoint_storage(storage: str) -> tuple[str, Any]:
+    """(path, filesystem) for Ray Train: an `s3://bucket/prefix` on the S3 of the standard
+    variables (SeaweedFS locally, AWS in a pod) as `bucket/prefix` on an explicit pyarrow
+    filesystem; a local path as it is (None: Ray's local file system); any other URI as
+    pyarrow resolves it."""
     if "://" not in storage:
-        return None
+        return storage, None
+    if storage.startswith("s3://"):
+        from workloads.data.storage import S3Settings
+
+        return storage.removeprefix("s3://").rstrip("/"), S3Settings.from_env().arrow_filesystem()
     import pyarrow.fs
 
-    return pyarrow.fs.FileSystem.from_uri(storage)[0]
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(storage)
+    return path, filesystem
 
 
 def _check_fits(spec: ModelSpec, resources: Mapping[str, float], prefix: str) -> int:

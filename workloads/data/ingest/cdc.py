@@ -11,7 +11,10 @@ a Connect crash (it may re-send changes after its last flushed LSN); those repla
 same LSN, which is bronze's `_offset`, and silver keeps one row per key and LSN.
 
     python -m workloads.data.ingest.cdc --bootstrap 127.0.0.1:19092 --topic strata.public.transactions \
-        --table fraud --key txn_id [--metrics-port 19610]
+        --table fraud --key txn_id [--metrics-port 19610] [--bronze-bucket B] [--ssl-cafile ...]
+
+On the cluster it is the catalogue's `cdc_sink` workload (mutual TLS to the Strimzi listener
+from `STRATA_KAFKA_SSL_*`, the stack's bronze bucket).
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class CdcIngester:
     bootstrap: str
     max_batch: int = 50_000
     poll_ms: int = 200
+    security: dict[str, Any] | None = None  # kafka-python transport options (workloads.streaming.tls)
 
     def __post_init__(self) -> None:
         self._known: set[str] = set()  # payload columns seen so far (bronze's, then each batch's)
@@ -94,7 +98,7 @@ class CdcIngester:
 
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
                                  auto_offset_reset="earliest", max_poll_records=self.max_batch,
-                                 consumer_timeout_ms=0)
+                                 consumer_timeout_ms=0, **(self.security or {}))
         deadline = time.monotonic() + 60
         partitions = consumer.partitions_for_topic(self.topic)
         while not partitions and time.monotonic() < deadline:  # the connector creates the topic
@@ -167,7 +171,8 @@ class CdcIngester:
 def main(argv: list[str] | None = None) -> int:
     from prometheus_client import start_http_server
 
-    from workloads.data.storage import S3Settings
+    from workloads.data.storage import LAKE_BUCKETS, S3Settings
+    from workloads.streaming import tls
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bootstrap", required=True)
@@ -175,15 +180,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table", required=True)
     ap.add_argument("--key", required=True)
     ap.add_argument("--metrics-port", type=int)
+    ap.add_argument("--metrics-host", default="127.0.0.1")
+    ap.add_argument("--bronze-bucket", default=LAKE_BUCKETS["bronze"], help="the lake's bronze bucket")
     ap.add_argument("--max-batch", type=int, default=50_000)
+    tls.add_arguments(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        security = tls.security_options(args.ssl_cafile, args.ssl_certfile, args.ssl_keyfile)
+    except ValueError as error:
+        ap.error(str(error))
     if args.metrics_port:
-        start_http_server(args.metrics_port, addr="127.0.0.1")
+        start_http_server(args.metrics_port, addr=args.metrics_host)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
-    ingester = CdcIngester(Lake(S3Settings.from_env()), args.table, args.key, args.topic, args.bootstrap,
-                           max_batch=args.max_batch)
+    lake = Lake(S3Settings.from_env(), buckets={**LAKE_BUCKETS, "bronze": args.bronze_bucket})
+    ingester = CdcIngester(lake, args.table, args.key, args.topic, args.bootstrap, max_batch=args.max_batch,
+                           security=security)
     ingester.run(stop=lambda: bool(stopping))
     return 0
 

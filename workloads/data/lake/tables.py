@@ -171,69 +171,116 @@ def _changes(table, version: int) -> pl.DataFrame:
     return pl.from_arrow(pa.table(table.load_cdf(starting_version=version, ending_version=version).read_all()))
 
 
-def _batch(table, version: int) -> pl.DataFrame:
-    """The rows one commit added (change data feed, inserts only)."""
-    frame = _changes(table, version)
-    if frame.is_empty():
-        return pl.DataFrame()
-    return frame.filter(pl.col("_change_type").is_in(["insert", "update_postimage"])).drop(
-        ["_change_type", "_commit_version", "_commit_timestamp"])
-
-
 # --- silver ------------------------------------------------------------------------------
-def refine(lake: Lake, name: str, contract: Contract, max_invalid_fraction: float = 0.001) -> StepResult:
-    """bronze -> silver (+ quarantine), one bronze version at a time, resumable."""
+DEFAULT_VERSIONS_PER_MERGE = 256  # bronze versions one silver commit consumes at most (memory bound)
+
+
+def refine(lake: Lake, name: str, contract: Contract, max_invalid_fraction: float = 0.001,
+           versions_per_merge: int = DEFAULT_VERSIONS_PER_MERGE) -> StepResult:
+    """bronze -> silver (+ quarantine), resumable. The bronze versions not yet consumed are read
+    in ranges of up to `versions_per_merge` (one change-data-feed read each) and each range is
+    ONE silver merge (and at most one quarantine append): a CDC consumer commits a bronze
+    version per poll, and a merge per version would rewrite silver's files that many times.
+    Validation stays per bronze version: each is a batch that passes or is held from gold
+    (`maxInvalidRowFraction`), and an error in version k commits the range's versions before k."""
     if not contract.key:
         raise ContractError(f"silver/{name}: the contract needs a key to deduplicate by")
-    key = contract.key
+    if versions_per_merge < 1:
+        raise ValueError(f"refine: versions_per_merge must be >= 1, got {versions_per_merge}")
     bronze = lake.require("bronze", name)
     app = f"silver:{lake.uri('bronze', name)}"
     result = StepResult("silver", name)
-    start = _consumed(lake.table("silver", name), app) + 1
-    for version in range(start, bronze.version() + 1):
-        t0 = time.perf_counter()
-        rows = _batch(bronze, version)
-        if rows.is_empty():
-            continue
-        rows = _without_absent(contract, rows, where=f"bronze/{name} v{version}")
-        result.batches += 1
-        result.rows_in += rows.height
-        # one row per key: the highest offset (LSN) wins; replays of the same record collapse
-        if key in rows.columns:  # rows without a key are not merged away: they go to quarantine
-            keyed = rows.filter(pl.col(key).is_not_null())
-            deduped = pl.concat([keyed.sort(OFFSET).unique(subset=[key], keep="last", maintain_order=True),
-                                 rows.filter(pl.col(key).is_null())], how="diagonal_relaxed")
-        else:
-            deduped = rows
-        result.superseded += rows.height - deduped.height
-        upserts, deletes = deduped.filter(pl.col(OP) != "d"), deduped.filter(pl.col(OP) == "d")
-        parts = split(contract, upserts.drop([c for c in (BRONZE_VERSION,) if c in upserts.columns]),
-                      where=f"bronze/{name} v{version}")
+    first, last = _consumed(lake.table("silver", name), app) + 1, bronze.version()
+    for low in range(first, last + 1, versions_per_merge):
+        _refine_range(lake, name, contract, max_invalid_fraction, bronze, app, low,
+                      min(last, low + versions_per_merge - 1), result)
+    if result.output_version is not None:
+        metrics.VERSION.labels(layer="silver", table=name).set(result.output_version)
+    return result
+
+
+def _range_rows(table, low: int, high: int) -> pl.DataFrame:
+    """The rows bronze versions low..high added, with the version each came from."""
+    changes = pl.from_arrow(pa.table(table.load_cdf(starting_version=low, ending_version=high).read_all()))
+    if changes.is_empty():
+        return pl.DataFrame()
+    return (changes.filter(pl.col("_change_type").is_in(["insert", "update_postimage"]))
+            .with_columns(pl.col("_commit_version").cast(pl.Int64).alias(BRONZE_VERSION))
+            .drop(["_change_type", "_commit_version", "_commit_timestamp"]))
+
+
+def _refine_range(lake: Lake, name: str, contract: Contract, max_invalid_fraction: float, bronze, app: str,
+                  low: int, high: int, result: StepResult) -> None:
+    key = contract.key
+    t0 = time.perf_counter()
+    rows_all = _range_rows(bronze, low, high)
+    if rows_all.is_empty():
+        return
+    valids, deletes, quarantined, batches = [], [], [], []
+    failure: Exception | None = None
+    for version in sorted(rows_all.get_column(BRONZE_VERSION).unique().to_list()):
+        where = f"bronze/{name} v{version}"
+        try:
+            rows = _without_absent(contract, rows_all.filter(pl.col(BRONZE_VERSION) == version), where=where)
+            # one row per key within the batch: the highest offset (LSN) wins; replays collapse
+            if key in rows.columns:  # rows without a key are not merged away: they go to quarantine
+                keyed = rows.filter(pl.col(key).is_not_null())
+                deduped = pl.concat([keyed.sort(OFFSET).unique(subset=[key], keep="last", maintain_order=True),
+                                     rows.filter(pl.col(key).is_null())], how="diagonal_relaxed")
+            else:
+                deduped = rows
+            upserts, removed = deduped.filter(pl.col(OP) != "d"), deduped.filter(pl.col(OP) == "d")
+            parts = split(contract, upserts.drop(BRONZE_VERSION), where=where)
+        except ContractError as error:  # commit the versions before this one, then stop
+            failure = error
+            break
         passed = parts.invalid_fraction <= max_invalid_fraction
         if not passed:
             result.refused_batches.append(version)
             metrics.REFUSED.labels(table=name).inc()
-        lineage = {"step": "silver", "inputs": {f"bronze/{name}": version}, "rows": upserts.height,
-                   "valid": parts.valid.height, "quarantined": parts.quarantined.height,
-                   "deleted": deletes.height, "invalidFraction": parts.invalid_fraction, "passed": passed,
-                   "maxInvalidFraction": max_invalid_fraction, "rules": parts.rule_counts}
-        quarantine = lake.table("quarantine", name)
-        if parts.quarantined.height and _consumed(quarantine, app) < version:
-            _write(lake, "quarantine", name, parts.quarantined.with_columns(
-                pl.lit(version, dtype=pl.Int64).alias(BRONZE_VERSION)), _commit(app, version, lineage))
-        valid = parts.valid.with_columns(pl.lit(version, dtype=pl.Int64).alias(BRONZE_VERSION),
-                                         pl.lit(passed).alias(BATCH_PASSED))
-        result.output_version = _merge_silver(lake, name, key, valid, deletes, _commit(app, version, lineage))
+        batches.append({"version": version, "rows": upserts.height, "valid": parts.valid.height,
+                        "quarantined": parts.quarantined.height, "deleted": removed.height,
+                        "invalidFraction": parts.invalid_fraction, "passed": passed, "rules": parts.rule_counts})
+        tag = [pl.lit(version, dtype=pl.Int64).alias(BRONZE_VERSION)]
+        valids.append(parts.valid.with_columns(*tag, pl.lit(passed).alias(BATCH_PASSED)))
+        deletes.append(removed.select(key, OFFSET, OP, BRONZE_VERSION))
+        if parts.quarantined.height:
+            quarantined.append(parts.quarantined.with_columns(*tag))
+        result.batches += 1
+        result.rows_in += rows.height
+        result.superseded += rows.height - deduped.height
         result.quarantined += parts.quarantined.height
-        result.rows_out += parts.valid.height
-        metrics.ROWS.labels(step="silver", table=name, outcome="valid").inc(parts.valid.height)
         metrics.ROWS.labels(step="silver", table=name, outcome="quarantined").inc(parts.quarantined.height)
-        metrics.ROWS.labels(step="silver", table=name, outcome="superseded").inc(rows.height - deduped.height)
         metrics.INVALID_FRACTION.labels(table=name).set(parts.invalid_fraction)
+    if batches:
+        consumed = batches[-1]["version"]
+        # across the range, too, one row per key: the latest event (highest offset) wins
+        # (as merging version by version would: silver keeps the higher offset, the earlier on a tie)
+        events = pl.concat([*valids, *deletes], how="diagonal_relaxed")
+        latest = (events.sort([OFFSET, BRONZE_VERSION], descending=[False, True])
+                  .unique(subset=[key], keep="last", maintain_order=True))
+        superseded = events.height - latest.height
+        result.superseded += superseded
+        valid, removed = latest.filter(pl.col(OP) != "d"), latest.filter(pl.col(OP) == "d")
+        lineage = {"step": "silver", "inputs": {f"bronze/{name}": [b["version"] for b in batches]},
+                   "rows": sum(b["rows"] for b in batches), "valid": valid.height,
+                   "quarantined": sum(b["quarantined"] for b in batches), "deleted": removed.height,
+                   "supersededAcrossVersions": superseded,
+                   "invalidFraction": max(b["invalidFraction"] for b in batches),
+                   "passed": all(b["passed"] for b in batches), "maxInvalidFraction": max_invalid_fraction,
+                   "batches": batches}
+        quarantine = lake.table("quarantine", name)
+        done = _consumed(quarantine, app)  # a crash after the quarantine append: not twice
+        rejected = [q for q in quarantined if q.get_column(BRONZE_VERSION)[0] > done]
+        if rejected:
+            _write(lake, "quarantine", name, pl.concat(rejected, how="diagonal_relaxed"), _commit(app, consumed, lineage))
+        result.output_version = _merge_silver(lake, name, key, valid, removed, _commit(app, consumed, lineage))
+        result.rows_out += sum(b["valid"] for b in batches)
+        metrics.ROWS.labels(step="silver", table=name, outcome="valid").inc(sum(b["valid"] for b in batches))
+        metrics.ROWS.labels(step="silver", table=name, outcome="superseded").inc(superseded)
         metrics.STEP_SECONDS.labels(step="silver", table=name).observe(time.perf_counter() - t0)
-    if result.output_version is not None:
-        metrics.VERSION.labels(layer="silver", table=name).set(result.output_version)
-    return result
+    if failure is not None:
+        raise failure
 
 
 def _without_absent(contract: Contract, rows: pl.DataFrame, where: str) -> pl.DataFrame:
@@ -332,8 +379,8 @@ def lineage(lake: Lake, layer: str, name: str, version: int) -> dict[str, list[i
         inputs: dict[str, set[int]] = {}
         for entry in history(lake, lay, nm):
             if entry["version"] is not None and entry["version"] <= ver and entry["lineage"]:
-                for table, v in (entry["lineage"].get("inputs") or {}).items():
-                    inputs.setdefault(table, set()).add(int(v))
+                for table, v in (entry["lineage"].get("inputs") or {}).items():  # a version or a list of them
+                    inputs.setdefault(table, set()).update(int(x) for x in (v if isinstance(v, list) else [v]))
         for table, versions in inputs.items():
             trace[table] = sorted(versions)
             in_layer, in_name = table.split("/", 1)
