@@ -3,6 +3,8 @@ tried again; any other start error is not."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import ray
 
@@ -54,3 +56,15 @@ def test_other_start_errors_are_not_retried(monkeypatch):
     with pytest.raises(ValueError, match="bad num_cpus"):
         ray_jobs.start_local_ray(1, {})
     assert calls == {"init": 1, "shutdown": 0}
+
+
+def test_a_local_runtime_runs_no_preemption_watcher_unless_asked(monkeypatch):
+    """One node cannot be drained: Ray Train's preemption watcher (one more actor process per
+    training attempt) is off on a local runtime; a value the user set is kept."""
+    fake_starts(monkeypatch, [None, None])
+    monkeypatch.delenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", raising=False)
+    ray_jobs.start_local_ray(1, {})
+    assert os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
+    monkeypatch.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "1")
+    ray_jobs.start_local_ray(1, {})
+    assert os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "1"

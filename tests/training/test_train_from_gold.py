@@ -24,8 +24,10 @@ def test_training_run_records_the_gold_version_it_read(platform, lake, table_nam
     for key, value in lake.settings.env().items():
         monkeypatch.setenv(key, value)
 
+    # one Train run, no sweep: what is checked here is the data's lineage on the run
+    # (test_training_e2e covers the HPO sweep)
     outcome = train("fraud", smoke=True, tracking_uri=platform.tracking_uri, state_dir=platform.state_dir, quiet=True,
-                    overrides={"training.data": f"lake://gold/{table_name}"})
+                    overrides={"training.data": f"lake://gold/{table_name}", "training.hpo": None})
     mlflow.set_tracking_uri(platform.tracking_uri)
     tags = mlflow.MlflowClient().get_run(outcome.run_id).data.tags
     assert tags["strata.lake.table"] == f"gold/{table_name}"

@@ -67,6 +67,13 @@ LOCAL_START_ATTEMPTS = 3
 START_WINDOW_MISSED = ("timed out during startup", "the error message from the dashboard")
 
 
+# Ray Train actors a one-node local runtime does not need: the preemption watcher polls for
+# nodes being drained (spot reclaims on a cluster); here there is no other node, and each
+# watcher is one more Python process per training attempt (two per HPO sweep of two).
+# Ray Train propagates the variable from the driver to its controllers.
+LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+
+
 def start_local_ray(num_cpus: int | None, kwargs: dict[str, Any], dashboard: bool = True) -> None:
     import ray
     from tenacity import retry, retry_if_exception, stop_after_attempt, wait_fixed
@@ -83,6 +90,8 @@ def start_local_ray(num_cpus: int | None, kwargs: dict[str, Any], dashboard: boo
         # The dashboard must be on: Tune over Train waits on it in Ray 2.60.
         ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1", **kwargs)
 
+    for key, value in LOCAL_RAY_ENV.items():
+        os.environ.setdefault(key, value)
     start()
 
 
