@@ -154,8 +154,11 @@ def test_strata_rollback_ends_a_running_promote_and_returns_all_traffic_to_stabl
     stable_before, champion = live(admin)[STABLE], mlflow.get_registered_model(MODEL).aliases["champion"]
     running = promote(no_rollout_running, "--force")
     try:
+        # the process's start-up (imports) took up to 2 min on this loaded machine; a step lasts 7 s
+        wait_until(lambda: running.poll() is not None or "START" in running.log.read_text(),
+                   what="strata promote starting the rollout", timeout_s=300)
         wait_until(lambda: pods.candidate_weight() == 25 and pods.served(CANDIDATE, "3") > 0,
-                   what="the canary's first step serving v3", timeout_s=60)
+                   what="the canary's first step serving v3", timeout_s=30)
         result = CliRunner().invoke(app, ["rollback", MODEL, "--kubeconfig", str(local_cluster.kubeconfig),
                                           "--namespace", NAMESPACE], env={"COLUMNS": "250"})
         decided = time.time()
