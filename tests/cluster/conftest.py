@@ -74,3 +74,25 @@ def pulumi_env(tmp_path_factory, local_cluster):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def cluster_prometheus(tmp_path_factory):
+    """What runs beside the cluster for a rollout's analysis: a Prometheus scraping every
+    second (file-SD targets under `<state_dir>/config/prometheus/targets`), this module's
+    own, stopped at its end."""
+    from tests.local_services import RunningServices, free_port_map
+    from workloads.local.observability import write_prometheus_config
+    from workloads.local.services import LocalOptions
+    from workloads.local.supervisor import Supervisor
+
+    state_dir = tmp_path_factory.mktemp("cluster-services")
+    ports = free_port_map()
+    targets = state_dir / "config" / "prometheus" / "targets"
+    config = write_prometheus_config(state_dir / "prometheus.yml", prometheus_port=ports["prometheus"],
+                                     alertmanager_port=None, targets_dir=targets, scrape_interval="1s")
+    supervisor = Supervisor(state_dir, ports=ports, options=LocalOptions(prometheus_config=config))
+    try:
+        yield RunningServices(supervisor)("prometheus")
+    finally:
+        supervisor.down()

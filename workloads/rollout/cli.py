@@ -38,10 +38,12 @@ def promote_command(
     namespace: Optional[str] = typer.Option(None, "--namespace", help="With --kubeconfig: the model's namespace"),
     mlflow: Optional[str] = typer.Option(None, "--mlflow", envvar="MLFLOW_TRACKING_URI",
                                          help="With --kubeconfig: the cluster's MLflow (aliases)"),
+    settle: Optional[float] = typer.Option(None, "--settle", min=0,
+                                           help="Seconds after each analysis window before judging it: one scrape "
+                                                "interval (default 2 s locally, 60 s on a cluster)"),
 ) -> None:
     """Roll the waiting challenger out with the spec's strategy (or resume the recorded rollout)."""
     from workloads.rollout.controller import RolloutError
-    from workloads.rollout.record import Decision
     from workloads.rollout.service import local_controller, local_prometheus_url
     from workloads.spec import SpecError
     from workloads.training.cli import resolve_spec
@@ -51,18 +53,12 @@ def promote_command(
     except SpecError as error:
         errors.print(f"[red]invalid model spec[/]: {error}")
         raise typer.Exit(2)
+    options = {} if settle is None else {"settle_s": settle}
     if kubeconfig is not None:
-        _cluster_promote(spec, kubeconfig, stack, namespace, prometheus, mlflow, force, timeout)
+        _cluster_promote(spec, kubeconfig, stack, namespace, prometheus, mlflow, force, timeout, options)
         return
     root = _registry(registry)
     state = state_dir or _default_state_dir()
-
-    def show(decision: Decision) -> None:
-        took = f" [bold]({decision.duration_s:.2f} s to 100% {'stable' if decision.outcome != 'promote' else 'new champion'})[/]" \
-            if decision.duration_s is not None else ""
-        console.print(f"{datetime.fromtimestamp(decision.at, timezone.utc):%H:%M:%S} step {decision.step} "
-                      f"[{STYLE.get(decision.outcome, 'white')}]{decision.outcome.upper():9}[/] "
-                      f"candidate {max(decision.weight, 0):3d}%  {decision.reason}{took}", highlight=False)
 
     from workloads.local.observability import remove_scrape_target, write_scrape_target
     from workloads.rollout.record import RolloutMetrics
@@ -74,10 +70,9 @@ def promote_command(
     write_scrape_target(targets, f"rollout-{spec.name}", exporter.server_address[1], "/metrics")
     try:
         controller = local_controller(spec, root, state, prometheus or local_prometheus_url(state),
-                                      actor=f"strata promote ({_user()})", metrics=metrics, on_decision=show)
-        window = spec.serving.rollout.analysis_window
-        console.print(f"[bold]{spec.name}[/]: {spec.serving.rollout.strategy.value}, analysis window {window}, "
-                      f"min {spec.serving.rollout.min_requests_per_step} requests per arm")
+                                      actor=f"strata promote ({_user()})", metrics=metrics, on_decision=_show_decision,
+                                      **options)
+        _show_plan(spec)
         started = time.monotonic()
         final = controller.run(force=force, timeout_s=timeout)
     except RolloutError as error:
@@ -88,6 +83,20 @@ def promote_command(
         exporter.shutdown()
     console.print(f"[bold]{final.phase.value}[/] after {time.monotonic() - started:.1f} s: {final.reason}")
     raise typer.Exit(0 if final.phase.value in ("promoted", "no_winner") or final.active else 1)
+
+
+def _show_decision(decision) -> None:
+    took = f" [bold]({decision.duration_s:.2f} s to 100% {'stable' if decision.outcome != 'promote' else 'new champion'})[/]" \
+        if decision.duration_s is not None else ""
+    console.print(f"{datetime.fromtimestamp(decision.at, timezone.utc):%H:%M:%S} step {decision.step} "
+                  f"[{STYLE.get(decision.outcome, 'white')}]{decision.outcome.upper():9}[/] "
+                  f"candidate {max(decision.weight, 0):3d}%  {decision.reason}{took}", highlight=False)
+
+
+def _show_plan(spec) -> None:
+    console.print(f"[bold]{spec.name}[/]: {spec.serving.rollout.strategy.value}, analysis window "
+                  f"{spec.serving.rollout.analysis_window}, min {spec.serving.rollout.min_requests_per_step} "
+                  "requests per arm")
 
 
 def rollout_status_command(
@@ -130,7 +139,7 @@ def rollout_status_command(
 
 
 def _cluster_promote(spec, kubeconfig: Path, stack: Optional[str], namespace: Optional[str], prometheus: Optional[str],
-                     mlflow: Optional[str], force: bool, timeout: Optional[float]) -> None:
+                     mlflow: Optional[str], force: bool, timeout: Optional[float], options: dict) -> None:
     """The in-cluster controller's code, run from here against the cluster."""
     from workloads.rollout.controller import RolloutError
     from workloads.rollout.service import cluster_controller
@@ -144,12 +153,14 @@ def _cluster_promote(spec, kubeconfig: Path, stack: Optional[str], namespace: Op
     target = cluster_target(spec.name, kubeconfig, stack, namespace)
     try:
         controller = cluster_controller(spec, target.namespace, prometheus, mlflow, kubeconfig=str(kubeconfig),
-                                        actor=f"strata promote ({_user()})")
+                                        actor=f"strata promote ({_user()})", on_decision=_show_decision, **options)
+        _show_plan(spec)
+        started = time.monotonic()
         final = controller.run(force=force, timeout_s=timeout)
     except RolloutError as error:
         errors.print(f"[red]rollout: {error}[/]")
         raise typer.Exit(2)
-    console.print(f"[bold]{final.phase.value}[/]: {final.reason}")
+    console.print(f"[bold]{final.phase.value}[/] after {time.monotonic() - started:.1f} s: {final.reason}")
     raise typer.Exit(0 if final.phase.value in ("promoted", "no_winner") or final.active else 1)
 
 

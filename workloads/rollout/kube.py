@@ -10,7 +10,8 @@ Least privilege (what infra grants the controller's service account, namespace-s
 - `ConfigMapStateStore`: `RolloutState` as `data["state.json"]`;
 - `EventSink`: one Event per decision, on the SeldonDeployment;
 - `KubernetesStablePredictor`: promotion sets the stable predictor's `version` graph
-  parameter (Seldon rolls the stable pods) and waits until Prometheus sees it served;
+  parameter (Seldon rolls the stable pods) and waits until Prometheus sees it served
+  (sending stable a share first when it takes no traffic);
 - `MlflowRegistry`: aliases from the MLflow registry (the cluster's source of truth).
 """
 
@@ -196,12 +197,21 @@ class EventSink:
 
 
 class KubernetesStablePredictor:
-    def __init__(self, router: KubernetesTrafficRouter, prometheus: Prometheus):
+    """Promotion on the cluster: patch the stable predictor's `version`, then wait until
+    Prometheus sees stable answer with it and nothing older. Prometheus sees only what
+    stable answers, so when stable takes no traffic (a canary's 100% step, blue-green),
+    `confirm_weight`% goes back to it first. While its pods roll, part of that share may
+    still meet the previous champion, the known-good version."""
+
+    def __init__(self, router: KubernetesTrafficRouter, prometheus: Prometheus, confirm_weight: int = 10):
         self.router = router
         self.prometheus = prometheus
+        self.confirm_weight = confirm_weight
 
     def wait_serving(self, model: str, version: str, timeout_s: float) -> None:
         self.router.set_stable_version(model, version)
+        if self.router.current(model).stable_weight == 0:
+            self.router.apply(TrafficSplit.weighted(model, 100 - self.confirm_weight))
         deadline = time.monotonic() + timeout_s
         seen: dict[str, float] = {}
         while time.monotonic() < deadline:
