@@ -52,6 +52,20 @@ BIND = f"$({POD_IP})"  # Kubernetes expands $(VAR) from the container's env in c
 Provisioner = Callable[[Workload, Resource, str], str]
 
 
+def waits_for(resources: Sequence[pulumi.Resource]) -> pulumi.ResourceTransformation:
+    """A component transformation: every resource under it (Pulumi applies a component's
+    transformations to all its descendants) also depends on `resources`, e.g. the namespaces
+    it lands in, whose names are plain strings that carry no dependency, so `up` could
+    create objects before their namespace."""
+    resources = list(resources)
+
+    def transformation(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult:
+        return pulumi.ResourceTransformationResult(
+            args.props, pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(depends_on=resources)))
+
+    return transformation
+
+
 @dataclass(frozen=True)
 class ClusterContext:
     """What the cluster renderer needs to know about where things are (resolved by the caller)."""

@@ -51,7 +51,7 @@ from infra.models.serving import REGISTRY_DIR
 from infra.models.streaming import DEFAULT_KAFKA_BROKERS, TLS_DIR, ModelStreaming, ModelStreamingArgs
 from infra.models.training import TrainingJob, TrainingJobArgs
 from infra.platform.observability import pinned_image
-from infra.workloads import ClusterContext, PodPatch, RenderedWorkload
+from infra.workloads import ClusterContext, PodPatch, RenderedWorkload, waits_for
 from workloads.catalogue import model_workloads, platform_workloads
 from workloads.catalogue.model import Placement
 from workloads.spec import ModelSpec
@@ -104,7 +104,7 @@ class ModelDeployment(pulumi.ComponentResource):
         namespaces = [platform.namespace_resources[n] for n in sorted(filter(None, landing)) if n in platform.namespace_resources]
         if namespaces:
             opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-                depends_on=namespaces, transformations=[_waits_for(namespaces)]))
+                depends_on=namespaces, transformations=[waits_for(namespaces)]))
         super().__init__("strata:models:ModelDeployment", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         labels = model_labels(model)
@@ -305,18 +305,6 @@ def cluster_context(args: ModelDeploymentArgs, platform: PlatformOutputs, worklo
                       "prometheus": prometheus, "state": state, "kubernetes-api": lambda *_: ""},
         prometheus=args.capabilities.monitoring and platform.operators.get("prometheus") is not None,
         istio=args.capabilities.istio)
-
-
-def _waits_for(namespaces: list[pulumi.Resource]) -> pulumi.ResourceTransformation:
-    """Every resource under the model (Pulumi applies a component's transformations to all
-    its descendants) also depends on its namespaces: the namespace names it uses are plain
-    strings, which carry no dependency, so `up` could create objects before their namespace."""
-
-    def transformation(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult:
-        return pulumi.ResourceTransformationResult(
-            args.props, pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(depends_on=namespaces)))
-
-    return transformation
 
 
 def platform_prometheus_url(platform: PlatformOutputs) -> str:

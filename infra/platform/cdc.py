@@ -31,7 +31,7 @@ import pulumi_kubernetes as k8s
 from infra.crds import strimzi
 from infra.k8s import empty_dir
 from infra.platform.kafka import TLS_LISTENER_PORT
-from infra.workloads import ClusterContext, PodPatch, RenderedWorkload
+from infra.workloads import ClusterContext, PodPatch, RenderedWorkload, waits_for
 from workloads.catalogue.declarations import cdc_sink
 from workloads.catalogue.model import Placement
 from workloads.data.ingest.pipeline import PASSWORD_KEY, USERNAME_KEY, CdcPipeline, secret_reference
@@ -266,6 +266,7 @@ class ChangeDataCapture(pulumi.ComponentResource):
                 prometheus_operator=prometheus_operator,
                 deployment_opts=pulumi.ResourceOptions(depends_on=[account, self.sink_users[pipeline.name],
                                                                    self.topics[pipeline.name]]),
-                opts=child)
+                # its Service, ServiceMonitor, ... too wait for the team's namespace (`after`)
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(transformations=[waits_for(after)])))
         self.register_outputs({"connect": CONNECT_NAME, "connectors": names,
                                "topics": [p.topic for p in args.pipelines]})
