@@ -45,12 +45,23 @@ def _process_alive(lock: Mapping[str, Any]) -> bool:
     if lock.get("hostname") != socket.gethostname():
         return True
     try:
-        os.kill(int(lock["pid"]), 0)
+        pid = int(lock["pid"])
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except (PermissionError, KeyError, ValueError, TypeError):
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A killed `pulumi` whose parent died too stays a zombie until PID 1 reaps it (some
+    container inits never do): signal 0 still reaches it, but it holds nothing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]
 
 
 class AutomationStacks:
