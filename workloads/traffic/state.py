@@ -31,6 +31,7 @@ from workloads.traffic.split import PREDICTORS, TrafficSplit
 # The model spec's name pattern (DNS-1123 label): no '_', so '-' -> '_' is a safe nginx identifier.
 MODEL_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,30}[a-z0-9])?$")
 SERVICE = "proxy"
+REST_KEY = "models"
 GRPC_KEY = "grpc"  # upstreams.json: model -> predictor -> gRPC host:port, beside "models" (REST)
 
 
@@ -115,16 +116,21 @@ def _write_json(path: Path, data: dict) -> None:
 # --- upstreams: where each predictor of each model listens ---------------------------------------
 def read_upstreams(state_dir: Path | str) -> dict[str, dict[str, str]]:
     """``{model: {"stable": "host:port", "candidate": "host:port"}}`` (candidate optional)."""
+    return _read_addresses(state_dir, REST_KEY)
+
+
+def _read_addresses(state_dir: Path | str, key: str) -> dict[str, dict[str, str]]:
+    """One section of upstreams.json (REST or gRPC), every name and address checked."""
     path = upstreams_file(state_dir)
-    models = _read_json(path).get("models", {})
+    models = _read_json(path).get(key, {})
     if not isinstance(models, dict):
-        raise TrafficError(f"{path}: 'models' must be an object of model -> {{predictor: host:port}}")
+        raise TrafficError(f"{path}: '{key}' must be an object of model -> {{predictor: host:port}}")
     for model, slots in models.items():
         check_model_name(model)
         if not isinstance(slots, dict) or set(slots) - set(PREDICTORS):
-            raise TrafficError(f"{path}: models.{model} must map {' and/or '.join(PREDICTORS)} to host:port")
+            raise TrafficError(f"{path}: {key}.{model} must map {' and/or '.join(PREDICTORS)} to host:port")
         for predictor, address in slots.items():
-            _split_address(address, f"{path}: models.{model}.{predictor}")
+            _split_address(address, f"{path}: {key}.{model}.{predictor}")
     return models
 
 
@@ -137,17 +143,7 @@ def _split_address(address: object, where: str) -> tuple[str, int]:
 
 def read_grpc_upstreams(state_dir: Path | str) -> dict[str, dict[str, str]]:
     """``{model: {"stable": "host:port", ...}}``: where the predictors serve gRPC (optional per predictor)."""
-    path = upstreams_file(state_dir)
-    models = _read_json(path).get(GRPC_KEY, {})
-    if not isinstance(models, dict):
-        raise TrafficError(f"{path}: '{GRPC_KEY}' must be an object of model -> {{predictor: host:port}}")
-    for model, slots in models.items():
-        check_model_name(model)
-        if not isinstance(slots, dict) or set(slots) - set(PREDICTORS):
-            raise TrafficError(f"{path}: {GRPC_KEY}.{model} must map {' and/or '.join(PREDICTORS)} to host:port")
-        for predictor, address in slots.items():
-            _split_address(address, f"{path}: {GRPC_KEY}.{model}.{predictor}")
-    return models
+    return _read_addresses(state_dir, GRPC_KEY)
 
 
 def register_upstream(
@@ -170,7 +166,7 @@ def register_upstream(
     path = upstreams_file(state_dir)
     with locked(path):
         data = _read_json(path)
-        models = data.setdefault("models", {})
+        models = data.setdefault(REST_KEY, {})
         models.setdefault(model, {})[predictor] = address
         grpc = data.setdefault(GRPC_KEY, {})
         if grpc_address is None:  # re-registered without gRPC: never route to a stale port
@@ -188,7 +184,7 @@ def unregister_upstream(state_dir: Path | str, model: str, predictor: str | None
     path = upstreams_file(state_dir)
     with locked(path):
         data = _read_json(path)
-        for key in ("models", GRPC_KEY):
+        for key in (REST_KEY, GRPC_KEY):
             models = data.setdefault(key, {})
             if predictor is None:
                 models.pop(model, None)
