@@ -4,7 +4,9 @@ cluster, where no operator or image runs: steady traffic split by the predictors
 parameter once the controller patched it on promotion, else its slot's alias looked up in
 MLflow, as the model server does), counted with the model server's own `ServingMetrics`
 (the contract's names and labels) on one `/metrics` endpoint per (predictor, version), as
-each pod has its own, for a real Prometheus to scrape.
+each pod has its own, for a real Prometheus to scrape. A pod reports its version loaded
+(`mark_loaded`, as the server does once its bundle is in memory) and goes away when its
+predictor no longer names that version, as Seldon rolls a predictor's pods.
 
 Requests and scores are deterministic (a Weyl sequence per arm), so two healthy versions
 look the same to the analysis; `faults` sets a version's share of 5xx answers.
@@ -53,6 +55,7 @@ class SeldonPods:
         self.mlflow = MlflowClient(tracking_uri=self.mlflow_uri, registry_uri=self.mlflow_uri)
         self.custom = client.CustomObjectsApi(self.admin)
         self.pods: dict[tuple[str, str], Pod] = {}
+        self.retired: dict[tuple[str, str], int] = {}  # (predictor, version) -> requests it served
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True, name="seldon-pods")
@@ -73,7 +76,7 @@ class SeldonPods:
 
     def served(self, predictor: str, version: str) -> int:
         pod = self.pods.get((predictor, version))
-        return pod.served if pod else 0
+        return (pod.served if pod else 0) + self.retired.get((predictor, version), 0)
 
     def scraped(self, prometheus_url: str, predictor: str, version: str) -> bool:
         """Prometheus scrapes that pod already (so a window's first requests count)."""
@@ -100,10 +103,17 @@ class SeldonPods:
             from prometheus_client import start_http_server
 
             metrics = ServingMetrics(self.model, version, predictor, self.team)
+            metrics.mark_loaded()
             server, _ = start_http_server(0, addr="127.0.0.1", registry=metrics.registry)
             write_scrape_target(self.targets_dir, self._target(predictor, version), server.server_port, "/metrics")
             pod = self.pods[(predictor, version)] = Pod(metrics, server)
         return pod
+
+    def _retire(self, predictor: str, version: str) -> None:
+        pod = self.pods.pop((predictor, version))
+        pod.server.shutdown()
+        remove_scrape_target(self.targets_dir, self._target(predictor, version))
+        self.retired[(predictor, version)] = self.retired.get((predictor, version), 0) + pod.served
 
     def _routes(self) -> list[tuple[str, int, str]]:
         """(predictor, traffic %, served version) from the live SeldonDeployment."""
@@ -138,6 +148,8 @@ class SeldonPods:
                 self.weights.append((time.time(), sum(w for name, w, _ in routes if name == "candidate")))
             for predictor, _, version in routes:  # pods run (and are scraped) before they take traffic
                 self._pod(predictor, version)
+            for gone in set(self.pods) - {(predictor, version) for predictor, _, version in routes}:
+                self._retire(*gone)
             sequence += 1
             share = (sequence * GOLDEN) % 1.0  # which predictor takes this request, by weight
             cumulative = 0

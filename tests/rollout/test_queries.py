@@ -37,7 +37,7 @@ def test_every_builder_parses(tmp_path):
              queries.latency_quantile("fraud", "30s"), queries.score_buckets("fraud", "30s"),
              queries.rollout_weight("fraud"), queries.rollout_active("fraud"),
              queries.rollout_decisions("fraud", "1h"), queries.rollout_seconds_since_transition("fraud"),
-             queries.rollout_rollback_seconds("fraud")]
+             queries.rollout_rollback_seconds("fraud"), queries.processes_by_loaded_version("fraud", "stable")]
     check = tmp_path / "q.yaml"
     check.write_text(yaml.safe_dump({"groups": [{"name": "q", "rules": [
         {"record": f"q:{i}", "expr": e} for i, e in enumerate(exprs)]}]}))

@@ -16,6 +16,7 @@ from workloads.monitoring.metrics import metric
 REQUESTS = metric("serving_requests_total").name
 DURATION = metric("serving_request_duration_seconds").name
 SCORES = metric("serving_prediction_score").name
+LOADED_VERSION = metric("serving_loaded_version_info").name
 ROLLOUT_ACTIVE = metric("rollout_active").name
 ROLLOUT_WEIGHT = metric("rollout_candidate_weight_ratio").name
 ROLLOUT_DECISIONS = metric("rollout_decisions_total").name
@@ -47,6 +48,12 @@ def _by(group: tuple[str, ...]) -> str:
 def request_rate(model: str, window: str, by: tuple[str, ...] = ("predictor",)) -> str:
     """Requests per second (all codes) per predictor."""
     return f"{_by(by)} (rate({REQUESTS}{{{selector(model)}}}[{_window(window)}]))"
+
+
+def processes_by_loaded_version(model: str, predictor: str) -> str:
+    """Server processes that report serving each `version` of one predictor now."""
+    matchers = selector(model, f'predictor="{predictor}"')
+    return f"count by (version) ({LOADED_VERSION}{{{matchers}}} == 1)"
 
 
 def requests_in_window(model: str, window: str, by: tuple[str, ...] = ("predictor",)) -> str:

@@ -103,8 +103,8 @@ def observe_arms(prom: Prometheus, model: str, window_s: float, at: float | None
     return arms
 
 
-def serving_versions(prom: Prometheus, model: str, predictor: str, window_s: float = 30) -> dict[str, float]:
-    """Request rate per served `version` of one predictor (how the cluster sees a reload)."""
-    expr = queries.request_rate(model, _window(window_s), by=("version",)).replace(
-        f'model="{model}"', f'model="{model}",predictor="{predictor}"', 1)
-    return prom.by_label(expr, "version", time.time())
+def loaded_versions(prom: Prometheus, model: str, predictor: str) -> dict[str, int]:
+    """Version -> how many server processes of one predictor report serving it now. A pod
+    that is gone leaves the answer (its series go stale when its target drops)."""
+    found = prom.by_label(queries.processes_by_loaded_version(model, predictor), "version", time.time())
+    return {version: int(count) for version, count in found.items()}

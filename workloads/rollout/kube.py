@@ -10,8 +10,8 @@ Least privilege (what infra grants the controller's service account, namespace-s
 - `ConfigMapStateStore`: `RolloutState` as `data["state.json"]`;
 - `EventSink`: one Event per decision, on the SeldonDeployment;
 - `KubernetesStablePredictor`: promotion sets the stable predictor's `version` graph
-  parameter (Seldon rolls the stable pods) and waits until Prometheus sees it served
-  (sending stable a share first when it takes no traffic);
+  parameter (Seldon rolls the stable pods) and waits until every stable server process
+  Prometheus scrapes reports that version loaded, and none another;
 - `MlflowRegistry`: aliases from the MLflow registry (the cluster's source of truth).
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-from workloads.rollout.analysis import Prometheus, serving_versions
+from workloads.rollout.analysis import Prometheus, loaded_versions
 from workloads.rollout.controller import RolloutError
 from workloads.rollout.record import Decision
 from workloads.rollout.state import RolloutState
@@ -198,29 +198,25 @@ class EventSink:
 
 class KubernetesStablePredictor:
     """Promotion on the cluster: patch the stable predictor's `version`, then wait until
-    Prometheus sees stable answer with it and nothing older. Prometheus sees only what
-    stable answers, so when stable takes no traffic (a canary's 100% step, blue-green),
-    `confirm_weight`% goes back to it first. While its pods roll, part of that share may
-    still meet the previous champion, the known-good version."""
+    every stable server process reports it loaded (`strata_serving_loaded_version_info`)
+    and none reports another. The gauge needs no traffic, so a canary at 100% stays there
+    until stable is confirmed, and no request meets the old champion after that."""
 
-    def __init__(self, router: KubernetesTrafficRouter, prometheus: Prometheus, confirm_weight: int = 10):
+    def __init__(self, router: KubernetesTrafficRouter, prometheus: Prometheus):
         self.router = router
         self.prometheus = prometheus
-        self.confirm_weight = confirm_weight
 
     def wait_serving(self, model: str, version: str, timeout_s: float) -> None:
         self.router.set_stable_version(model, version)
-        if self.router.current(model).stable_weight == 0:
-            self.router.apply(TrafficSplit.weighted(model, 100 - self.confirm_weight))
         deadline = time.monotonic() + timeout_s
-        seen: dict[str, float] = {}
+        loaded: dict[str, int] = {}
         while time.monotonic() < deadline:
-            seen = serving_versions(self.prometheus, model, STABLE)
-            if seen.get(version, 0) > 0 and all(v == version or rate == 0 for v, rate in seen.items()):
+            loaded = loaded_versions(self.prometheus, model, STABLE)
+            if set(loaded) == {version}:
                 return
-            time.sleep(2)
+            time.sleep(1)
         raise RolloutError(f"stable predictor of {model} not serving only v{version} after {timeout_s:.0f}s "
-                           f"(request rate by version: {seen})")
+                           f"(server processes by loaded version: {loaded or 'none reporting'})")
 
 
 class MlflowRegistry:
