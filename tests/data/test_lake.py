@@ -194,6 +194,10 @@ def test_one_silver_merge_consumes_many_bronze_versions_as_merging_each_would(la
     entry = next(e for e in history(lake, "silver", batched) if e["lineage"])
     assert entry["lineage"]["inputs"] == {f"bronze/{batched}": list(range(1, 31))}
     assert [b["version"] for b in entry["lineage"]["batches"] if not b["passed"]] == [4, 18]
+    # each bronze version's verdict (rows, valid, quarantined, deleted, rules broken) as if refined alone
+    alone = [b for e in history(lake, "silver", single) if e["lineage"] for b in e["lineage"]["batches"]]
+    assert sorted(alone, key=lambda b: b["version"]) == entry["lineage"]["batches"]
+    assert any(b["rules"] for b in alone) and any(b["deleted"] for b in alone)
     publish(lake, batched, CONTRACT), publish(lake, single, CONTRACT)
     gold_columns = [*CONTRACT.columns, "_offset"]  # `_silver_version` differs: that is the point
     assert read(lake, "gold", batched, key="txn_id").select(gold_columns).equals(

@@ -152,14 +152,20 @@ def check_columns(contract: Contract, raw: pl.DataFrame, where: str) -> None:
         raise ContractError(f"{where}: column(s) retyped against the data contract: {', '.join(retyped)}")
 
 
-def split(contract: Contract, raw: pl.DataFrame, where: str = "input") -> Split:
+def split(contract: Contract, raw: pl.DataFrame, where: str = "input", batch: str | None = None) -> Split:
     """Valid rows (typed to the contract) and quarantined rows (as received, with the ids of
-    the rules they broke). Columns beyond the contract pass through untouched."""
+    the rules they broke). Columns beyond the contract pass through untouched. `batch`: a
+    column whose values tell batches apart, checked in one pass (the key is unique within
+    each batch); the table-level checks then hold for the batches together."""
     check_columns(contract, raw, where)
     exprs = _broken(contract, raw)
     ids = list(exprs)
     # uniqueness is a property of the whole batch: one helper column, computed once
-    checked = raw.with_columns(_duplicates(raw.get_column(contract.key)).alias(_DUPLICATE)) if contract.key else raw
+    if contract.key:
+        keys = raw.select(pl.struct(batch, contract.key)).to_series() if batch else raw.get_column(contract.key)
+        checked = raw.with_columns(_duplicates(keys).alias(_DUPLICATE))
+    else:
+        checked = raw
     # One fused pass finds the bad rows; the per-rule flags are then computed on those only
     # (a rule can only be broken by a bad row), so the cost barely grows with the rule count.
     bad = checked.select(pl.any_horizontal(list(exprs.values())).alias("bad")).to_series() \

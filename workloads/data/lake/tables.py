@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -50,6 +51,10 @@ class Lake:
 
     settings: S3Settings
     buckets: dict[str, str] = field(default_factory=lambda: dict(LAKE_BUCKETS))
+    # (thread, uri) -> the table at its latest version, brought forward by reading only the
+    # commits since (a fresh open re-reads the log from its last checkpoint: up to 100 S3
+    # reads, the largest cost of a CDC poll). Per thread: a DeltaTable is not shared.
+    _latest: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def uri(self, layer: str, name: str) -> str:
         if layer == "quarantine":
@@ -59,15 +64,24 @@ class Lake:
         return f"s3://{self.buckets[layer]}/{name}"
 
     def table(self, layer: str, name: str, version: int | None = None):
-        """The Delta table, or None when it does not exist yet."""
+        """The Delta table, or None when it does not exist yet. At its latest version (the
+        default) the object is this thread's own, kept up to date: read it, do not move it
+        to another version (ask for `version` instead: a fresh object)."""
         from deltalake import DeltaTable
 
         uri, opts = self.uri(layer, name), self.settings.delta_options()
+        slot = (threading.get_ident(), uri)
+        if version is None and slot in self._latest:
+            table = self._latest[slot]
+            table.update_incremental()
+            return table
         if not DeltaTable.is_deltatable(uri, storage_options=opts):
             return None
         table = DeltaTable(uri, storage_options=opts)
         if version is not None:
             table.load_as_version(version)
+        else:
+            self._latest[slot] = table
         return table
 
     def require(self, layer: str, name: str, version: int | None = None):
@@ -79,7 +93,7 @@ class Lake:
             latest = table.version()
             if not 0 <= version <= latest:
                 raise LakeError(f"{layer}/{name} has versions 0..{latest}; there is no version {version}")
-            table.load_as_version(version)
+            return self.table(layer, name, version)
         return table
 
 
@@ -216,42 +230,59 @@ def _refine_range(lake: Lake, name: str, contract: Contract, max_invalid_fractio
     rows_all = _range_rows(bronze, low, high)
     if rows_all.is_empty():
         return
+    versions = sorted(rows_all.get_column(BRONZE_VERSION).unique().to_list())
+    # The range is validated in one pass (a pass costs ~40 ms however few its rows: most of a
+    # CDC poll's refine). A version that breaks the contract as a whole is found first; then
+    # the versions go one by one, so those before it commit and the error names it.
+    whole = _first_unfit_version(contract, rows_all) is None
+    chunks = [(f"bronze/{name} v{low}..v{high}", rows_all)] if whole else \
+        [(f"bronze/{name} v{v}", rows_all.filter(pl.col(BRONZE_VERSION) == v)) for v in versions]
     valids, deletes, quarantined, batches = [], [], [], []
     failure: Exception | None = None
-    for version in sorted(rows_all.get_column(BRONZE_VERSION).unique().to_list()):
-        where = f"bronze/{name} v{version}"
+    for where, chunk in chunks:
         try:
-            rows = _without_absent(contract, rows_all.filter(pl.col(BRONZE_VERSION) == version), where=where)
-            # one row per key within the batch: the highest offset (LSN) wins; replays collapse
+            rows = _without_absent(contract, chunk, where=where)
+            # one row per key within each version: the highest offset (LSN) wins; replays collapse
             if key in rows.columns:  # rows without a key are not merged away: they go to quarantine
                 keyed = rows.filter(pl.col(key).is_not_null())
-                deduped = pl.concat([keyed.sort(OFFSET).unique(subset=[key], keep="last", maintain_order=True),
+                deduped = pl.concat([keyed.sort(OFFSET).unique(subset=[BRONZE_VERSION, key], keep="last",
+                                                               maintain_order=True),
                                      rows.filter(pl.col(key).is_null())], how="diagonal_relaxed")
             else:
                 deduped = rows
             upserts, removed = deduped.filter(pl.col(OP) != "d"), deduped.filter(pl.col(OP) == "d")
-            parts = split(contract, upserts.drop(BRONZE_VERSION), where=where)
+            parts = split(contract, upserts, where=where, batch=BRONZE_VERSION)
         except ContractError as error:  # commit the versions before this one, then stop
             failure = error
             break
-        passed = parts.invalid_fraction <= max_invalid_fraction
-        if not passed:
-            result.refused_batches.append(version)
-            metrics.REFUSED.labels(table=name).inc()
-        batches.append({"version": version, "rows": upserts.height, "valid": parts.valid.height,
-                        "quarantined": parts.quarantined.height, "deleted": removed.height,
-                        "invalidFraction": parts.invalid_fraction, "passed": passed, "rules": parts.rule_counts})
-        tag = [pl.lit(version, dtype=pl.Int64).alias(BRONZE_VERSION)]
-        valids.append(parts.valid.with_columns(*tag, pl.lit(passed).alias(BATCH_PASSED)))
+        rejected = parts.quarantined.with_columns(pl.col(BRONZE_VERSION).cast(pl.Int64))
+        per_version = _counts_by_version(upserts=upserts, valid=parts.valid, quarantined=rejected, deleted=removed)
+        rules = _rule_counts_by_version(rejected)
+        passed_versions = []
+        for version in sorted(chunk.get_column(BRONZE_VERSION).unique().to_list()):
+            n = per_version.get(version, {})
+            checked = n.get("valid", 0) + n.get("quarantined", 0)
+            invalid = n.get("quarantined", 0) / checked if checked else 0.0
+            passed = invalid <= max_invalid_fraction
+            if passed:
+                passed_versions.append(version)
+            else:
+                result.refused_batches.append(version)
+                metrics.REFUSED.labels(table=name).inc()
+            batches.append({"version": version, "rows": n.get("upserts", 0), "valid": n.get("valid", 0),
+                            "quarantined": n.get("quarantined", 0), "deleted": n.get("deleted", 0),
+                            "invalidFraction": invalid, "passed": passed, "rules": rules.get(version, {})})
+            metrics.ROWS.labels(step="silver", table=name, outcome="quarantined").inc(n.get("quarantined", 0))
+            metrics.INVALID_FRACTION.labels(table=name).set(invalid)
+        tag = parts.valid.get_column(BRONZE_VERSION)  # last, then the batch's verdict, as silver's columns were
+        valids.append(parts.valid.drop(BRONZE_VERSION).with_columns(tag, tag.is_in(passed_versions).alias(BATCH_PASSED)))
         deletes.append(removed.select(key, OFFSET, OP, BRONZE_VERSION))
-        if parts.quarantined.height:
-            quarantined.append(parts.quarantined.with_columns(*tag))
-        result.batches += 1
+        if rejected.height:  # as received (strings), the bronze version last as before
+            quarantined.append(rejected.drop(BRONZE_VERSION).with_columns(rejected.get_column(BRONZE_VERSION)))
+        result.batches += chunk.get_column(BRONZE_VERSION).n_unique()
         result.rows_in += rows.height
         result.superseded += rows.height - deduped.height
-        result.quarantined += parts.quarantined.height
-        metrics.ROWS.labels(step="silver", table=name, outcome="quarantined").inc(parts.quarantined.height)
-        metrics.INVALID_FRACTION.labels(table=name).set(parts.invalid_fraction)
+        result.quarantined += rejected.height
     if batches:
         consumed = batches[-1]["version"]
         # across the range, too, one row per key: the latest event (highest offset) wins
@@ -269,11 +300,11 @@ def _refine_range(lake: Lake, name: str, contract: Contract, max_invalid_fractio
                    "invalidFraction": max(b["invalidFraction"] for b in batches),
                    "passed": all(b["passed"] for b in batches), "maxInvalidFraction": max_invalid_fraction,
                    "batches": batches}
-        quarantine = lake.table("quarantine", name)
-        done = _consumed(quarantine, app)  # a crash after the quarantine append: not twice
-        rejected = [q for q in quarantined if q.get_column(BRONZE_VERSION)[0] > done]
-        if rejected:
-            _write(lake, "quarantine", name, pl.concat(rejected, how="diagonal_relaxed"), _commit(app, consumed, lineage))
+        if quarantined:
+            done = _consumed(lake.table("quarantine", name), app)  # a crash after the quarantine append: not twice
+            rejected_rows = pl.concat(quarantined, how="diagonal_relaxed").filter(pl.col(BRONZE_VERSION) > done)
+            if rejected_rows.height:
+                _write(lake, "quarantine", name, rejected_rows, _commit(app, consumed, lineage))
         result.output_version = _merge_silver(lake, name, key, valid, removed, _commit(app, consumed, lineage))
         result.rows_out += sum(b["valid"] for b in batches)
         metrics.ROWS.labels(step="silver", table=name, outcome="valid").inc(sum(b["valid"] for b in batches))
@@ -281,6 +312,52 @@ def _refine_range(lake: Lake, name: str, contract: Contract, max_invalid_fractio
         metrics.STEP_SECONDS.labels(step="silver", table=name).observe(time.perf_counter() - t0)
     if failure is not None:
         raise failure
+
+
+def _counts_by_version(**frames: pl.DataFrame) -> dict[int, dict[str, int]]:
+    """bronze version -> {frame name: its rows from that version}."""
+    out: dict[int, dict[str, int]] = {}
+    for label, frame in frames.items():
+        if frame.height:
+            for version, n in frame.group_by(BRONZE_VERSION).len().iter_rows():
+                out.setdefault(int(version), {})[label] = int(n)
+    return out
+
+
+def _rule_counts_by_version(quarantined: pl.DataFrame) -> dict[int, dict[str, int]]:
+    """bronze version -> {rule id: rows from that version that broke it}."""
+    out: dict[int, dict[str, int]] = {}
+    if quarantined.height:
+        broken = quarantined.select(BRONZE_VERSION, RULES_COLUMN).explode(RULES_COLUMN).drop_nulls(RULES_COLUMN)
+        for version, rule, n in broken.group_by(BRONZE_VERSION, RULES_COLUMN).len().sort(RULES_COLUMN).iter_rows():
+            out.setdefault(int(version), {})[rule] = int(n)
+    return out
+
+
+def _first_unfit_version(contract: Contract, rows: pl.DataFrame) -> int | None:
+    """The first bronze version that breaks the contract as a whole, in one grouped pass: a
+    contract column absent from its change events or from the table, or a column none of
+    whose values parse (the checks of `_without_absent` and `check_columns`, per version)."""
+    first = int(rows.get_column(BRONZE_VERSION).min())
+    if any(c not in rows.columns for c in contract.columns):
+        return first
+    checks = []
+    if ABSENT in rows.columns:
+        lacks = pl.col(ABSENT).str.split(",")
+        checks.append(pl.any_horizontal([lacks.list.contains(c) for c in contract.columns]).fill_null(False).any())
+    for column in contract.schema.names + [contract.schema.label]:
+        dtype = rows.schema[column]
+        if dtype.is_numeric() or dtype == pl.Null:
+            continue
+        if dtype != pl.String:
+            return first
+        value = pl.col(column).str.strip_chars()
+        present = value.is_not_null() & (value.str.len_chars() > 0)
+        checks.append(present.any() & ~(present & value.cast(pl.Float64, strict=False).is_not_null()).any())
+    if not checks:
+        return None
+    flags = rows.group_by(BRONZE_VERSION).agg(pl.any_horizontal(checks).alias("unfit")).filter(pl.col("unfit"))
+    return None if flags.is_empty() else int(flags.get_column(BRONZE_VERSION).min())
 
 
 def _without_absent(contract: Contract, rows: pl.DataFrame, where: str) -> pl.DataFrame:
