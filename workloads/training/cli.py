@@ -274,9 +274,6 @@ def train_command(
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="default sqlite under the state dir"),
     state_dir: Optional[Path] = typer.Option(None, "--state-dir", envvar="STRATA_STATE_DIR", help="default ./.strata"),
     json_out: bool = typer.Option(False, "--json", help="print a JSON summary on stdout"),
-    storage: Optional[str] = typer.Option(
-        None, "--storage", envvar="STRATA_CHECKPOINT_URI",
-        help="checkpoint root: s3://bucket/prefix (as on the cluster) or a folder; default <state dir>/checkpoints"),
     trigger: str = typer.Option("manual", "--trigger", callback=_check_trigger,
                                 help=f"who started the run ({'|'.join(TRAINING_TRIGGERS)}): the run's "
                                      "strata.trigger tag, by which the training metrics count runs"),
@@ -287,7 +284,7 @@ def train_command(
 
     try:
         outcome = train(model, stack, local, smoke, tracking_uri, state_dir, parse_overrides(set_), quiet=json_out,
-                        spec_file=spec_file, trigger=trigger, storage=storage)
+                        spec_file=spec_file, trigger=trigger)
     except SpecError as error:
         console.print(f"[red]invalid spec:[/]\n{error}")
         raise typer.Exit(EXIT_SPEC) from None
