@@ -50,7 +50,8 @@ class CloudStorage:
 
 @dataclass(frozen=True)
 class WorkloadIdentities:
-    """IRSA role ARNs by workload key: "mlflow", "karpenter", "training/<team>", "serving/<team>"."""
+    """IRSA role ARNs by workload key: "mlflow", "karpenter", "training/<team>", "serving/<team>",
+    "cdc-sink/<pipeline>"."""
 
     roles: dict[str, pulumi.Output[str]] = field(default_factory=dict)
 

@@ -106,6 +106,7 @@ def build(spec: StackSpec, secrets: StackSecrets) -> dict[str, object]:
     if cloud is not None:
         outputs["vpcId"] = cloud.vpc_id
         outputs["artifactsBucket"] = cloud.storage.artifacts_bucket
+        outputs["ecrRepositories"] = cloud.storage.ecr_repositories  # what CI pushes (infra.cloud.images)
     if platform.kafka_bootstrap is not None:
         outputs["kafkaBootstrap"] = platform.kafka_bootstrap
     return outputs

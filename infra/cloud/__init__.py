@@ -25,7 +25,7 @@ from infra.cloud.cluster import (
     node_group_specs,
 )
 from infra.cloud.common import physical_prefix
-from infra.cloud.iam import IrsaRole, IrsaRoleArgs, WorkloadRoles, WorkloadRolesArgs
+from infra.cloud.iam import BronzeWriter, IrsaRole, IrsaRoleArgs, WorkloadRoles, WorkloadRolesArgs, team_namespace
 from infra.cloud.karpenter import Karpenter, KarpenterArgs
 from infra.cloud.network import Network, NetworkArgs
 from infra.cloud.storage import (
@@ -39,6 +39,7 @@ from infra.cloud.storage import (
 from infra.config import StackSpec
 from infra.contracts import CloudOutputs, CloudStorage, ClusterHandle, WorkloadIdentities
 from infra.modes import MlflowBackend, Mode
+from workloads.catalogue.declarations import cdc_sink
 
 __all__ = [
     "build_cloud",
@@ -140,6 +141,11 @@ def build_cloud(spec: StackSpec) -> CloudOutputs:
     team_models: dict[str, tuple[str, ...]] = {}
     for model in spec.models:
         team_models[model.team] = tuple(sorted((*team_models.get(model.team, ()), model.name)))
+    # The CDC sinks run where the mode has Kafka (infra.platform.cdc), each in its team's namespace.
+    cdc_sinks = {p.name: BronzeWriter(namespace=team_namespace(config.namespace_prefix, p.team),
+                                      service_account=cdc_sink(p).name, table=p.lake_table)
+                 for p in spec.cdc_pipelines} if caps.kafka else {}
+    bronze = storage.lake.get("bronze", storage.lake.get("lake"))
     roles = WorkloadRoles(
         f"{spec.stack}-workload-roles",
         WorkloadRolesArgs(
@@ -151,6 +157,8 @@ def build_cloud(spec: StackSpec) -> CloudOutputs:
             lake_bucket_arns=tuple(b.arn for b in storage.lake.values()),
             team_models=team_models,
             namespace_prefix=config.namespace_prefix,
+            bronze_bucket_arn=bronze.arn if bronze is not None else None,
+            cdc_sinks=cdc_sinks,
             tags=tags,
         ),
     )

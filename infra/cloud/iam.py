@@ -181,6 +181,20 @@ class IrsaRole(pulumi.ComponentResource):
 
 
 @dataclass(frozen=True)
+class BronzeWriter:
+    """A CDC sink's identity: its service account appends to one bronze table, the objects
+    under `<bronze bucket>/<table>/` (the `workloads.data.lake.tables.Lake` layout)."""
+
+    namespace: str
+    service_account: str
+    table: str
+
+    def __post_init__(self) -> None:
+        if not self.table or "/" in self.table or "*" in self.table:
+            raise PolicyError(f"BronzeWriter.table: one table name (no '/' or '*'), got {self.table!r}")
+
+
+@dataclass(frozen=True)
 class WorkloadRolesArgs:
     """The IRSA roles of the platform's workloads, by `WorkloadIdentities` key.
 
@@ -189,6 +203,9 @@ class WorkloadRolesArgs:
     - `training/<team>`: the `<model>-training` service accounts of the team's models, in the
       team namespace: checkpoints read/write, lake read, artifacts read/write.
     - `serving/<team>`: the `<model>-serving` service accounts: artifacts read only.
+    - `cdc-sink/<pipeline>`: one CDC sink (`cdc_sinks`, by pipeline name): read and write the
+      objects of its own bronze table only (`<bronze>/<table>/*`, list only under that
+      prefix), nothing in silver, gold or the other buckets. Needs `bronze_bucket_arn`.
     `team_models` maps each team to its models' names (a team with no models gets no roles).
     """
 
@@ -202,7 +219,26 @@ class WorkloadRolesArgs:
     namespace_prefix: str = ""
     mlflow_namespace: str = "mlflow"
     mlflow_service_account: str = "mlflow"
+    bronze_bucket_arn: Optional[pulumi.Input[str]] = None  # the lake bucket bronze lives in
+    cdc_sinks: Mapping[str, BronzeWriter] = field(default_factory=dict)
     tags: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.cdc_sinks and self.bronze_bucket_arn is None:
+            raise PolicyError(f"WorkloadRolesArgs.bronze_bucket_arn: the CDC sinks {sorted(self.cdc_sinks)} "
+                              "write bronze, which needs its bucket")
+
+
+def bronze_writer_statements(bucket_arn: pulumi.Input[str], table: str) -> list[dict[str, Any]]:
+    """List the bucket under `<table>/` only; read and write that table's objects only."""
+    bucket = pulumi.Output.from_input(bucket_arn)
+    return [
+        statement("BronzeLocation", ("s3:GetBucketLocation",), [bucket]),
+        statement("BronzeListTable", ("s3:ListBucket",), [bucket],
+                  conditions={"StringLike": {"s3:prefix": [table, f"{table}/*"]}}),
+        statement("BronzeTableReadWrite", S3_READ_OBJECT + S3_WRITE_OBJECT,
+                  [bucket.apply(lambda arn: f"{arn}/{table}/*")]),
+    ]
 
 
 def team_namespace(namespace_prefix: str, team: str) -> str:
@@ -278,6 +314,14 @@ class WorkloadRoles(pulumi.ComponentResource):
                 f"serving-{team}",
                 [service_account_subject(namespace, f"{m}-serving") for m in models],
                 read_only("Artifacts", artifacts) + [statement("DataKey", KMS_DECRYPT, key)],
+            )
+        for pipeline in sorted(args.cdc_sinks):
+            sink = args.cdc_sinks[pipeline]
+            roles[f"cdc-sink/{pipeline}"] = role(
+                f"cdc-sink/{pipeline}",
+                f"cdc-sink-{pipeline}",
+                [service_account_subject(sink.namespace, sink.service_account)],
+                bronze_writer_statements(args.bronze_bucket_arn, sink.table) + [statement("DataKey", KMS_ENCRYPT, key)],
             )
         self.roles = roles
         self.arns: dict[str, pulumi.Output[str]] = {k: r.arn for k, r in roles.items()}

@@ -23,7 +23,9 @@ from infra.contracts import MlflowDatabase
 from infra.modes import LakeLayout
 
 MEDALLION_LAYERS = ("bronze", "silver", "gold")
-DEFAULT_IMAGES = ("training", "serving", "stream-worker", "rollout-controller", "drift-monitor", "mlflow")
+# One ECR repository each; CI builds them from infra.cloud.images.DOCKERFILES at the IMAGES tag.
+DEFAULT_IMAGES = ("training", "serving", "stream-worker", "rollout-controller", "drift-monitor", "mlflow",
+                  "kafka-connect")
 
 
 def lake_bucket_keys(layout: LakeLayout) -> tuple[str, ...]:

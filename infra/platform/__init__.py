@@ -282,7 +282,10 @@ class Platform(pulumi.ComponentResource):
                         sink_image=pinned_image("training", repositories),
                         bronze_bucket=lake.get("bronze", lake.get("lake", LAKE_BUCKETS["bronze"])),
                         monitoring_namespace=ns("monitoring") if caps.monitoring else "",
-                        prometheus=caps.monitoring, istio=caps.istio),
+                        prometheus=caps.monitoring, istio=caps.istio,
+                        sink_role_arns={p.name: arn for p in args.cdc_pipelines
+                                        if cloud is not None
+                                        and (arn := cloud.identities.role_for(f"cdc-sink/{p.name}")) is not None}),
                     strimzi_operator=self.kafka.operator, credentials=cdc_credentials,
                     prometheus_operator=prometheus, after=[self.kafka.kafka, *team_components], opts=child)
 

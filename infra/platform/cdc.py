@@ -13,7 +13,8 @@ same declaration the local demo renders:
 - a `KafkaTopic` for the table's change events (one partition: the table's LSN order);
 - the sink, the catalogue's `cdc_sink` workload (`python -m workloads.data.ingest.cdc`) in
   the team's namespace, with its own `KafkaUser` (Read on that topic only) and the lake's
-  bronze bucket.
+  bronze bucket; on AWS its ServiceAccount names its IRSA role (`sink_role_arns`), which may
+  write that table's prefix of bronze and nothing else.
 
 One `KafkaConnect` (`strata-connect`, image "kafka-connect": Strimzi's Kafka + the Debezium
 jars of the local worker's pom.xml) runs every connector, with its own `KafkaUser` on the
@@ -61,6 +62,9 @@ class ChangeDataCaptureArgs:
     prometheus: bool = False
     istio: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
+    # IRSA (AWS): the role each pipeline's sink assumes to write its bronze table, by pipeline
+    # name (infra.cloud.iam `cdc-sink/<pipeline>`); a kubeconfig target has none.
+    sink_role_arns: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.pipelines]
@@ -70,6 +74,9 @@ class ChangeDataCaptureArgs:
             if pipeline.team not in self.team_namespaces:
                 raise ValueError(f"ChangeDataCaptureArgs.pipelines[{pipeline.name}].team: no namespace for team "
                                  f"{pipeline.team!r}")
+        unknown = sorted(set(self.sink_role_arns) - set(names))
+        if unknown:
+            raise ValueError(f"ChangeDataCaptureArgs.sink_role_arns: no pipeline named {', '.join(unknown)}")
 
     @property
     def bootstrap(self) -> str:
@@ -257,9 +264,11 @@ class ChangeDataCapture(pulumi.ComponentResource):
                     authorization=strimzi.KafkaUserAuthorization(acls=sink_acls(pipeline)),
                     # the User Operator writes the Secret here; the reflector copies it to the team
                     template={"secret": {"metadata": {"annotations": strimzi.mirrored_to(team_ns)}}}))
+            role_arn = args.sink_role_arns.get(pipeline.name)
             account = k8s.core.v1.ServiceAccount(
-                f"{name}-{pipeline.name}-sink-sa", metadata={"name": sink.name, "namespace": team_ns,
-                                                             "labels": sink.common_labels},
+                f"{name}-{pipeline.name}-sink-sa", metadata={
+                    "name": sink.name, "namespace": team_ns, "labels": sink.common_labels,
+                    **({"annotations": {"eks.amazonaws.com/role-arn": role_arn}} if role_arn is not None else {})},
                 automount_service_account_token=False, opts=child)
             self.sinks[pipeline.name] = RenderedWorkload(
                 f"{name}-{pipeline.name}-sink", sink, sink_context(pipeline, args), patch=sink_patch(pipeline, args),

@@ -176,3 +176,11 @@ def test_a_missing_login_is_an_error_naming_the_secret(enterprise):
             pipeline_login(given, pipeline)
     assert pipeline_login({pipeline.name: {"username": "u", "password": "p"}}, pipeline) == {
         "username": "u", "password": "p"}
+
+
+def test_a_sink_role_for_an_unknown_pipeline_is_an_error(enterprise):
+    plan, _, pipeline = enterprise
+    with pytest.raises(ValueError, match=r"ChangeDataCaptureArgs.sink_role_arns: no pipeline named other"):
+        ChangeDataCaptureArgs(pipelines=(pipeline,), kafka_namespace="kafka", kafka_cluster="strata",
+                              team_namespaces=plan.outputs["teamNamespaces"], connect_image="x", sink_image="y",
+                              sink_role_arns={pipeline.name: "arn:a", "other": "arn:b"})

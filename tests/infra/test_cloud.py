@@ -338,6 +338,10 @@ def test_irsa_roles_trust_only_the_named_service_accounts(plan: Plan):
             }
     if spec.capabilities.karpenter:
         expected[f"{plan.stack}-karpenter-controller-role"] = {"system:serviceaccount:kube-system:karpenter"}
+    for pipeline in spec.cdc_pipelines if spec.capabilities.kafka else ():
+        namespace = f"{spec.config.namespace_prefix}team-{pipeline.team}"
+        expected[f"{plan.stack}-workload-roles-cdc-sink-{pipeline.name}-role"] = {
+            f"system:serviceaccount:{namespace}:{pipeline.name}-cdc-sink"}
 
     irsa = {}
     for role in plan.by_type(T_ROLE):
@@ -386,6 +390,47 @@ def test_model_service_accounts_are_annotated_with_their_team_roles(plan: Plan):
             assert metadata["annotations"]["eks.amazonaws.com/role-arn"] == (
                 f"arn:aws:mock:::{plan.stack}-workload-roles-{role}-{model.team}-role"
             )
+
+
+def test_cdc_sink_roles_write_only_their_bronze_table_and_annotate_the_sink_account(plan: Plan):
+    """Modes with Kafka: one role per pipeline, listing bronze only under `<table>/` and
+    reading/writing only `<bronze>/<table>/*`; the sink's ServiceAccount names it. Modes
+    without Kafka run no sink and get no such role."""
+    roles = [r for r in plan.by_type(T_ROLE) if "-cdc-sink-" in r.name]
+    pipelines = plan.spec.cdc_pipelines if plan.spec.capabilities.kafka else ()
+    assert len(roles) == len(pipelines)
+    accounts = {r.inputs["metadata"]["name"]: r.inputs["metadata"] for r in plan.of_kind("ServiceAccount")}
+    for pipeline in pipelines:
+        bronze = f"arn:aws:mock:::{plan.stack}-storage-lake-bronze-bucket"
+        doc = json.loads(one(plan, "aws:iam/rolePolicy:RolePolicy",
+                             f"{plan.stack}-workload-roles-cdc-sink-{pipeline.name}-policy").inputs["policy"])
+        granted: dict[str, set[str]] = {}
+        for st in doc["Statement"]:
+            assert st["Effect"] == "Allow"
+            for resource in as_list(st["Resource"]):
+                granted.setdefault(resource, set()).update(st["Action"])
+        s3 = {r for r in granted if r.startswith("arn:aws:mock:::") and "-bucket" in r}
+        assert s3 == {bronze, f"{bronze}/{pipeline.lake_table}/*"}, s3
+        assert {"s3:PutObject", "s3:GetObject", "s3:DeleteObject"} <= granted[f"{bronze}/{pipeline.lake_table}/*"]
+        (listing,) = [st for st in doc["Statement"] if "s3:ListBucket" in st["Action"]]
+        assert listing["Condition"] == {"StringLike": {"s3:prefix": [pipeline.lake_table, f"{pipeline.lake_table}/*"]}}
+        assert granted[bronze] == {"s3:ListBucket", "s3:GetBucketLocation"}
+        assert {a for acts in granted.values() for a in acts if a.startswith("kms:")} >= {"kms:GenerateDataKey"}
+        metadata = accounts[f"{pipeline.name}-cdc-sink"]
+        assert metadata["annotations"]["eks.amazonaws.com/role-arn"] == (
+            f"arn:aws:mock:::{plan.stack}-workload-roles-cdc-sink-{pipeline.name}-role")
+
+
+def test_bronze_writer_names_one_table_and_needs_the_bronze_bucket():
+    from infra.cloud.iam import BronzeWriter, PolicyError, WorkloadRolesArgs
+
+    for table in ("", "fraud/*", "*"):
+        with pytest.raises(PolicyError, match="BronzeWriter.table"):
+            BronzeWriter(namespace="team-a", service_account="x-cdc-sink", table=table)
+    with pytest.raises(PolicyError, match="bronze_bucket_arn"):
+        WorkloadRolesArgs(oidc_provider_arn="arn", oidc_issuer="issuer", kms_key_arn="key", artifacts_bucket_arn="a",
+                          checkpoints_bucket_arn="c", lake_bucket_arns=(), team_models={},
+                          cdc_sinks={"p": BronzeWriter(namespace="team-a", service_account="p-cdc-sink", table="t")})
 
 
 def test_rds_password_is_a_secret():

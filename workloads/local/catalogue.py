@@ -53,6 +53,7 @@ PORT_ROWS: dict[str, tuple[str, int]] = {
     "retrain-trigger": ("retrain-trigger", 1),
     "tracking-server": ("mlflow", 1),
     "training-metrics": ("training-metrics", 1),
+    "cdc-sink": ("cdc-sink", 1),  # the local CDC pipeline's (workloads.local.cdc_sink): one
 }
 MODEL_SERVER_PORTS_PER_MODEL = 6  # two slots x (REST, gRPC, Seldon metrics)
 

@@ -3,6 +3,11 @@
     generator -> PostgreSQL (card_transactions) -> Debezium on Kafka Connect -> Kafka
       -> bronze -> silver (+ quarantine) -> gold -> training reads lake://gold/fraud?version=N
 
+The pipeline is the local mode's (workloads.local.cdc_sink): the stage registers its
+connector with the local Connect worker, and its sink, the catalogue's `cdc_sink` workload,
+runs as the supervised service `demo-fraud-transactions-cdc-sink` (`strata local status`
+shows it; it keeps ingesting after the stage, like the cluster's Deployment).
+
 The generator (workloads/data/ingest/fraud_source.py) inserts transactions unlabelled and
 sends the chargebacks later as updates; the stage waits (bounded) until silver holds every
 source row with the label the source table has now, counted against PostgreSQL, then
@@ -13,27 +18,26 @@ rewriting one.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import polars as pl
 
-from workloads.data.ingest.cdc import CdcIngester
-from workloads.data.ingest.pipeline import CdcPipeline, SourceDatabase
+from workloads.catalogue.declarations import cdc_sink
 from workloads.data.ingest.fraud_source import KEY, TABLE, FraudSource, create_table
 from workloads.data.lake.contract import Contract
 from workloads.data.lake.tables import INGESTED_AT, OP, Lake, publish, read, refine
 from workloads.data.lake.versions import rebuild
 from workloads.data.storage import S3Settings
 from workloads.local import kafka_connect, postgres
+from workloads.local.cdc_sink import local_pipeline
 from workloads.local.supervisor import Supervisor
 
+SINK = cdc_sink(local_pipeline()).name  # the supervised sink of the local pipeline
 #: What the stage needs running (the supervisor starts their dependencies too).
-LAKE_SERVICES = ("s3", "kafka", "postgres", "kafka-connect")
+LAKE_SERVICES = ("s3", "kafka", "postgres", "kafka-connect", SINK)
 MODEL = "fraud"  # the example whose source system the generator plays
-TEAM = "payments-risk"  # fraud's team (the cluster runs the pipeline's sink in its namespace)
 
 
 class LakeStageError(RuntimeError):
@@ -46,9 +50,6 @@ class LakeStageSettings:
     rate: float | None = None  # inserts/s (None: as fast as PostgreSQL takes them)
     batch: int = 250  # rows per source transaction
     wait_s: float = 180.0  # bound of every wait (connector running, rows in silver)
-    table: str = MODEL  # the lake tables (bronze/silver/gold/<table>)
-    connector: str = "demo-fraud-transactions"
-    topic_prefix: str = "strata.demo"
     max_invalid_fraction: float = 0.001  # the spec's maxInvalidRowFraction (passed in by the demo)
 
 
@@ -124,7 +125,6 @@ def run_lake_stage(sup: Supervisor, contract: Contract, s3: S3Settings, settings
     """Write transactions into PostgreSQL, carry them through CDC into the lake, build gold."""
     import psycopg
 
-    table = settings.table
     ctx = sup.context("postgres")
     dsn = postgres.dsn(ctx)
     lake = Lake(s3)
@@ -133,61 +133,53 @@ def run_lake_stage(sup: Supervisor, contract: Contract, s3: S3Settings, settings
         start = int(conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0])
     # the declaration a stack's `strata:cdc` holds for the cluster (infra.platform.cdc), here
     # with the local PostgreSQL and its login
-    pipeline = CdcPipeline(name=settings.connector, team=TEAM,
-                           database=SourceDatabase(host="127.0.0.1", port=sup.port("postgres"), name=postgres.DATABASE),
-                           table=f"public.{TABLE}", lake_table=table, key=KEY, topic_prefix=settings.topic_prefix)
+    pipeline = local_pipeline(sup.port("postgres"))
+    table = pipeline.lake_table
     connect_url = sup.url("kafka-connect")
     kafka_connect.put_connector(connect_url, pipeline.name, pipeline.connector_config(postgres.USER, postgres.PASSWORD))
     _connector_running(connect_url, pipeline.name, settings.wait_s)
     log(f"connector {pipeline.name} RUNNING -> topic {pipeline.topic}")
+    # its sink, supervised (the cluster runs the same declaration as a Deployment)
+    sup.up([SINK])
+    failures: list[str] = []
 
-    # the cluster's `cdc_sink` workload runs this same ingester (`python -m workloads.data.ingest.cdc`)
-    ingester = CdcIngester(lake, pipeline.lake_table, pipeline.key, pipeline.topic, sup.kafka_bootstrap, poll_ms=200)
-    stop, failures = threading.Event(), []
+    def sink_failed() -> bool:
+        status = sup.service_status(SINK)
+        if status.state == "dead":
+            failures.append(status.detail)
+        return bool(failures)
 
-    def consume() -> None:
-        try:
-            ingester.run(stop=stop.is_set)
-        except Exception as error:  # noqa: BLE001 - reported by the stage with its reason
-            failures.append(error)
-
-    thread = threading.Thread(target=consume, name="demo-cdc", daemon=True)
-    thread.start()
     refined = quarantined = 0
-    try:
-        t0 = time.time()
-        written = FraudSource(dsn, seed=seed if seed is not None else start + 1, start=start).write(
-            settings.rows, rate=settings.rate, batch=settings.batch)
-        log(f"wrote {written['inserted']} transactions ({written['chargebacks']} chargebacks later) in "
-            f"{time.time() - t0:.1f}s")
-        with psycopg.connect(dsn) as conn:
-            expected = dict(conn.execute(f"SELECT {KEY}, is_fraud FROM {TABLE}").fetchall())
-        deadline, silver = time.monotonic() + settings.wait_s, {}
-        ids = [f"tx{start + i:09d}" for i in range(written["inserted"])]
-        events, arrived = written["inserted"] + written["chargebacks"], 0
-        while time.monotonic() < deadline and not failures:  # refine once bronze has this run's events:
-            # one refine then makes one silver merge of every bronze version the events came in
-            arrived = (read(lake, "bronze", table).filter(pl.col(KEY).is_in(ids)).height
-                       if lake.table("bronze", table) is not None else 0)
-            if arrived >= events:
-                step = refine(lake, table, contract, settings.max_invalid_fraction)
-                refined += step.rows_out
-                quarantined += step.quarantined
-                silver = _silver_labels(lake, table)
-                if len(silver) >= len(expected) and all(silver.get(k) == v for k, v in expected.items()):
-                    break
-            time.sleep(1)
-        else:
-            missing = sum(1 for k in expected if k not in silver)
-            stale = sum(1 for k, v in expected.items() if k in silver and silver[k] != v)
-            reason = f"the CDC consumer failed: {failures[0]!r}" if failures else f"after {settings.wait_s:.0f}s"
-            raise LakeStageError(f"silver/{table} does not match PostgreSQL {TABLE} ({reason}): bronze holds {arrived} "
-                                 f"of this run's {events} change events; silver lacks {missing} of {len(expected)} "
-                                 f"rows, {stale} with a stale label; see "
-                                 f"`strata local logs kafka-connect` and `strata data versions {table} --layer bronze`")
-    finally:
-        stop.set()
-        thread.join(timeout=30)
+    t0 = time.time()
+    written = FraudSource(dsn, seed=seed if seed is not None else start + 1, start=start).write(
+        settings.rows, rate=settings.rate, batch=settings.batch)
+    log(f"wrote {written['inserted']} transactions ({written['chargebacks']} chargebacks later) in "
+        f"{time.time() - t0:.1f}s")
+    with psycopg.connect(dsn) as conn:
+        expected = dict(conn.execute(f"SELECT {KEY}, is_fraud FROM {TABLE}").fetchall())
+    deadline, silver = time.monotonic() + settings.wait_s, {}
+    ids = [f"tx{start + i:09d}" for i in range(written["inserted"])]
+    events, arrived = written["inserted"] + written["chargebacks"], 0
+    while time.monotonic() < deadline and not sink_failed():  # refine once bronze has this run's events:
+        # one refine then makes one silver merge of every bronze version the events came in
+        arrived = (read(lake, "bronze", table).filter(pl.col(KEY).is_in(ids)).height
+                   if lake.table("bronze", table) is not None else 0)
+        if arrived >= events:
+            step = refine(lake, table, contract, settings.max_invalid_fraction)
+            refined += step.rows_out
+            quarantined += step.quarantined
+            silver = _silver_labels(lake, table)
+            if len(silver) >= len(expected) and all(silver.get(k) == v for k, v in expected.items()):
+                break
+        time.sleep(1)
+    else:
+        missing = sum(1 for k in expected if k not in silver)
+        stale = sum(1 for k, v in expected.items() if k in silver and silver[k] != v)
+        reason = f"the CDC sink {SINK} died: {failures[0]}" if failures else f"after {settings.wait_s:.0f}s"
+        raise LakeStageError(f"silver/{table} does not match PostgreSQL {TABLE} ({reason}): bronze holds {arrived} "
+                             f"of this run's {events} change events; silver lacks {missing} of {len(expected)} "
+                             f"rows, {stale} with a stale label; see `strata local logs {SINK}`, "
+                             f"`strata local logs kafka-connect` and `strata data versions {table} --layer bronze`")
     gold_step = publish(lake, table, contract)
     log(f"gold/{table}: {gold_step.rows_out} rows published from {gold_step.batches} silver versions")
 

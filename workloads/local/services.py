@@ -580,14 +580,18 @@ def _state_output(ctx: ServiceContext, workload, resource, output: str) -> str:
 
 def _object_store_output(ctx: ServiceContext, workload, resource, output: str) -> str:
     """The local S3 server's buckets (workloads.local.s3), by the resource's `bucket` role."""
+    from workloads.data.storage import LAKE_BUCKETS
+
     buckets = {"mlflow-artifacts": s3.ARTIFACTS_BUCKET, "ray-checkpoints": s3.CHECKPOINTS_BUCKET,
-               "serving-bundles": s3.BUNDLES_BUCKET}
+               "serving-bundles": s3.BUNDLES_BUCKET, **{f"lake-{layer}": b for layer, b in LAKE_BUCKETS.items()}}
     bucket = resource.params.get("bucket", "")
     if bucket not in buckets:
         raise KeyError(f"object-store bucket {bucket!r} is not one of the local buckets ({', '.join(buckets)})")
     if output == "root":
         return f"s3://{buckets[bucket]}/{workload.name}"
-    raise KeyError(f"object-store has no output {output!r} (root)")
+    if output == "bucket":
+        return buckets[bucket]
+    raise KeyError(f"object-store has no output {output!r} (root, bucket)")
 
 
 def _feature_store_output(ctx: ServiceContext, workload, resource, output: str) -> str:
@@ -771,7 +775,10 @@ def catalogue_services(specs, options: "WorkloadOptions | None" = None) -> list[
     from workloads.local import catalogue as local_catalogue
 
     def declare(catalogue_opts: CatalogueOptions):
-        return catalogue(specs, catalogue_opts)
+        declared, sinks = catalogue(specs, catalogue_opts), local_cdc_sinks()
+        if set(declared) & set(sinks):
+            raise ConfigError(f"workload {sorted(set(declared) & set(sinks))} is declared twice (catalogue, CDC sinks)")
+        return {**declared, **sinks}
 
     workloads = declare(catalogue_options(options or WorkloadOptions()))
     index = {spec.name: i for i, spec in enumerate(specs)}
@@ -788,6 +795,16 @@ def catalogue_services(specs, options: "WorkloadOptions | None" = None) -> list[
     services += [drift_feed_service(spec, index[spec.name]) for spec in specs if spec.serving.streaming.enabled]
     local_catalogue.check_complete(workloads, [s.name for s in services])
     return services
+
+
+def local_cdc_sinks() -> dict:
+    """The sink of the local CDC pipeline (workloads.local.cdc_sink), from the catalogue's
+    `cdc_sink` declaration the cluster renders too; started by the demo's lake stage."""
+    from workloads.catalogue.declarations import cdc_sink
+    from workloads.local.cdc_sink import local_pipeline
+
+    sink = cdc_sink(local_pipeline())
+    return {sink.name: sink}
 
 
 def workload_services(specs=None, options: "WorkloadOptions | None" = None) -> list[ServiceSpec]:

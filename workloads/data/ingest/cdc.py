@@ -86,6 +86,9 @@ class CdcIngester:
     max_batch: int = 50_000
     poll_ms: int = 200
     security: dict[str, Any] | None = None  # kafka-python transport options (workloads.streaming.tls)
+    # How long to wait for the topic (Debezium creates it with the first change); None: until
+    # stopped, as the supervised sink does (it may start before its connector is registered).
+    topic_wait_s: float | None = 60.0
 
     def __post_init__(self) -> None:
         self._known: set[str] = set()  # payload columns seen so far (bronze's, then each batch's)
@@ -93,18 +96,26 @@ class CdcIngester:
     def app_id(self, partition: int) -> str:
         return f"cdc:{self.topic}:{partition}"
 
-    def _consumer(self):
+    def _consumer(self, stop: callable = lambda: False):
         from kafka import KafkaConsumer, TopicPartition
 
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
                                  auto_offset_reset="earliest", max_poll_records=self.max_batch,
                                  consumer_timeout_ms=0, **(self.security or {}))
-        deadline = time.monotonic() + 60
-        partitions = consumer.partitions_for_topic(self.topic)
-        while not partitions and time.monotonic() < deadline:  # the connector creates the topic
+        started = time.monotonic()
+        deadline = None if self.topic_wait_s is None else started + self.topic_wait_s
+        partitions, told = consumer.partitions_for_topic(self.topic), started
+        while not partitions and not stop() and (deadline is None or time.monotonic() < deadline):
+            if time.monotonic() - told >= 30:  # the connector creates the topic
+                log.warning("waiting for topic %s on %s (%.0fs): is the connector registered?", self.topic,
+                            self.bootstrap, time.monotonic() - started)
+                told = time.monotonic()
             time.sleep(0.5)
             partitions = consumer.partitions_for_topic(self.topic)
         if not partitions:
+            consumer.close()
+            if stop():
+                return None
             raise RuntimeError(f"topic {self.topic!r} does not exist on {self.bootstrap} (is the connector running?)")
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
@@ -121,7 +132,9 @@ class CdcIngester:
 
     def run(self, stop: callable = lambda: False, idle_exit_s: float | None = None) -> int:
         """Poll -> bronze until `stop()` (or `idle_exit_s` without new records). Returns rows appended."""
-        consumer, total, idle_since = self._consumer(), 0, time.monotonic()
+        consumer, total, idle_since = self._consumer(stop), 0, time.monotonic()
+        if consumer is None:  # stopped while waiting for the topic
+            return 0
         try:
             while not stop():
                 polled = consumer.poll(timeout_ms=self.poll_ms, max_records=self.max_batch)
@@ -196,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     lake = Lake(S3Settings.from_env(), buckets={**LAKE_BUCKETS, "bronze": args.bronze_bucket})
     ingester = CdcIngester(lake, args.table, args.key, args.topic, args.bootstrap, max_batch=args.max_batch,
-                           security=security)
+                           security=security, topic_wait_s=None)
     ingester.run(stop=lambda: bool(stopping))
     return 0
 
