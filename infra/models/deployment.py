@@ -53,6 +53,7 @@ from infra.models.streaming import DEFAULT_KAFKA_BROKERS, TLS_DIR, ModelStreamin
 from infra.models.features import (FEATURE_SPEC_KEY, FeatureMaterialization, FeatureMaterializationArgs,
                                    online_views)
 from infra.models.training import TrainingJob, TrainingJobArgs
+from infra.platform.features import url_output
 from infra.platform.observability import pinned_image
 from infra.workloads import ClusterContext, PodPatch, RenderedWorkload, waits_for
 from workloads.catalogue import model_workloads, platform_workloads
@@ -326,7 +327,7 @@ def cluster_context(args: ModelDeploymentArgs, platform: PlatformOutputs, worklo
     def feature_store(workload, resource, output: str) -> str:
         if platform.feature_store_secret is None:
             raise KeyError(f"feature-store: the platform has no online store for model {model.name!r}")
-        return feature_store_output(output)
+        return url_output(output)
 
     return ClusterContext(
         namespaces={Placement.MONITORING: platform.monitoring_namespace or "", Placement.MLFLOW: platform.mlflow_namespace},
@@ -336,14 +337,6 @@ def cluster_context(args: ModelDeploymentArgs, platform: PlatformOutputs, worklo
                       "feature-store": feature_store},
         prometheus=args.capabilities.monitoring and platform.operators.get("prometheus") is not None,
         istio=args.capabilities.istio)
-
-
-def feature_store_output(output: str) -> str:
-    """`${resources.<feature-store>.url}` on the cluster: the env var the pod reads from the team's
-    Secret (Kubernetes expands `$(VAR)` in args), never the URL itself."""
-    from infra.platform.features import URL_ENV
-
-    return {"url": f"$({URL_ENV})"}[output]
 
 
 def platform_prometheus_url(platform: PlatformOutputs) -> str:

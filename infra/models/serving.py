@@ -82,7 +82,7 @@ from infra.k8s import (container, empty_dir, exec_probe, http_probe, pod_disrupt
                        restricted_pod_security_context, topology_spread)
 from infra.modes import Capabilities, RolloutStrategy
 from infra.workloads import scrape_annotations
-from infra.platform.features import URL_ENV, url_env
+from infra.platform.features import url_env, url_output
 from workloads.catalogue.declarations import feature_plan, model_server
 from workloads.spec import ModelSpec, ServerSettings
 from workloads.traffic.split import ALIAS_OF_PREDICTOR, CANDIDATE, STABLE, TrafficSplit, metrics_predictor
@@ -274,7 +274,7 @@ def predictor(args: ModelServingArgs, slot: str, split: Optional[TrafficSplit]) 
     plan = feature_plan(model)
     if plan is not None:  # the same plan the local supervisor passes (workloads.local.services)
         parameters += [seldon.Parameter(name="features", value=plan.to_json(), type=seldon.ParameterType.STRING),
-                       seldon.Parameter(name="feature_store_url", value=f"$({URL_ENV})",
+                       seldon.Parameter(name="feature_store_url", value=url_output("url"),
                                         type=seldon.ParameterType.STRING)]
     graph = seldon.PredictiveUnit(
         name=GRAPH_NODE, type=seldon.UnitType.MODEL, parameters=parameters,

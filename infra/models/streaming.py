@@ -43,7 +43,7 @@ import pulumi
 from infra.contracts import ClusterHandle
 from infra.crds import keda, strimzi
 from infra.k8s import empty_dir, topology_spread
-from infra.platform.features import URL_ENV, url_env
+from infra.platform.features import url_env, url_output
 from infra.platform.kafka import TLS_LISTENER_PORT, KafkaClusterArgs
 from infra.models.serving import registry_sync_container
 from infra.workloads import ClusterContext, PodPatch, RenderedWorkload, deployment_spec
@@ -173,8 +173,7 @@ def stream_context(args: ModelStreamingArgs, *, prometheus: bool = False, istio:
         team_namespaces={args.model.team: args.namespace},
         catalogue={w.name: w for w in (*platform_workloads(), *model_workloads(args.model))},
         provisioners={"kafka": kafka, "model-registry": lambda w, r, o: {"dir": REGISTRY_DIR}[o],
-                      **({"feature-store": lambda w, r, o: {"url": f"$({URL_ENV})"}[o]}
-                         if args.feature_store_secret else {})},
+                      **({"feature-store": lambda w, r, o: url_output(o)} if args.feature_store_secret else {})},
         prometheus=prometheus, istio=istio)
 
 

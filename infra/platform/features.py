@@ -63,6 +63,14 @@ def url_env() -> dict[str, Any]:
     return {"name": URL_ENV, "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": URL_KEY}}}
 
 
+def url_output(output: str) -> str:
+    """`${resources.<feature-store>.<output>}` on the cluster: `url` is the env var the pod reads
+    from the team's Secret (Kubernetes expands `$(VAR)` in args), never the URL itself."""
+    if output != "url":
+        raise KeyError(f"feature-store has no cluster output {output!r} (url)")
+    return f"$({URL_ENV})"
+
+
 def consumer_selector(models: Sequence[str]) -> dict[str, Any]:
     """The pods of `models` that read or write online features."""
     return {"matchExpressions": [
