@@ -53,8 +53,9 @@ the same plan the local supervisor passes): the graph gets the parameters `featu
 plan as JSON) and `feature_store_url` = `$(STRATA_FEATURE_STORE_URL)`, and the model
 container the env `STRATA_FEATURE_STORE_URL` from the team's Secret `feature-store`
 (`infra.platform.features`). The operator appends `PREDICTIVE_UNIT_PARAMETERS` after the
-container's own env, and the kubelet expands `$(VAR)` of an earlier variable in a later
-one's value: the URL, token included, is in no manifest, only in the Secret.
+container's own env (`addModelEnvs` -> `utils.SetEnvVar`, which appends a new name; read in
+seldon-core v1.18.2's operator), and the kubelet expands `$(VAR)` of an earlier variable in
+a later one's value: the URL, token included, is in no manifest, only in the Secret.
 
 No engine: the annotation `seldon.io/no-engine: "true"` drops Seldon's executor
 (service orchestrator) container. The operator injects it with a securityContext of
