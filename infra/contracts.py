@@ -37,6 +37,16 @@ class MlflowDatabase:
 
 
 @dataclass(frozen=True)
+class FeatureCacheEndpoint:
+    """Where the online feature store listens (ElastiCache, or the in-cluster Redis)."""
+
+    host: pulumi.Input[str]
+    port: int
+    auth_token: pulumi.Output[str]  # secret
+    tls: bool
+
+
+@dataclass(frozen=True)
 class CloudStorage:
     """Buckets (names), KMS key, ECR repositories, and the MLflow database where the mode has RDS."""
 
@@ -65,6 +75,7 @@ class CloudOutputs:
     storage: CloudStorage
     identities: WorkloadIdentities
     vpc_id: pulumi.Output[str]
+    feature_cache: Optional[FeatureCacheEndpoint] = None  # where the mode's online store is ElastiCache
 
 
 @dataclass(frozen=True)
@@ -83,3 +94,6 @@ class PlatformOutputs:
     kafka_namespace: Optional[str] = None
     monitoring_namespace: Optional[str] = None
     mlflow_namespace: str = "mlflow"  # where the tracking server's pods are (NetworkPolicy peers)
+    # The online feature store's connection URL, as a Secret of this name (key `url`) in every
+    # team namespace whose models declare online views; None where no model does.
+    feature_store_secret: Optional[str] = None

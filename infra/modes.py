@@ -46,6 +46,14 @@ class MtlsMode(str, enum.Enum):
     STRICT = "STRICT"
 
 
+class OnlineStore(str, enum.Enum):
+    """Where the online feature store (Redis protocol) runs, for models that declare online views."""
+
+    IN_CLUSTER_REDIS = "in-cluster-redis"  # a StatefulSet of the official image, auth on
+    ELASTICACHE = "elasticache-valkey"  # one primary, transit + at-rest encryption, auth token
+    ELASTICACHE_MULTI_AZ = "elasticache-valkey-multi-az"  # + a replica per further AZ, automatic failover
+
+
 class PolicyEnforcement(str, enum.Enum):
     ADVISORY = "advisory"
     MANDATORY = "mandatory"
@@ -78,6 +86,7 @@ class Capabilities(BaseModel):
     gpu_spot_pool: bool  # GPU spot, tainted nvidia.com/gpu, on-demand fallback
     karpenter: bool  # Karpenter + SQS interruption queue + EventBridge rules
     mlflow_backend: MlflowBackend
+    online_store: OnlineStore  # only where a model declares online feature views
     training_hpo: bool  # Ray Tune / Optuna
     training_max_workers: int  # DDP workers per RayJob
     training_gpu: bool
@@ -115,6 +124,7 @@ MODE_TABLE_ROWS: Mapping[str, tuple] = MappingProxyType({
     "gpu_spot_pool":             (False,                        False,                                True),
     "karpenter":                 (False,                        True,                                 True),
     "mlflow_backend":            (MlflowBackend.IN_CLUSTER_DB,  MlflowBackend.RDS,                    MlflowBackend.RDS_MULTI_AZ),
+    "online_store":              (OnlineStore.IN_CLUSTER_REDIS, OnlineStore.ELASTICACHE,          OnlineStore.ELASTICACHE_MULTI_AZ),
     "training_hpo":              (False,                        True,                                 True),
     "training_max_workers":      (1,                            1,                                    8),
     "training_gpu":              (False,                        False,                                True),

@@ -44,7 +44,7 @@ def existing_cluster(spec: StackSpec, secrets: StackSecrets) -> ClusterHandle:
 # The providers' SDKs load submodules lazily, on first attribute access: seconds of
 # imports that would otherwise land inside the first program evaluation.
 PROVIDER_SUBMODULES = (
-    "pulumi_aws.cloudwatch", "pulumi_aws.ec2", "pulumi_aws.ecr", "pulumi_aws.eks", "pulumi_aws.iam",
+    "pulumi_aws.cloudwatch", "pulumi_aws.ec2", "pulumi_aws.ecr", "pulumi_aws.eks", "pulumi_aws.elasticache", "pulumi_aws.iam",
     "pulumi_aws.kms", "pulumi_aws.rds", "pulumi_aws.s3", "pulumi_aws.secretsmanager", "pulumi_aws.sqs",
     "pulumi_aws.vpc", "pulumi_kubernetes.apiextensions", "pulumi_kubernetes.apps.v1",
     "pulumi_kubernetes.batch.v1", "pulumi_kubernetes.core.v1", "pulumi_kubernetes.helm.v3", "pulumi_kubernetes.meta.v1",

@@ -13,6 +13,7 @@ capabilities + the stack's overrides) into each component's `...Args` once, and 
 | `DataStorage` (+ `SecureBucket`s)  | `strata:cloud:DataStorage`        | always                 |
 | `MlflowPostgres`                   | `strata:cloud:MlflowPostgres`     | MLflow backend is RDS  |
 | `WorkloadRoles` (+ `IrsaRole`s)    | `strata:cloud:WorkloadRoles`      | always                 |
+| `FeatureCache` (ElastiCache Valkey) | `strata:cloud:FeatureCache`      | `online_store` is ElastiCache and a model declares online views |
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from infra.cloud.cluster import (
     node_group_specs,
 )
 from infra.cloud.common import physical_prefix
+from infra.cloud.features import FeatureCache, FeatureCacheArgs
 from infra.cloud.iam import BronzeWriter, IrsaRole, IrsaRoleArgs, WorkloadRoles, WorkloadRolesArgs, team_namespace
 from infra.cloud.karpenter import Karpenter, KarpenterArgs
 from infra.cloud.network import Network, NetworkArgs
@@ -38,12 +40,12 @@ from infra.cloud.storage import (
 )
 from infra.config import StackSpec
 from infra.contracts import CloudOutputs, CloudStorage, ClusterHandle, WorkloadIdentities
-from infra.modes import MlflowBackend, Mode
-from workloads.catalogue.declarations import cdc_sink
+from infra.modes import MlflowBackend, Mode, OnlineStore
+from workloads.catalogue.declarations import cdc_sink, feature_plan
 
 __all__ = [
     "build_cloud",
-    "DataStorage", "DataStorageArgs", "EksCluster", "EksClusterArgs", "IrsaRole", "IrsaRoleArgs",
+    "DataStorage", "DataStorageArgs", "EksCluster", "FeatureCache", "FeatureCacheArgs", "EksClusterArgs", "IrsaRole", "IrsaRoleArgs",
     "Karpenter", "KarpenterArgs", "ManagedNodeGroups", "ManagedNodeGroupsArgs", "MlflowPostgres",
     "MlflowPostgresArgs", "Network", "NetworkArgs", "SecureBucket", "SecureBucketArgs",
     "WorkloadRoles", "WorkloadRolesArgs",
@@ -138,6 +140,24 @@ def build_cloud(spec: StackSpec) -> CloudOutputs:
             ),
         ).database
 
+    feature_cache = None
+    if caps.online_store is not OnlineStore.IN_CLUSTER_REDIS and any(feature_plan(m) for m in spec.models):
+        feature_cache = FeatureCache(
+            f"{spec.stack}-feature-cache",
+            FeatureCacheArgs(
+                replication_group_id=f"{prefix}-features",
+                vpc_id=network.vpc_id,
+                subnet_ids=network.private_subnet_ids,
+                client_security_group_id=eks.cluster_security_group_id,
+                kms_key_arn=storage.kms_key_arn,
+                # multi-AZ: a replica in each further zone, automatic failover
+                nodes=caps.az_count if caps.online_store is OnlineStore.ELASTICACHE_MULTI_AZ else 1,
+                node_type="cache.m7g.large" if enterprise else "cache.t4g.small",
+                snapshot_retention_days=7 if enterprise else 1,
+                tags=tags,
+            ),
+        ).endpoint
+
     team_models: dict[str, tuple[str, ...]] = {}
     for model in spec.models:
         team_models[model.team] = tuple(sorted((*team_models.get(model.team, ()), model.name)))
@@ -204,4 +224,5 @@ def build_cloud(spec: StackSpec) -> CloudOutputs:
         storage=cloud_storage,
         identities=WorkloadIdentities(roles=identity_roles),
         vpc_id=network.vpc_id,
+        feature_cache=feature_cache,
     )

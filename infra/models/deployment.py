@@ -12,6 +12,7 @@ topics) and observability sections add their children here:
 | `strata:models:ModelStreaming`        | `serving.streaming.enabled` and the mode has Kafka + KEDA (`infra.models.streaming`) |
 | `strata:models:RolloutController`     | real-time serving with a candidate slot, i.e. `effective_rollout` is not `none` (`infra.models.rollout`) |
 | drift exporter (Deployment, Service, ServiceMonitor) | `capabilities.drift_monitoring`        |
+| `strata:models:FeatureMaterialization` (CronJob) | the spec has online feature views (`infra.models.features`) |
 
 Drift exporter (where `capabilities.drift_monitoring`): `python -m
 workloads.monitoring.drift_service` for the model's champion version, as a Deployment +
@@ -49,7 +50,10 @@ from infra.models.serving import ModelServing, ModelServingArgs
 from infra.models.rollout import PROMETHEUS_PORT, PROMETHEUS_SERVICE, SPEC_MOUNT
 from infra.models.serving import REGISTRY_DIR
 from infra.models.streaming import DEFAULT_KAFKA_BROKERS, TLS_DIR, ModelStreaming, ModelStreamingArgs
+from infra.models.features import (FEATURE_SPEC_KEY, FeatureMaterialization, FeatureMaterializationArgs,
+                                   online_views)
 from infra.models.training import TrainingJob, TrainingJobArgs
+from infra.platform.features import url_output
 from infra.platform.observability import pinned_image
 from infra.workloads import ClusterContext, PodPatch, RenderedWorkload, waits_for
 from workloads.catalogue import model_workloads, platform_workloads
@@ -147,7 +151,9 @@ class ModelDeployment(pulumi.ComponentResource):
         self.spec_config_map = k8s.core.v1.ConfigMap(
             f"{name}-spec",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=f"{model.name}-spec", namespace=args.namespace, labels=labels),
-            data={SPEC_CONFIGMAP_KEY: deployed_spec_json},
+            data={SPEC_CONFIGMAP_KEY: deployed_spec_json,
+                  # the plain spec, for `strata features materialize --spec` (infra.models.features)
+                  **({FEATURE_SPEC_KEY: json.dumps(deployed_spec["spec"])} if online_views(model) else {})},
             opts=child,
         )
         # Training on the cluster: a RayJob (+ its schedule) built from the same spec.
@@ -160,6 +166,22 @@ class ModelDeployment(pulumi.ComponentResource):
         )
 
         self._serving(name, args, cluster, platform, cloud, labels)
+
+        self.materialization: Optional[FeatureMaterialization] = None
+        if online_views(model):
+            if platform.feature_store_secret is None:
+                raise ValueError(f"model {model.name!r} declares online feature views but the platform has no "
+                                 "online store (PlatformOutputs.feature_store_secret is unset)")
+            gold = cloud.storage.lake_buckets if cloud is not None else {}
+            self.materialization = FeatureMaterialization(
+                f"{name}-materialization",
+                FeatureMaterializationArgs(
+                    model=model, namespace=args.namespace,
+                    image=pinned_image("training", cloud.storage.ecr_repositories if cloud is not None else None),
+                    service_account=f"{model.name}-training", spec_config_map=f"{model.name}-spec", labels=labels,
+                    gold_bucket=gold.get("gold", gold.get("lake"))),
+                after=(self.training_service_account, self.spec_config_map),
+                opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider))
 
         self.drift_deployment: Optional[k8s.apps.v1.Deployment] = None
         self.drift_service: Optional[k8s.core.v1.Service] = None
@@ -184,6 +206,8 @@ class ModelDeployment(pulumi.ComponentResource):
         model, caps = args.model, args.capabilities
         ecr = cloud.storage.ecr_repositories if cloud is not None else None
         children = pulumi.ResourceOptions(parent=self)
+        # only a model with online views reads the online store (and gets its Secret)
+        feature_store_secret = platform.feature_store_secret if online_views(model) else None
         self.serving: Optional[ModelServing] = None
         if model.serving.realtime.enabled:
             self.serving = ModelServing(
@@ -193,7 +217,8 @@ class ModelDeployment(pulumi.ComponentResource):
                                  service_account=f"{model.name}-serving", labels=labels,
                                  sync_image=pinned_image("drift-monitor", ecr),
                                  mlflow_tracking_uri=platform.mlflow_tracking_uri,
-                                 prometheus_url=platform_prometheus_url(platform)),
+                                 prometheus_url=platform_prometheus_url(platform),
+                                 feature_store_secret=feature_store_secret),
                 cluster, _operator(platform, "seldon", model),
                 after=(self.serving_service_account, *_optional_operator(platform, "keda")),
                 opts=children)
@@ -209,7 +234,8 @@ class ModelDeployment(pulumi.ComponentResource):
                                    kafka_cluster=platform.kafka_cluster_name, image=pinned_image("stream-worker", ecr),
                                    service_account=f"{model.name}-serving", labels=labels,
                                    kafka_brokers=args.kafka_brokers, sync_image=pinned_image("drift-monitor", ecr),
-                                   mlflow_tracking_uri=platform.mlflow_tracking_uri),
+                                   mlflow_tracking_uri=platform.mlflow_tracking_uri,
+                                   feature_store_secret=feature_store_secret),
                 cluster, _operator(platform, "strimzi", model), _operator(platform, "keda", model),
                 after=(self.serving_service_account,), context=self.cluster_context,
                 prometheus_operator=platform.operators.get("prometheus"),
@@ -298,11 +324,17 @@ def cluster_context(args: ModelDeploymentArgs, platform: PlatformOutputs, worklo
     def state(workload, resource, output: str) -> str:
         return {"file": f"{SPEC_MOUNT}/{SPEC_CONFIGMAP_KEY}"}[output]
 
+    def feature_store(workload, resource, output: str) -> str:
+        if platform.feature_store_secret is None:
+            raise KeyError(f"feature-store: the platform has no online store for model {model.name!r}")
+        return url_output(output)
+
     return ClusterContext(
         namespaces={Placement.MONITORING: platform.monitoring_namespace or "", Placement.MLFLOW: platform.mlflow_namespace},
         team_namespaces={model.team: args.namespace}, catalogue=workloads,
         provisioners={"model-version": model_version, "model-registry": registry, "kafka": kafka,
-                      "prometheus": prometheus, "state": state, "kubernetes-api": lambda *_: ""},
+                      "prometheus": prometheus, "state": state, "kubernetes-api": lambda *_: "",
+                      "feature-store": feature_store},
         prometheus=args.capabilities.monitoring and platform.operators.get("prometheus") is not None,
         istio=args.capabilities.istio)
 

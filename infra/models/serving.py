@@ -48,6 +48,15 @@ benchmark's measured capacity per CPU x the pod's CPUs x `targetCpuPercent`), an
 its CPU is pegged. Elsewhere, Seldon's `hpaSpec` (an autoscaling/v2 HPA) on CPU alone. The
 stream workers, whose load is Kafka lag, use KEDA on lag (`infra.models.streaming`).
 
+Online features (a spec with online views, `workloads.catalogue.declarations.feature_plan`,
+the same plan the local supervisor passes): the graph gets the parameters `features` (the
+plan as JSON) and `feature_store_url` = `$(STRATA_FEATURE_STORE_URL)`, and the model
+container the env `STRATA_FEATURE_STORE_URL` from the team's Secret `feature-store`
+(`infra.platform.features`). The operator appends `PREDICTIVE_UNIT_PARAMETERS` after the
+container's own env (`addModelEnvs` -> `utils.SetEnvVar`, which appends a new name; read in
+seldon-core v1.18.2's operator), and the kubelet expands `$(VAR)` of an earlier variable in
+a later one's value: the URL, token included, is in no manifest, only in the Secret.
+
 No engine: the annotation `seldon.io/no-engine: "true"` drops Seldon's executor
 (service orchestrator) container. The operator injects it with a securityContext of
 `{runAsUser: $EXECUTOR_CONTAINER_USER}` at most (`createEngineContainer` in the operator's
@@ -74,7 +83,8 @@ from infra.k8s import (container, empty_dir, exec_probe, http_probe, pod_disrupt
                        restricted_pod_security_context, topology_spread)
 from infra.modes import Capabilities, RolloutStrategy
 from infra.workloads import scrape_annotations
-from workloads.catalogue.declarations import model_server
+from infra.platform.features import url_env, url_output
+from workloads.catalogue.declarations import feature_plan, model_server
 from workloads.spec import ModelSpec, ServerSettings
 from workloads.traffic.split import ALIAS_OF_PREDICTOR, CANDIDATE, STABLE, TrafficSplit, metrics_predictor
 
@@ -116,8 +126,14 @@ class ModelServingArgs:
     mlflow_tracking_uri: pulumi.Input[str] = ""
     # The platform Prometheus (in-cluster URL): with KEDA, the stable predictor scales on its request rate.
     prometheus_url: str = ""
+    # The team's Secret with the online feature store's URL; required when the spec has online views.
+    feature_store_secret: Optional[str] = None
 
     def __post_init__(self) -> None:
+        if feature_plan(self.model) is not None and not self.feature_store_secret:
+            raise ValueError(f"ModelServingArgs.feature_store_secret: model {self.model.name!r} declares online "
+                             "feature views, so its servers need the online store's Secret (PlatformOutputs."
+                             "feature_store_secret is unset)")
         if self.strategy is not RolloutStrategy.NONE and not self.capabilities.istio:
             # Seldon Core v1 splits and mirrors traffic through Istio's VirtualService.
             raise ValueError(f"ModelServingArgs.strategy: {self.strategy.value!r} (model {self.model.name!r}) "
@@ -186,7 +202,8 @@ def predictor_pod_spec(args: ModelServingArgs, slot: str) -> dict[str, Any]:
         env=[{"name": "STRATA_REGISTRY_DIR", "value": REGISTRY_DIR},
              {"name": "PROMETHEUS_MULTIPROC_DIR", "value": "/tmp/strata-metrics"},
              {"name": "HOME", "value": "/tmp"},
-             *server_settings_env(realtime.server)],
+             *server_settings_env(realtime.server),
+             *([url_env()] if args.feature_store_secret else [])],
         volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}, {"name": "registry", "mountPath": REGISTRY_DIR}],
     )
     server["image"] = marker(IMAGE)  # container() checked the real one
@@ -255,6 +272,11 @@ def predictor(args: ModelServingArgs, slot: str, split: Optional[TrafficSplit]) 
             ("torch_threads", max(1, int(realtime.cpu)), seldon.ParameterType.INT),
         )
     ]
+    plan = feature_plan(model)
+    if plan is not None:  # the same plan the local supervisor passes (workloads.local.services)
+        parameters += [seldon.Parameter(name="features", value=plan.to_json(), type=seldon.ParameterType.STRING),
+                       seldon.Parameter(name="feature_store_url", value=url_output("url"),
+                                        type=seldon.ParameterType.STRING)]
     graph = seldon.PredictiveUnit(
         name=GRAPH_NODE, type=seldon.UnitType.MODEL, parameters=parameters,
         endpoint=seldon.Endpoint(type=seldon.EndpointType.GRPC if realtime.protocol == "grpc" else seldon.EndpointType.REST,

@@ -43,6 +43,7 @@ import pulumi
 from infra.contracts import ClusterHandle
 from infra.crds import keda, strimzi
 from infra.k8s import empty_dir, topology_spread
+from infra.platform.features import url_env, url_output
 from infra.platform.kafka import TLS_LISTENER_PORT, KafkaClusterArgs
 from infra.models.serving import registry_sync_container
 from infra.workloads import ClusterContext, PodPatch, RenderedWorkload, deployment_spec
@@ -74,6 +75,9 @@ class ModelStreamingArgs:
     # The registry-sync sidecar (workloads.serving.sync) that exports the champion to /mnt/models.
     sync_image: pulumi.Input[str] = ""
     mlflow_tracking_uri: pulumi.Input[str] = ""
+    # The team's Secret with the online feature store's URL (infra.platform.features); a spec
+    # with online views needs it: the worker's `--feature-store-url` is `$(STRATA_FEATURE_STORE_URL)`.
+    feature_store_secret: Optional[str] = None
 
     @property
     def bootstrap(self) -> str:
@@ -168,7 +172,8 @@ def stream_context(args: ModelStreamingArgs, *, prometheus: bool = False, istio:
         namespaces={Placement.MONITORING: monitoring_namespace, Placement.MLFLOW: mlflow_namespace},
         team_namespaces={args.model.team: args.namespace},
         catalogue={w.name: w for w in (*platform_workloads(), *model_workloads(args.model))},
-        provisioners={"kafka": kafka, "model-registry": lambda w, r, o: {"dir": REGISTRY_DIR}[o]},
+        provisioners={"kafka": kafka, "model-registry": lambda w, r, o: {"dir": REGISTRY_DIR}[o],
+                      **({"feature-store": lambda w, r, o: url_output(o)} if args.feature_store_secret else {})},
         prometheus=prometheus, istio=istio)
 
 
@@ -182,6 +187,7 @@ def worker_patch(args: ModelStreamingArgs) -> PodPatch:
                    for e in sync["env"]]
     return PodPatch(
         service_account=args.service_account, image=args.image, sidecars=(sync,),
+        extra_env=(url_env(),) if args.feature_store_secret else (),
         volumes=(empty_dir("registry", "2Gi"),
                  {"name": "kafka-tls", "projected": {"defaultMode": 0o440, "sources": [
                      {"secret": {"name": secret, "items": [{"key": key, "path": key}]}}

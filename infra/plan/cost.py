@@ -1,7 +1,7 @@
 """Monthly cost estimate of a plan, from the versioned price table.
 
 Fixed capacity is priced from what the plan registers (EKS, NAT, node groups, RDS,
-KMS, SQS). The models' serving floor (min replicas x requests, + one stream worker) runs on
+ElastiCache, KMS, SQS). The models' serving floor (min replicas x requests, + one stream worker) runs on
 the CPU spot node group first: only the part beyond that group's capacity is priced, as
 elastic (Karpenter) capacity, spot where the mode autoscales CPU spot, on-demand otherwise;
 pricing all of it on top of the node groups would count those pods twice. Usage-priced
@@ -102,6 +102,14 @@ def estimate(plan: Plan) -> CostReport:
                 raise KeyError(f"no price for RDS class {instance_class!r} in table {prices.PRICE_TABLE_VERSION}")
             storage = float(inputs.get("allocatedStorage", 20)) * prices.RDS_GP3_GB_MONTHLY * copies
             report.lines.append(CostLine("RDS PostgreSQL", resource.name, round(_monthly(hourly * copies) + storage, 2)))
+        elif t == "aws:elasticache/replicationGroup:ReplicationGroup":
+            node_type = inputs.get("nodeType", "cache.t4g.small")
+            hourly = prices.ELASTICACHE_VALKEY_HOURLY.get(node_type)
+            if hourly is None or inputs.get("engine") != "valkey":
+                raise KeyError(f"no price for ElastiCache {inputs.get('engine')!r} {node_type!r} in table "
+                               f"{prices.PRICE_TABLE_VERSION}")
+            nodes = int(inputs.get("numCacheClusters", 1))
+            report.lines.append(CostLine("ElastiCache (Valkey)", resource.name, _monthly(hourly * nodes)))
         elif t == "aws:kms/key:Key":
             report.lines.append(CostLine("KMS key", resource.name, prices.KMS_KEY_MONTHLY))
         elif t == "aws:sqs/queue:Queue":

@@ -101,6 +101,9 @@ def _fake_outputs(type_token: str, name: str, inputs: dict[str, Any]) -> dict[st
         outputs["publicIp"] = f"198.18.{sum(map(ord, name)) % 250}.{len(name) % 250 + 1}"
     if type_token == "aws:rds/instance:Instance":
         outputs.update(address=f"{name}.rds.mock", port=5432, endpoint=f"{name}.rds.mock:5432")
+    if type_token == "aws:elasticache/replicationGroup:ReplicationGroup":
+        outputs.update(primaryEndpointAddress=f"master.{inputs.get('replicationGroupId', name)}.cache.mock",
+                       readerEndpointAddress=f"replica.{inputs.get('replicationGroupId', name)}.cache.mock")
     if type_token == "aws:ecr/repository:Repository":
         outputs["repositoryUrl"] = f"000000000000.dkr.ecr.mock/{inputs.get('name', name)}"
     if type_token == "aws:sqs/queue:Queue":

@@ -42,6 +42,11 @@ RDS_POSTGRES_HOURLY = MappingProxyType({
     "db.m7g.large": 0.178, "db.m6g.large": 0.171, "db.r6g.large": 0.258,
 })
 RDS_GP3_GB_MONTHLY = 0.127
+# ElastiCache for Valkey, on-demand per node hour (Valkey is priced 20% under Redis OSS).
+ELASTICACHE_VALKEY_HOURLY = MappingProxyType({
+    "cache.t4g.micro": 0.0144, "cache.t4g.small": 0.0288, "cache.t4g.medium": 0.0576,
+    "cache.m7g.large": 0.1408, "cache.r7g.large": 0.1904,
+})
 EBS_GP3_GB_MONTHLY = 0.088
 SQS_QUEUE_MONTHLY = 0.40  # interruption events are few; a floor for the queue
 # Elastic (Karpenter/HPA-scheduled) capacity: per requested vCPU / GiB hour on spot m-family.

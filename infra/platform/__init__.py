@@ -16,6 +16,7 @@ children are, per the mode's capabilities (`infra.modes`):
 | `strata:platform:SeldonCore` (v1)          | always                        |
 | `strata:platform:NvidiaDevicePlugin`       | GPU nodes                     |
 | `strata:platform:MlflowTracking`           | always                        |
+| `strata:platform:OnlineFeatureStore`       | a model declares online feature views (`infra.platform.features`) |
 
 Chart versions are pinned in ONE table, `infra.platform.charts`; the custom resources
 are built by typed builders in `infra.crds.<operator>` whose models mirror the CRD
@@ -52,7 +53,8 @@ import pulumi
 from infra.config import ClusterOperators, StackSpec, Target
 from infra.contracts import CloudOutputs, ClusterHandle, PlatformOutputs
 from infra.k8s import PodSecurityLevel
-from infra.modes import Capabilities, MlflowBackend
+from infra.modes import Capabilities, MlflowBackend, OnlineStore
+from infra.platform.features import OnlineFeatureStore, OnlineFeatureStoreArgs
 from infra.platform.cdc import ChangeDataCapture, ChangeDataCaptureArgs
 from infra.platform.istio import ServiceMesh, ServiceMeshArgs
 from infra.platform.kafka import TLS_LISTENER_PORT, KafkaCluster, KafkaClusterArgs
@@ -78,7 +80,7 @@ PLATFORM_TENANT = "platform"
 
 # Service namespaces (before the stack's namespace prefix).
 SERVICES = ("istio-system", "istio-ingress", "istio-cni", "keda", "kafka", "monitoring",
-            "kuberay-system", "seldon-system", "nvidia-device-plugin", "mlflow")
+            "kuberay-system", "seldon-system", "nvidia-device-plugin", "mlflow", "features")
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,15 @@ class PlatformArgs:
     # their CRDs instead of installing a second copy that would clash with the first.
     shared_operators: bool = False
     cdc_pipelines: tuple[CdcPipeline, ...] = ()  # rendered where the mode has Kafka
+    feature_models: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # team -> models with online views
+
+    @property
+    def online_store(self) -> Optional[OnlineStore]:
+        """Where the online features live; None without feature models. A kubeconfig target has
+        no ElastiCache: the in-cluster Redis stands in there."""
+        if not self.feature_models:
+            return None
+        return self.capabilities.online_store if self.aws else OnlineStore.IN_CLUSTER_REDIS
 
     def ns(self, service: str) -> str:
         return f"{self.namespace_prefix}{service}"
@@ -125,6 +136,7 @@ class Platform(pulumi.ComponentResource):
             "keda": caps.keda, "kafka": caps.kafka, "monitoring": caps.monitoring,
             "kuberay-system": not args.shared_operators, "seldon-system": not args.shared_operators,
             "nvidia-device-plugin": args.gpu_nodes, "mlflow": True,
+            "features": args.online_store is OnlineStore.IN_CLUSTER_REDIS,
         }
         kuberay_ns = "kuberay-system" if args.shared_operators else ns("kuberay-system")  # shared: the cluster's own
         teams = Peer(tenant=TEAM_TENANT)
@@ -190,6 +202,9 @@ class Platform(pulumi.ComponentResource):
                        (Peer(tenant=TEAM_TENANT, ports=(MLFLOW_PORT,)), *scraped()),
                        (anywhere(443), *((rds_egress,) if mlflow_backend is not MlflowBackend.IN_CLUSTER_DB else ())),
                        {}),
+            # No namespace-level ingress: the Redis pods' own policy admits exactly the consumers
+            # (NetworkPolicies add up; a namespace rule here would admit every team pod).
+            "features": (PodSecurityLevel.RESTRICTED, scraped(), (), {}),
         }
 
         self.namespaces: dict[str, PlatformNamespace] = {}
@@ -325,6 +340,23 @@ class Platform(pulumi.ComponentResource):
         self.mlflow = MlflowTracking(f"{name}-mlflow", mlflow_args, prometheus_operator=prometheus,
                                      after=placed("mlflow"), opts=child)
 
+        # --- online feature store ---------------------------------------------------------
+        self.feature_store: Optional[OnlineFeatureStore] = None
+        if args.online_store is not None:
+            cache = cloud.feature_cache if cloud is not None else None
+            if args.online_store is not OnlineStore.IN_CLUSTER_REDIS and cache is None:
+                raise ValueError(f"online store {args.online_store.value!r} needs the cloud layer's FeatureCache "
+                                 "(CloudOutputs.feature_cache is unset)")
+            self.feature_store = OnlineFeatureStore(
+                f"{name}-feature-store",
+                OnlineFeatureStoreArgs(
+                    consumers={args.team_ns(team): models for team, models in sorted(args.feature_models.items())},
+                    cache=cache if args.online_store is not OnlineStore.IN_CLUSTER_REDIS else None,
+                    namespace=ns("features"), cache_cidr=args.vpc_cidr),
+                after=[*(placed("features") if "features" in self.namespaces else []),
+                       *(c for team, c in zip(args.teams, team_components) if team in args.feature_models)],
+                opts=child)
+
         self.outputs = PlatformOutputs(
             team_namespaces=dict(self.team_namespaces),
             namespace_resources={c.name: c for c in (*self.namespaces.values(), *team_components)},
@@ -335,12 +367,24 @@ class Platform(pulumi.ComponentResource):
             kafka_namespace=self.kafka.namespace if self.kafka else None,
             monitoring_namespace=ns("monitoring") if caps.monitoring else None,
             mlflow_namespace=ns("mlflow"),
+            feature_store_secret=self.feature_store.secret_name if self.feature_store is not None else None,
         )
         self.register_outputs({
             "teamNamespaces": self.outputs.team_namespaces,
             "mlflowTrackingUri": self.outputs.mlflow_tracking_uri,
             "kafkaBootstrap": self.outputs.kafka_bootstrap,
         })
+
+
+def feature_models(models) -> dict[str, tuple[str, ...]]:
+    """team -> its models with online feature views (the online store's consumers)."""
+    from workloads.catalogue.declarations import feature_plan
+
+    teams: dict[str, tuple[str, ...]] = {}
+    for model in models:
+        if feature_plan(model) is not None:
+            teams[model.team] = tuple(sorted((*teams.get(model.team, ()), model.name)))
+    return teams
 
 
 def build_platform(spec: StackSpec, cluster: ClusterHandle, cloud: Optional[CloudOutputs], secrets) -> PlatformOutputs:
@@ -366,6 +410,7 @@ def build_platform(spec: StackSpec, cluster: ClusterHandle, cloud: Optional[Clou
                              **spec.config.team_quota.model_dump(exclude_none=True)),
         shared_operators=spec.config.cluster_operators is ClusterOperators.SHARED,
         cdc_pipelines=spec.cdc_pipelines,
+        feature_models=feature_models(spec.models),
     )
     platform = Platform(f"{spec.stack}-platform", args, cluster, cloud,
                         pagerduty_routing_keys=getattr(secrets, "pagerduty_routing_keys", None),

@@ -98,6 +98,10 @@ IMAGES: Mapping[str, ImagePin] = MappingProxyType({
     "mlflow": ImagePin("strata/mlflow", "3.17.2"),
     # The official PostgreSQL image (runs as uid 999 with a writable PGDATA and /var/run).
     "postgres": ImagePin("postgres", "17.6"),
+    # The official Redis image (Debian bookworm; runs as uid 999 with /data writable): the
+    # in-cluster online feature store (`infra.platform.features`, quick mode). 8.2.2: the
+    # CVE-2025-49844 fix.
+    "redis": ImagePin("redis", "8.2.2"),
     # Built from this repository (workloads.monitoring + mlflow client + the RayJob submitter), pushed to the
     # stack's ECR repository "drift-monitor": the per-model drift exporters and the retraining
     # trigger run it. The tag is the project version.
