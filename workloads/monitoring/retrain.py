@@ -163,9 +163,11 @@ class RolloutHandoff:
 
 
 def _example_spec(model: str) -> Any:
+    """The spec `strata train` and the controller read too: `$STRATA_MODEL_SPEC_FILE`, else the example's."""
+    from workloads.spec import SPEC_FILE_ENV
     from workloads.training.cli import resolve_spec
 
-    return resolve_spec(model)[0]
+    return resolve_spec(model, None, os.environ.get(SPEC_FILE_ENV) or None)[0]
 
 
 class RetrainTrigger:
