@@ -9,6 +9,8 @@ through the policy pack at the mode's enforcement level.
 
 from __future__ import annotations
 
+from infra.platform.charts import IMAGES
+
 import datetime as dt
 import http.server
 import json
@@ -242,7 +244,7 @@ def test_kubeconfig_target_checkpoints_on_a_volume(plans):
         assert env_of(pod)["STRATA_CHECKPOINT_URI"] == "/checkpoints/fraud/"
         assert {"name": "checkpoints", "persistentVolumeClaim": {"claimName": "fraud-checkpoints"}} in pod["volumes"]
         assert "nodeSelector" not in pod and "affinity" not in pod  # no Strata node pools there
-        assert pod["containers"][0]["image"] == "strata/training:0.1.0"
+        assert pod["containers"][0]["image"] == IMAGES["training"].ref
     # the deployed spec (ConfigMap) is the source, not the stack file baked into the image
     assert "--spec-file /etc/strata/spec/model.json" in spec["entrypoint"] and "--stack" not in spec["entrypoint"]
 
