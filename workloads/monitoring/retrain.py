@@ -187,6 +187,8 @@ class RetrainTrigger:
         self.registry = registry if registry is not None else pc.CollectorRegistry()
         self.m = contract.collectors(contract.Emitter.RETRAIN, self.registry)
         self.state_file = Path(state_file) if state_file else None
+        if self.state_file is not None:  # a first start: saving must not fail mid-request
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self.models: dict[str, ModelState] = {}
