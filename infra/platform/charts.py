@@ -94,7 +94,7 @@ class ImagePin:
 
 
 IMAGES: Mapping[str, ImagePin] = MappingProxyType({
-    # Built from this repository (mlflow + psycopg2 + boto3; the upstream image has no DB
+    # Built from this repository (mlflow + psycopg 3 + boto3; the upstream image has no DB
     # driver or S3 client) and pushed to the stack's ECR repository "mlflow" when the cloud
     # layer provides one; this name is what a kubeconfig target (preview, kind) loads.
     # The tag is MLflow's version plus our build number.
