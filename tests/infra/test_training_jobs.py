@@ -217,7 +217,7 @@ def test_job_lifecycle_submission_and_environment(plans, case):
     for pod in (head_pod(spec), worker_group(spec)["template"]["spec"]):
         assert pod["serviceAccountName"] == "fraud-training"
         container = pod["containers"][0]
-        assert container["image"] == f"{ECR_TRAINING}:0.1.0"
+        assert container["image"] == f"{ECR_TRAINING}:{IMAGES['training'].tag}"
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert set(container["resources"]) == {"requests", "limits"}
         env = env_of(pod)
@@ -307,7 +307,7 @@ def test_schedule_creates_a_cronjob_only_when_the_spec_has_one(plans):
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert pod["containers"][0]["command"] == ["python", "-m", "workloads.training.submit"]
-    assert pod["containers"][0]["image"] == f"{ECR_TRAINING}:0.1.0"
+    assert pod["containers"][0]["image"] == f"{ECR_TRAINING}:{IMAGES['training'].tag}"
     assert pod["serviceAccountName"] == "fraud-training-submit"
     # in the mesh (standard has Istio) a sidecar would keep the Job running
     assert cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]["sidecar.istio.io/inject"] == "false"

@@ -192,7 +192,7 @@ def test_a_drift_retrain_waits_for_promote_then_a_second_one_is_rolled_out_by_th
 
         def finished():
             state = FileStateStore(live.root).load(MODEL)
-            return state if state is not None and state.candidate_version == second and state.finished else None
+            return state if state is not None and state.candidate_version == second and not state.active else None
 
         state = running.wait(finished, ROLLOUT_DEADLINE_S, f"the controller's rollout of v{second}")
     assert state.phase is Phase.PROMOTED, state.reason  # same data, same seed: a good challenger
