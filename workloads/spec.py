@@ -27,6 +27,9 @@ NAME_PATTERN = r"^[a-z]([-a-z0-9]{0,30}[a-z0-9])?$"  # DNS-1123 label, short eno
 ENTRYPOINT_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"  # package.module:function
 DURATION_PATTERN = r"^[1-9][0-9]*(s|m|h)$"
 CRON_PATTERN = r"^(\S+\s+){4}\S+$"
+#: The model spec file a process reads when none is passed (`strata train`, the rollout
+#: controller, the retraining trigger's hand-off): a bare spec or the <model>-spec ConfigMap.
+SPEC_FILE_ENV = "STRATA_MODEL_SPEC_FILE"
 
 
 class SpecError(ValueError):

@@ -81,7 +81,9 @@ CHARTS: Mapping[str, ChartPin] = MappingProxyType({pin.key: pin for pin in _PINS
 
 @dataclass(frozen=True)
 class ImagePin:
-    """An image we run ourselves (not via a chart). Always a tag, never `latest`."""
+    """An image we run ourselves (not via a chart). Always a tag, never `latest`. A tag we
+    build names one content: infra/platform/image-tags.json records each tag's digest
+    (infra.platform.image_tags; change an image's files -> bump its tag)."""
 
     repository: str
     tag: str
@@ -92,10 +94,11 @@ class ImagePin:
 
 
 IMAGES: Mapping[str, ImagePin] = MappingProxyType({
-    # Built from this repository (mlflow + psycopg2 + boto3; the upstream image has no DB
+    # Built from this repository (mlflow + psycopg 3 + boto3; the upstream image has no DB
     # driver or S3 client) and pushed to the stack's ECR repository "mlflow" when the cloud
     # layer provides one; this name is what a kubeconfig target (preview, kind) loads.
-    "mlflow": ImagePin("strata/mlflow", "3.17.2"),
+    # The tag is MLflow's version plus our build number.
+    "mlflow": ImagePin("strata/mlflow", "3.17.2-1"),
     # The official PostgreSQL image (runs as uid 999 with a writable PGDATA and /var/run).
     "postgres": ImagePin("postgres", "17.6"),
     # The official Redis image (Debian bookworm; runs as uid 999 with /data writable): the
@@ -105,19 +108,19 @@ IMAGES: Mapping[str, ImagePin] = MappingProxyType({
     # Built from this repository (workloads.monitoring + mlflow client + the RayJob submitter), pushed to the
     # stack's ECR repository "drift-monitor": the per-model drift exporters and the retraining
     # trigger run it. The tag is the project version.
-    "drift-monitor": ImagePin("strata/drift-monitor", "0.1.0"),
+    "drift-monitor": ImagePin("strata/drift-monitor", "0.1.1"),
     # Built from this repository (Ray + torch + workloads.training), ECR repository "training":
     # the RayJobs the retraining trigger creates run it.
-    "training": ImagePin("strata/training", "0.1.0"),
+    "training": ImagePin("strata/training", "0.1.1"),
     # Built from workloads/serving/Dockerfile (Seldon Core 1.19 wrapper, its own lock), ECR
     # repository "serving": both predictors of every SeldonDeployment run it.
-    "serving": ImagePin("strata/serving", "0.2.0"),  # 0.2.0: redis (online enrichment)
+    "serving": ImagePin("strata/serving", "0.2.1"),  # 0.2.0: redis (online enrichment)
     # The main environment's kafka-python + torch + workloads.streaming, ECR repository
     # "stream-worker": the per-model stream workers (`python -m workloads.streaming`).
-    "stream-worker": ImagePin("strata/stream-worker", "0.2.0"),  # 0.2.0: redis, enrichment
+    "stream-worker": ImagePin("strata/stream-worker", "0.2.1"),  # 0.2.0: redis, enrichment
     # workloads.rollout + its clients, ECR repository "rollout-controller": the per-model
     # rollout controllers (`python -m workloads.rollout --cluster`).
-    "rollout-controller": ImagePin("strata/rollout-controller", "0.1.0"),
+    "rollout-controller": ImagePin("strata/rollout-controller", "0.1.1"),
     # Strimzi's Kafka image + Debezium's PostgreSQL connector (workloads/data/ingest/connect/
     # Dockerfile, the local worker's pom.xml): the KafkaConnect of the CDC pipelines.
     "kafka-connect": ImagePin("strata/kafka-connect", "0.1.0"),

@@ -37,6 +37,39 @@ ARTIFACTS_MOUNT = "/mlartifacts"
 RDS_CA_BUNDLE = "/etc/ssl/certs/rds-global-bundle.pem"  # baked into the tracking image
 
 
+METRICS_DIR = "/tmp/metrics"  # prometheus-flask-exporter's multiprocess directory (`--expose-prometheus`)
+ARTIFACTS_BUCKET_ENV = "MLFLOW_ARTIFACTS_BUCKET"
+
+
+def server_container(args: "MlflowTrackingArgs", namespace: str, artifacts_root: str, serve_flag: str,
+                     extra_env: Sequence[dict[str, Any]], mounts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The server's container, rendered from the catalogue's one `mlflow` declaration (what
+    local mode runs): argv, the backend URI's Secret, named port, probes, resources."""
+    from infra.workloads import ClusterContext, container as workload_container
+    from workloads.catalogue.declarations import mlflow as declaration
+    from workloads.catalogue.model import Placement
+
+    workload = declaration()
+    tracking = {"workers": str(args.workers), "serve_flag": serve_flag}
+
+    def state(_workload, _resource, output: str) -> str:
+        if output not in tracking:
+            raise KeyError(f"tracking has no cluster output {output!r} ({', '.join(tracking)})")
+        return tracking[output]
+
+    def artifacts(_workload, resource, output: str) -> str:
+        if output != "root" or resource.params.get("bucket") != "mlflow-artifacts":
+            raise KeyError(f"object-store {resource.params} has no cluster output {output!r} here (mlflow-artifacts.root)")
+        return artifacts_root
+
+    ctx = ClusterContext(namespaces={Placement.MLFLOW: namespace}, team_namespaces={},
+                         catalogue={workload.name: workload}, provisioners={"state": state, "object-store": artifacts})
+    server = workload_container(workload, ctx, image=args.image, extra_env=extra_env, volume_mounts=mounts)
+    for probe in ("livenessProbe", "readinessProbe"):  # MLflow answers only the allowed Host names
+        server[probe]["httpGet"]["httpHeaders"] = [{"name": "Host", "value": "localhost"}]
+    return server
+
+
 def tracking_uri(namespace: str) -> str:
     return f"http://mlflow.{namespace}.svc.cluster.local:{PORT}"
 
@@ -121,12 +154,18 @@ class MlflowTracking(pulumi.ComponentResource):
 
         # --- artifacts ----------------------------------------------------------------------
         volumes: list[dict[str, Any]] = [empty_dir("tmp", "1Gi")]
-        mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+        mounts: list[dict[str, Any]] = []
         replicas = args.replicas
+        service_hosts = [f"mlflow.{ns}.svc.cluster.local", f"mlflow.{ns}.svc", f"mlflow.{ns}", "mlflow"]
+        allowed_hosts = ",".join([*service_hosts, *(f"{h}:{PORT}" for h in service_hosts), "localhost", f"localhost:{PORT}"])
+        # cluster-only facts: the Host names it answers to, its metrics (the image carries
+        # prometheus-flask-exporter; the ServiceMonitor below scrapes them)
+        extra_env: list[dict[str, Any]] = [{"name": "MLFLOW_SERVER_ALLOWED_HOSTS", "value": allowed_hosts},
+                                           {"name": "MLFLOW_EXPOSE_PROMETHEUS", "value": METRICS_DIR}]
         if args.artifacts_bucket is not None:
-            artifact_args: list[pulumi.Input[str]] = [
-                "--default-artifact-root", pulumi.Output.concat("s3://", args.artifacts_bucket, "/mlflow"),
-                "--no-serve-artifacts"]
+            # the bucket's name is an Output: passed as env, expanded by Kubernetes in the args
+            extra_env.append({"name": ARTIFACTS_BUCKET_ENV, "value": args.artifacts_bucket})
+            artifacts_root, serve_flag = f"s3://$({ARTIFACTS_BUCKET_ENV})/mlflow", "--no-serve-artifacts"
         else:
             pvc_spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"],
                                         "resources": {"requests": {"storage": f"{args.artifacts_storage_gib}Gi"}}}
@@ -138,28 +177,10 @@ class MlflowTracking(pulumi.ComponentResource):
                 spec=pvc_spec, opts=child)
             volumes.append({"name": "artifacts", "persistentVolumeClaim": {"claimName": "mlflow-artifacts"}})
             mounts.append({"name": "artifacts", "mountPath": ARTIFACTS_MOUNT})
-            artifact_args = ["--serve-artifacts", "--artifacts-destination", ARTIFACTS_MOUNT]
+            extra_env.append({"name": "MLFLOW_ARTIFACTS_DESTINATION", "value": ARTIFACTS_MOUNT})
+            artifacts_root, serve_flag = "mlflow-artifacts:/", "--serve-artifacts"
             replicas = 1  # one writer on an RWO volume
-
-        service_hosts = [f"mlflow.{ns}.svc.cluster.local", f"mlflow.{ns}.svc", f"mlflow.{ns}", "mlflow"]
-        allowed_hosts = ",".join([*service_hosts, *(f"{h}:{PORT}" for h in service_hosts), "localhost", f"localhost:{PORT}"])
-        server = container(
-            name="mlflow",
-            image=args.image,
-            args=["mlflow", "server", "--host", "0.0.0.0", "--port", str(PORT), "--workers", str(args.workers),
-                  "--expose-prometheus", "/tmp/metrics", *artifact_args],
-            env=[
-                {"name": "MLFLOW_BACKEND_STORE_URI",
-                 "valueFrom": {"secretKeyRef": {"name": "mlflow-db", "key": "backend-store-uri"}}},
-                {"name": "MLFLOW_SERVER_ALLOWED_HOSTS", "value": allowed_hosts},
-                {"name": "HOME", "value": "/tmp"},
-            ],
-            ports=[{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-            resources=resources("250m", "512Mi", "1", "2Gi"),
-            liveness_probe=http_probe("/health", PORT, initial_delay=30, period=15, host_header="localhost"),
-            readiness_probe=http_probe("/health", PORT, initial_delay=5, period=5, host_header="localhost"),
-            volumeMounts=mounts,
-        )
+        server = server_container(args, ns, artifacts_root, serve_flag, extra_env, mounts)
         pod_labels = labels(app, "tracking-server", version=version)
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-server",

@@ -194,6 +194,50 @@ def test_local_and_cluster_run_the_same_declared_argv(plans, workload, tmp_path)
     shutil.rmtree(tmp_path, ignore_errors=True)
 
 
+def test_local_and_cluster_mlflow_run_the_one_declaration(plans, tmp_path):
+    """The tracking server's flags, env and probes come from the one `mlflow` declaration on
+    both sides; only placeholders differ (and the cluster's own facts: the allowed Host
+    names, its metrics, the artifacts bucket's name as env). The AWS bits stay: an `s3://`
+    artifact root, `--no-serve-artifacts`, the backend URI from the mlflow-db Secret."""
+    from workloads.catalogue.declarations import MLFLOW_DB_SECRET, mlflow
+    from workloads.catalogue.substitution import KINDS
+    from workloads.local.ports import resolve_ports
+    from workloads.local.services import LocalOptions, ServiceContext
+
+    declared = mlflow()
+    spec = local_services()["mlflow"]
+    ctx = ServiceContext(name="mlflow", state_dir=tmp_path, ports=resolve_ports(), options=LocalOptions(),
+                         python="python")
+    spec.prepare(ctx)
+    local = spec.command(ctx)
+    assert local[:3] == ["python", "-m", "mlflow"]  # the checkout's interpreter runs the `mlflow` CLI
+    local = ["mlflow", *local[3:]]
+    template = [*declared.command, *declared.args]
+    for stack in ("enterprise", "quick"):
+        [deployment] = [r for r in plans[stack].of_kind("Deployment") if r.inputs["metadata"]["name"] == "mlflow"]
+        container = deployment.inputs["spec"]["template"]["spec"]["containers"][0]
+        cluster = container["command"] + container["args"]
+        assert len(local) == len(cluster) == len(template), (local, cluster)
+        for token, here, there in zip(template, local, cluster):
+            if not any(f"${{{kind}" in token for kind in KINDS):
+                assert here == there == token, (token, here, there)
+        root = cluster[cluster.index("--default-artifact-root") + 1]
+        assert root.startswith("s3://") and cluster[-1] == "--no-serve-artifacts", cluster
+        assert local[local.index("--default-artifact-root") + 1].startswith("s3://") and local[-1] == "--no-serve-artifacts"
+        env = {e["name"]: e for e in container["env"]}
+        assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"] == {
+            "name": MLFLOW_DB_SECRET.secret, "key": MLFLOW_DB_SECRET.key}
+        for var in declared.env:
+            assert var.name in env and var.name in spec.env(ctx), var.name
+            if var.value is not None:
+                assert env[var.name]["value"] == spec.env(ctx)[var.name] == var.value
+        probes = {p: container[p]["httpGet"] for p in ("livenessProbe", "readinessProbe")}
+        assert probes["readinessProbe"]["path"] == declared.readiness.path and probes["readinessProbe"]["port"] == "http"
+        assert container["ports"] == [{"name": "http", "containerPort": declared.port("http").port, "protocol": "TCP"}]
+    # locally the Secret's value is the local backend store (what the cluster builds from the database)
+    assert spec.env(ctx)["MLFLOW_BACKEND_STORE_URI"].startswith("sqlite:///")
+
+
 def _register_champion(state_dir: Path, model: str) -> None:
     """A registry export with a champion version (what training writes)."""
     from tests.catalogue.registry_export import write_champion

@@ -11,6 +11,8 @@ recorded with `infra.plan.harness.make_mocks`, plus each resource's `ignoreChang
 
 from __future__ import annotations
 
+from infra.platform.charts import IMAGES
+
 import pytest
 
 from infra.modes import capabilities
@@ -212,7 +214,7 @@ def test_every_predictor_serves_its_slot_alias_with_the_hardened_pod(built, case
         [server, sync] = pod["containers"]
         assert server["name"] == predictor["graph"]["name"]  # Seldon binds the graph node to this container
         # the registry-sync sidecar exports this slot's alias from MLflow into the shared volume
-        assert sync["name"] == "registry-sync" and sync["image"] == "strata/drift-monitor:0.1.0"
+        assert sync["name"] == "registry-sync" and sync["image"] == IMAGES["drift-monitor"].ref
         assert sync["command"] + sync["args"] == ["python", "-m", "workloads.serving.sync", "--model", "fraud",
                                                   "--alias", ALIAS_OF_PREDICTOR[slot], "--root", "/mnt/models",
                                                   "--interval", "30"]
@@ -220,7 +222,7 @@ def test_every_predictor_serves_its_slot_alias_with_the_hardened_pod(built, case
         assert {"name": "registry", "mountPath": "/mnt/models"} in server["volumeMounts"]
         assert next(e["value"] for e in sync["env"] if e["name"] == "MLFLOW_TRACKING_URI").startswith("http")
         assert sync["securityContext"]["readOnlyRootFilesystem"] is True
-        assert server["image"] == "strata/serving:0.2.0"
+        assert server["image"] == IMAGES["serving"].ref
         assert server["securityContext"]["runAsNonRoot"] is True
         assert server["securityContext"]["readOnlyRootFilesystem"] is True
         assert server["securityContext"]["capabilities"] == {"drop": ["ALL"]}
@@ -463,7 +465,7 @@ def test_stream_worker_deployment(built):
         {"secret": {"name": "fraud-stream", "items": [{"key": "user.crt", "path": "user.crt"}]}},
         {"secret": {"name": "fraud-stream", "items": [{"key": "user.key", "path": "user.key"}]}},
     ]}} in pod["volumes"]
-    assert worker["image"] == "strata/stream-worker:0.2.0"
+    assert worker["image"] == IMAGES["stream-worker"].ref
     assert case.ignore_changes[deployment.name] == ["spec.replicas"]  # KEDA's HPA owns it
     pdb = case.named(PDB, "fraud-stream").inputs["spec"]
     assert pdb["selector"] == spec["selector"] and pdb["maxUnavailable"] == 1

@@ -9,6 +9,8 @@ through the policy pack at the mode's enforcement level.
 
 from __future__ import annotations
 
+from infra.platform.charts import IMAGES
+
 import datetime as dt
 import http.server
 import json
@@ -215,7 +217,7 @@ def test_job_lifecycle_submission_and_environment(plans, case):
     for pod in (head_pod(spec), worker_group(spec)["template"]["spec"]):
         assert pod["serviceAccountName"] == "fraud-training"
         container = pod["containers"][0]
-        assert container["image"] == f"{ECR_TRAINING}:0.1.0"
+        assert container["image"] == f"{ECR_TRAINING}:{IMAGES['training'].tag}"
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert set(container["resources"]) == {"requests", "limits"}
         env = env_of(pod)
@@ -242,7 +244,7 @@ def test_kubeconfig_target_checkpoints_on_a_volume(plans):
         assert env_of(pod)["STRATA_CHECKPOINT_URI"] == "/checkpoints/fraud/"
         assert {"name": "checkpoints", "persistentVolumeClaim": {"claimName": "fraud-checkpoints"}} in pod["volumes"]
         assert "nodeSelector" not in pod and "affinity" not in pod  # no Strata node pools there
-        assert pod["containers"][0]["image"] == "strata/training:0.1.0"
+        assert pod["containers"][0]["image"] == IMAGES["training"].ref
     # the deployed spec (ConfigMap) is the source, not the stack file baked into the image
     assert "--spec-file /etc/strata/spec/model.json" in spec["entrypoint"] and "--stack" not in spec["entrypoint"]
 
@@ -305,7 +307,7 @@ def test_schedule_creates_a_cronjob_only_when_the_spec_has_one(plans):
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert pod["containers"][0]["command"] == ["python", "-m", "workloads.training.submit"]
-    assert pod["containers"][0]["image"] == f"{ECR_TRAINING}:0.1.0"
+    assert pod["containers"][0]["image"] == f"{ECR_TRAINING}:{IMAGES['training'].tag}"
     assert pod["serviceAccountName"] == "fraud-training-submit"
     # in the mesh (standard has Istio) a sidecar would keep the Job running
     assert cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]["sidecar.istio.io/inject"] == "false"

@@ -115,7 +115,7 @@ def rollout_services(tmp_path_factory):
 def live_env(rollout_services, tmp_path_factory):
     if not serving_python().exists():
         pytest.fail(f"serving environment missing ({serving_python()}); create it with workloads/serving/setup-env.sh")
-    root = tmp_path_factory.mktemp("registry")
+    root = rollout_services.state_dir / "registry"  # where local mode keeps it: the rendered workloads find it
     export_versions(root)
     logs = tmp_path_factory.mktemp("rollout-logs")
     fault_files = {slot: logs / f"fault-{slot}.json" for slot in (STABLE, CANDIDATE)}

@@ -6,9 +6,10 @@ from __future__ import annotations
 import importlib.metadata
 import re
 
-from tests.dockerfiles import REPO_ROOT, copy_image_files, pins, run_in_image
+from tests.dockerfiles import REPO_ROOT, assert_installs_exactly, copy_image_files, lock_pins, run_in_image
 
 DOCKERFILE = REPO_ROOT / "workloads" / "rollout" / "Dockerfile"
+LOCK = REPO_ROOT / "requirements" / "rollout.lock"
 
 
 def test_base_pinned_user_not_root_and_pins_are_the_tested_versions():
@@ -16,7 +17,8 @@ def test_base_pinned_user_not_root_and_pins_are_the_tested_versions():
     assert re.search(r"^FROM python:\d+\.\d+\.\d+-slim-bookworm$", text, re.M)
     users = re.findall(r"^USER (\S+)$", text, re.M)
     assert users and users[-1] not in ("root", "0")
-    pinned = pins(DOCKERFILE)
+    assert_installs_exactly(DOCKERFILE, LOCK)
+    pinned = lock_pins(LOCK)
     assert {"kubernetes", "scipy", "pydantic", "tenacity", "mlflow-skinny"} <= set(pinned)
     for name, version in pinned.items():
         assert importlib.metadata.version(name) == version, f"{name}: image {version}, tests run {importlib.metadata.version(name)}"

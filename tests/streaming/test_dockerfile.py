@@ -1,4 +1,4 @@
-"""The stream worker image: pinned base, non-root, pins equal to pyproject.toml's, and its
+"""The stream worker image: pinned base, non-root, exactly its lock (pins equal to pyproject.toml's), and its
 COPY list holds every module the worker imports (checked by importing with only those files)."""
 
 from __future__ import annotations
@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 import tomllib
 
-from tests.dockerfiles import REPO_ROOT, copy_image_files, pins, run_in_image
+from tests.dockerfiles import REPO_ROOT, assert_installs_exactly, copy_image_files, lock_pins, run_in_image
 
 DOCKERFILE = REPO_ROOT / "workloads" / "streaming" / "Dockerfile"
+LOCK = REPO_ROOT / "requirements" / "streaming.lock"
 
 
 def _pyproject_pins() -> dict[str, str]:
@@ -23,7 +24,8 @@ def test_base_pinned_user_not_root_and_pins_match_pyproject():
     assert re.search(r"^FROM python:\d+\.\d+\.\d+-slim-bookworm$", text, re.M)
     users = re.findall(r"^USER (\S+)$", text, re.M)
     assert users and users[-1] not in ("root", "0")
-    pinned = pins(DOCKERFILE)
+    assert_installs_exactly(DOCKERFILE, LOCK)  # and every version in it is the main lock's
+    pinned = lock_pins(LOCK)
     assert {"torch", "kafka-python", "orjson", "prometheus-client"} <= set(pinned)
     declared = _pyproject_pins()
     for name, version in pinned.items():

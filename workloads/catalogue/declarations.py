@@ -339,30 +339,36 @@ def cdc_sink(pipeline: Any) -> Workload:
     )
 
 
+MLFLOW_DB_SECRET = SecretRef(secret="mlflow-db", key="backend-store-uri")
+
+
 def mlflow() -> Workload:
-    """The tracking server. Where artifacts go is the `tracking` resource's (locally served
-    from a folder; on AWS `s3://` written by the clients themselves, `--no-serve-artifacts`)."""
+    """The tracking server, on both sides (the cluster's `MlflowTracking` renders its container
+    from this). The backend store URI is a Secret's key, read from the environment (a password
+    never in argv): on the cluster the program builds it from the database's outputs; locally
+    the supervisor writes it (sqlite or the local PostgreSQL). Artifacts live in an object store
+    (S3 on AWS, the local S3 server locally), written by the clients themselves
+    (`--no-serve-artifacts`); a kubeconfig target without S3 serves a volume instead."""
     return Workload(
         name=MLFLOW, component="tracking-server", placement=Placement.MLFLOW,
         description="MLflow tracking server + model registry",
         image="mlflow",
         command=("mlflow", "server"),
-        args=("--backend-store-uri", "${resources.tracking.backend}", "--host", "${bind}", "--port", "${ports.http}",
-              "--workers", "${resources.tracking.workers}", "${resources.tracking.serve_flag}"),
+        args=("--host", "${bind}", "--port", "${ports.http}", "--workers", "${resources.tracking.workers}",
+              "--default-artifact-root", "${resources.artifacts.root}", "${resources.tracking.serve_flag}"),
         ports=(Port(name="http", port=MLFLOW_PORT),),
         liveness=HttpProbe(path="/health", port="http", initial_delay_s=30, period_s=15, failures=4),
         readiness=HttpProbe(path="/health", port="http", initial_delay_s=10),
         # No metrics block: `--expose-prometheus` needs prometheus-flask-exporter, which MLflow 3
-        # no longer depends on (the server would fail at start), and no alert reads MLflow's own.
-        # Artifacts live in an object store (S3 on AWS, the local S3 server locally), written by
-        # the clients themselves: the server is started with `--no-serve-artifacts`.
+        # no longer depends on; only the tracking image carries it (the cluster's ServiceMonitor
+        # of MlflowTracking), and no alert reads MLflow's own metrics.
         resources_used={"tracking": Resource(type="state"),
                         "artifacts": Resource(type="object-store", params={"bucket": "mlflow-artifacts"})},
         # MLflow 3's server-side job runner (GenAI scoring, trace rollups: nothing Strata uses) is
         # 8 more Python processes polling the backend: measured 10 -> 2 processes, half the CPU
-        env=(EnvVar(name="MLFLOW_DEFAULT_ARTIFACT_ROOT", value="${resources.artifacts.root}"),
+        env=(EnvVar(name="MLFLOW_BACKEND_STORE_URI", secret=MLFLOW_DB_SECRET),
              EnvVar(name="MLFLOW_SERVER_ENABLE_JOB_EXECUTION", value="false")),
-        resources=Resources(cpu_request="250m", memory_request="512Mi", cpu_limit="1", memory_limit="1Gi"),
+        resources=Resources(cpu_request="250m", memory_request="512Mi", cpu_limit="1", memory_limit="2Gi"),
         start_timeout_s=300.0,  # a first start creates the database schema
     )
 

@@ -116,6 +116,17 @@ def local_secret_path(state_dir: Path, secret: str, key: str) -> Path:
     return state_dir / "secrets" / secret / key
 
 
+def write_local_secret(state_dir: Path, secret: str, key: str, value: str) -> None:
+    """A local Secret whose value the platform knows (like one the cluster's program builds
+    from outputs, e.g. the MLflow database's URI): written before each start."""
+    path = local_secret_path(state_dir, secret, key)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{key}.tmp")
+    tmp.write_text(value)
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
 def local_secret(state_dir: Path, secret: str, key: str) -> str:
     """A local Secret's key: generated once (like a Secret the cluster's program creates)."""
     path = local_secret_path(state_dir, secret, key)

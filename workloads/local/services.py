@@ -568,7 +568,6 @@ def _state_output(ctx: ServiceContext, workload, resource, output: str) -> str:
             ctx.python, "-m", "workloads.rollout", "--model", "{model}", "--registry", str(registry_root(ctx)),
             "--state-dir", str(ctx.state_dir), "--prometheus", f"http://{HOST}:{ctx.port('prometheus')}",
             "--actor", "retrain-trigger"]),
-        "backend": lambda: _mlflow_backend(ctx),
         "models": lambda: ",".join(spec.name for spec in workload_catalog()),
         "serve_flag": lambda: "--no-serve-artifacts",
         "workers": lambda: "1",
@@ -647,6 +646,14 @@ def _model_server_command(spec, workload, keys: tuple[str, ...]) -> Callable[[Se
     return command
 
 
+def _tracking_prepare(ctx: ServiceContext) -> None:
+    """The backend store URI the declaration reads from its Secret (`MLFLOW_DB_SECRET`)."""
+    from workloads.catalogue.declarations import MLFLOW_DB_SECRET
+    from workloads.local.catalogue import write_local_secret
+
+    write_local_secret(ctx.state_dir, MLFLOW_DB_SECRET.secret, MLFLOW_DB_SECRET.key, _mlflow_backend(ctx))
+
+
 def _stream_prepare(workload) -> Callable[[ServiceContext], None]:
     """The champion must be exported before the worker starts (a clear error instead of a crash loop)."""
     model = workload.labels["strata.dev/model"]
@@ -706,6 +713,7 @@ def catalogue_service(workload, keys: tuple[str, ...], placements, declare, spec
         prepare = _stream_prepare(workload)
     elif workload.component == "tracking-server":
         requires = (Requirement("the `mlflow` Python package", MLFLOW_FIX, module="mlflow"),)
+        prepare = _tracking_prepare
     elif workload.component == "retrain-trigger":
         url = lambda ctx: f"http://{HOST}:{ctx.port(keys[0])}/v1/retrains"  # noqa: E731
     readiness = workload.readiness

@@ -163,9 +163,11 @@ class RolloutHandoff:
 
 
 def _example_spec(model: str) -> Any:
+    """The spec `strata train` and the controller read too: `$STRATA_MODEL_SPEC_FILE`, else the example's."""
+    from workloads.spec import SPEC_FILE_ENV
     from workloads.training.cli import resolve_spec
 
-    return resolve_spec(model)[0]
+    return resolve_spec(model, None, os.environ.get(SPEC_FILE_ENV) or None)[0]
 
 
 class RetrainTrigger:
@@ -185,6 +187,8 @@ class RetrainTrigger:
         self.registry = registry if registry is not None else pc.CollectorRegistry()
         self.m = contract.collectors(contract.Emitter.RETRAIN, self.registry)
         self.state_file = Path(state_file) if state_file else None
+        if self.state_file is not None:  # a first start: saving must not fail mid-request
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self.models: dict[str, ModelState] = {}

@@ -105,7 +105,10 @@ def serve_health(metrics: RolloutMetrics, host: str, port: int) -> ThreadingHTTP
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Strata rollout controller (one model)")
     parser.add_argument("--model", required=True)
-    parser.add_argument("--spec-file", help="the model spec (default: the example/onboarded spec of --model)")
+    from workloads.spec import SPEC_FILE_ENV
+
+    parser.add_argument("--spec-file", default=os.environ.get(SPEC_FILE_ENV) or None,
+                        help=f"the model spec (default ${SPEC_FILE_ENV}, else the example/onboarded spec of --model)")
     parser.add_argument("--cluster", action="store_true", help="drive the SeldonDeployment; state in a ConfigMap")
     parser.add_argument("--namespace", default=os.environ.get("STRATA_NAMESPACE", "default"))
     parser.add_argument("--registry", default="", help="local registry export (default $STRATA_REGISTRY_DIR)")

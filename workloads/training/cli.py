@@ -31,10 +31,9 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from workloads.monitoring.metrics import TRAINING_TRIGGERS
-from workloads.spec import ModelSpec, SpecError, parse_model_spec
+from workloads.spec import SPEC_FILE_ENV, ModelSpec, SpecError, parse_model_spec
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-SPEC_FILE_ENV = "STRATA_MODEL_SPEC_FILE"
 EXIT_SPEC, EXIT_DATA, EXIT_TRAINING = 2, 3, 4
 
 console = Console(stderr=True)
