@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import psycopg
 
+from workloads.data.features.streaming import Aggregation
 from workloads.data.ingest.fraud_source import KEY, TABLE
 from workloads.data.lake.contract import Contract
 from workloads.data.lake.gold import load_lake_uri
@@ -22,7 +23,8 @@ def test_transactions_reach_gold_through_cdc_and_a_rerun_adds_a_version(local_se
     with psycopg.connect(postgres.dsn(sup.context("postgres")), autocommit=True) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {TABLE}")  # the shared session's CDC test uses it too
     settings = LakeStageSettings(rows=800, table=table_name, rate=800, wait_s=120, connector="demo-lake-test",
-                                 topic_prefix="strata.demotest", max_invalid_fraction=1.0)
+                                 topic_prefix="strata.demotest", max_invalid_fraction=1.0,
+                                 aggregation=Aggregation(view=f"cards_{table_name}"))
     lines: list[str] = []
     first = run_lake_stage(sup, CONTRACT, s3_settings, settings, log=lines.append)
     assert first.inserted == first.source_rows == first.gold_rows == 800
@@ -32,6 +34,8 @@ def test_transactions_reach_gold_through_cdc_and_a_rerun_adds_a_version(local_se
     trained_on = load_lake_uri(first.gold_uri, FRAUD_SCHEMA, s3_settings)
     assert trained_on.meta["lake.digest"] == first.gold_digest and len(trained_on) == 800
     assert int(trained_on.labels.sum()) == first.chargebacks  # the late labels are in gold
+    # the streaming features of the same change events: every card's aggregates in Redis
+    assert first.aggregated_cards > 0 and first.freshness_p99_s >= first.freshness_p50_s >= 0
 
     second = run_lake_stage(sup, CONTRACT, s3_settings, settings, log=lines.append)
     assert second.source_rows == second.gold_rows == 1600 and second.inserted == 800
@@ -40,3 +44,4 @@ def test_transactions_reach_gold_through_cdc_and_a_rerun_adds_a_version(local_se
     assert silver.height == 1600 and silver.get_column(KEY).is_unique().all()
     assert any("RUNNING" in line for line in lines)
     assert dict(second.report_rows())["table versions"].startswith("bronze v")
+    assert "event -> online p50" in dict(second.report_rows())["streaming features (CDC -> Redis)"]

@@ -2,13 +2,16 @@
 
     generator -> PostgreSQL (card_transactions) -> Debezium on Kafka Connect -> Kafka
       -> bronze -> silver (+ quarantine) -> gold -> training reads lake://gold/fraud?version=N
+                                                   \-> per-card rolling aggregates -> Redis (online)
 
 The generator (workloads/data/ingest/fraud_source.py) inserts transactions unlabelled and
 sends the chargebacks later as updates; the stage waits (bounded) until silver holds every
 source row with the label the source table has now, counted against PostgreSQL, then
 publishes gold. Each run appends new transaction ids (after the ones already in the
 table), so a rerun of the demo on the same state adds a gold version instead of
-rewriting one.
+rewriting one. The streaming aggregator (workloads/data/features/streaming.py) reads the same
+change events and keeps each card's transaction count and amount over 1 h / 24 h in Redis;
+the stage reports its freshness (event time -> visible online) for this run's transactions.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import polars as pl
+from prometheus_client import CollectorRegistry
 
+from workloads.data.features.streaming import AggregateMetrics, AggregatePusher, Aggregation
 from workloads.data.ingest.cdc import CdcIngester
 from workloads.data.ingest.pipeline import CdcPipeline, SourceDatabase
 from workloads.data.ingest.fraud_source import KEY, TABLE, FraudSource, create_table
@@ -31,7 +36,7 @@ from workloads.local import kafka_connect, postgres
 from workloads.local.supervisor import Supervisor
 
 #: What the stage needs running (the supervisor starts their dependencies too).
-LAKE_SERVICES = ("s3", "kafka", "postgres", "kafka-connect")
+LAKE_SERVICES = ("s3", "kafka", "postgres", "kafka-connect", "redis")
 MODEL = "fraud"  # the example whose source system the generator plays
 TEAM = "payments-risk"  # fraud's team (the cluster runs the pipeline's sink in its namespace)
 
@@ -50,6 +55,8 @@ class LakeStageSettings:
     connector: str = "demo-fraud-transactions"
     topic_prefix: str = "strata.demo"
     max_invalid_fraction: float = 0.001  # the spec's maxInvalidRowFraction (passed in by the demo)
+    # the card aggregates (Redis keys strata:fv:<view>:<card>); the demo passes the fraud spec's view
+    aggregation: Aggregation = Aggregation()
 
 
 @dataclass
@@ -68,6 +75,9 @@ class LakeStageOutcome:
     versions: dict[str, int | None] = field(default_factory=dict)  # layer -> current version
     gold_rows: int = 0
     gold_digest: str = ""  # the content digest training records (strata.lake.digest)
+    aggregated_cards: int = 0  # cards with rolling aggregates in Redis (all runs)
+    freshness_p50_s: float = float("nan")  # this run's transactions: event time -> aggregates visible online
+    freshness_p99_s: float = float("nan")
 
     @property
     def gold_uri(self) -> str:
@@ -87,6 +97,8 @@ class LakeStageOutcome:
             ("table versions", ", ".join(f"{layer} v{v[layer]}" if v[layer] is not None else f"{layer} -"
                                          for layer in ("bronze", "silver", "quarantine", "gold"))),
             ("training set", f"{self.gold_uri}: {self.gold_rows} rows, digest {self.gold_digest[:16]}"),
+            ("streaming features (CDC -> Redis)", f"{self.aggregated_cards} cards; event -> online p50 "
+                                                  f"{self.freshness_p50_s:.2f} s, p99 {self.freshness_p99_s:.2f} s"),
         ]
 
 
@@ -153,6 +165,24 @@ def run_lake_stage(sup: Supervisor, contract: Contract, s3: S3Settings, settings
 
     thread = threading.Thread(target=consume, name="demo-cdc", daemon=True)
     thread.start()
+    # the streaming features: the same change events -> per-card aggregates in Redis
+    import redis
+
+    visible: dict[str, float] = {}  # txn -> event time -> online (its insert; a chargeback changes no aggregate)
+    pusher = AggregatePusher(settings.aggregation, redis.Redis.from_url(sup.url("redis")),
+                             pipeline.topic, sup.kafka_bootstrap, AggregateMetrics(CollectorRegistry()),
+                             on_visible=lambda key, seconds: visible.setdefault(key, seconds))
+
+    aggregator_failures: list[Exception] = []
+
+    def aggregate() -> None:
+        try:
+            pusher.run(stop=stop.is_set, topic_wait_s=settings.wait_s)
+        except Exception as error:  # noqa: BLE001 - reported by the stage with its reason
+            aggregator_failures.append(error)
+
+    aggregator = threading.Thread(target=aggregate, name="demo-aggregates", daemon=True)
+    aggregator.start()
     refined = quarantined = 0
     try:
         t0 = time.time()
@@ -185,9 +215,20 @@ def run_lake_stage(sup: Supervisor, contract: Contract, s3: S3Settings, settings
                                  f"of this run's {events} change events; silver lacks {missing} of {len(expected)} "
                                  f"rows, {stale} with a stale label; see "
                                  f"`strata local logs kafka-connect` and `strata data versions {table} --layer bronze`")
+        this_run = set(ids)
+        while (time.monotonic() < deadline and not aggregator_failures
+               and len(this_run & visible.keys()) < len(this_run)):
+            time.sleep(0.2)  # the aggregator reads the same topic: bounded by the same deadline
+        if len(this_run & visible.keys()) < len(this_run):
+            reason = (f"the aggregator failed: {aggregator_failures[0]!r}" if aggregator_failures
+                      else f"after {settings.wait_s:.0f}s")
+            raise LakeStageError(f"streaming features: {len(this_run - visible.keys())} of this run's "
+                                 f"{len(this_run)} transactions not aggregated into Redis ({reason})")
     finally:
         stop.set()
         thread.join(timeout=30)
+        aggregator.join(timeout=30)
+    freshness = pl.Series([visible[k] for k in ids])
     gold_step = publish(lake, table, contract)
     log(f"gold/{table}: {gold_step.rows_out} rows published from {gold_step.batches} silver versions")
 
@@ -204,4 +245,5 @@ def run_lake_stage(sup: Supervisor, contract: Contract, s3: S3Settings, settings
         bronze_rows=bronze.height, ingest_rows_per_s=bronze.height / max(span, 1e-3),
         lag_p50_s=_percentile(lag, 0.50), lag_p99_s=_percentile(lag, 0.99), quarantined=quarantined,
         refined=refined, quarantine_rate=quarantined / max(1, refined + quarantined), versions=versions,
-        gold_rows=len(gold), gold_digest=gold.meta["lake.digest"])
+        gold_rows=len(gold), gold_digest=gold.meta["lake.digest"], aggregated_cards=len(pusher.state.cards),
+        freshness_p50_s=_percentile(freshness, 0.50), freshness_p99_s=_percentile(freshness, 0.99))

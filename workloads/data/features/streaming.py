@@ -90,6 +90,18 @@ class Aggregation:
         if self.ttl_seconds < 1:
             raise ValueError(f"ttl_seconds must be >= 1, got {self.ttl_seconds}")
 
+    @classmethod
+    def for_view(cls, view: Any, **columns: Any) -> "Aggregation":
+        """The aggregation a spec's feature view (`workloads.spec.FeatureView`) is served from: its
+        name and TTL; each of its features must be one of the aggregates (an error names those
+        that are not)."""
+        agg = cls(view=view.name, ttl_seconds=view.ttl_seconds, **columns)
+        unknown = [f.name for f in view.features if f.name not in agg.feature_names]
+        if unknown:
+            raise ValueError(f"view {view.name!r}: feature(s) {', '.join(unknown)} are not streaming aggregates "
+                             f"(those are {', '.join(agg.feature_names)})")
+        return agg
+
     @property
     def window_us(self) -> dict[str, int]:
         return {w: window_seconds(w) * 1_000_000 for w in self.windows}
@@ -244,6 +256,9 @@ class AggregatePusher:
     max_batch: int = 5_000
     security: Mapping[str, Any] | None = None  # kafka-python transport options (workloads.streaming.tls)
     clock: Callable[[], float] = time.time
+    # called with (record key, seconds from event time to visible online) per applied change:
+    # the demo reports its own transactions' freshness this way
+    on_visible: Callable[[str, float], None] | None = None
 
     def __post_init__(self) -> None:
         self.state = RollingAggregates(self.aggregation)
@@ -296,7 +311,8 @@ class AggregatePusher:
         every changed entity in one pipeline. Returns the changes applied."""
         agg, outcomes = self.aggregation, {}
         touched: set[str] = set()
-        fresh: list[int] = []  # event times of the applied changes, for the freshness metric
+        fresh: list[str] = []  # record keys of the applied changes, for the freshness metric
+        first_error = None
         for record in records:
             try:
                 change = parse(record.value, agg.record_key)
@@ -305,18 +321,23 @@ class AggregatePusher:
                 outcome, entities = self.state.apply(change)
             except ValueError as error:
                 outcome, entities = "malformed", set()
-                log.warning("%s: skipped change at %s/%s: %s", agg.view, getattr(record, "partition", "?"),
-                            getattr(record, "offset", "?"), error)
+                first_error = first_error or f"{getattr(record, 'partition', '?')}/{getattr(record, 'offset', '?')}: {error}"
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
             if outcome == "applied":
-                fresh.append(self.state.txns[str(change.row[agg.record_key])].event_us)
+                fresh.append(str(change.row[agg.record_key]))
             touched |= entities
+        if first_error:
+            log.warning("%s: skipped %d malformed change(s), the first at %s", agg.view, outcomes["malformed"],
+                        first_error)
         if touched:
             self._write(touched)
         visible_us = self.clock() * 1e6
         freshness = self.metrics.freshness.labels(agg.view)
-        for event_us in fresh:
-            freshness.observe(max(0.0, (visible_us - event_us) / 1e6))
+        for key in fresh:
+            seconds = max(0.0, (visible_us - self.state.txns[key].event_us) / 1e6)
+            freshness.observe(seconds)
+            if self.on_visible is not None:
+                self.on_visible(key, seconds)
         for outcome, n in outcomes.items():
             self.metrics.events.labels(agg.view, outcome).inc(n)
         return outcomes.get("applied", 0)
