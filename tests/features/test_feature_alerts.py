@@ -1,5 +1,5 @@
 """The alerts a spec's `features` section adds, rendered for a model with online features
-(no example spec has them yet): `promtool check rules`, and `promtool test rules` with a
+(views shared by two models included): `promtool check rules`, and `promtool test rules` with a
 firing and a silent case for each, labels by the alerting policy (not read from the rule)."""
 
 from __future__ import annotations

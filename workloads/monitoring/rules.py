@@ -47,7 +47,7 @@ ROLLBACK_LOOKBACK = "30m"  # a rollback decision in this window keeps RolloutRol
 FEATURE_DEFAULT_RATIO = 0.05  # > 5% of a view's lookups answered with the declared defaults for 15m
 FEATURE_STALE_TTL_FRACTION = 0.5  # the median served value older than half the view's TTL for 30m
 # What a spec's `features` section adds (feature_alerts); listed so their runbooks are indexed
-# and checked even while no example spec declares online features.
+# and checked whichever example specs declare online features.
 FEATURE_ALERTS = ("FeatureStoreErrors", "FeatureDefaultRateHigh", "FeatureValuesStale")
 
 
