@@ -80,6 +80,21 @@ def test_a_replayed_change_counts_once_and_an_update_replaces_its_transaction():
     assert state.features("c1")[1]["txn_count_24h"] == 1
 
 
+def test_memory_holds_the_longest_window_plus_the_lateness():
+    agg = Aggregation(view="cards", lateness="6h")
+    state = RollingAggregates(agg)
+    start = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    for minute in range(10 * 24 * 60):  # ten days, one transaction a minute, one card
+        row = {"txn_id": f"t{minute}", "card_id": "c", "amount": 1.0,
+               "event_ts": iso(start + timedelta(minutes=minute))}
+        state.apply(Event(envelope("c", row, minute + 1), row["txn_id"]).change)
+    assert state.features("c")[1]["txn_count_24h"] == 24 * 60
+    assert len(state.txns) <= (24 + 6) * 60 + 1  # not ten days of them
+    old = {"txn_id": "t0", "card_id": "c", "amount": 1.0, "event_ts": iso(start)}
+    assert state.apply(Event(envelope("c", old, 1), "t0").change)[0] == "expired"  # forgotten, still not counted
+    assert state.features("c")[1]["txn_count_24h"] == 24 * 60
+
+
 def test_bad_changes_and_windows_are_named():
     state = RollingAggregates(Aggregation())
     with pytest.raises(ValueError, match="event_ts 'yesterday' is not an ISO-8601 timestamp"):

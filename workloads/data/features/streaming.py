@@ -19,7 +19,10 @@ force from the same events):
   reprocessed Kafka offset is one too) and changes nothing; an update replaces the
   transaction's contribution (a chargeback update leaves it as it was), a delete removes it;
 * a transaction older than `T - longest window` cannot enter any window again: it is dropped
-  from the windows at once (`outcome="expired"`).
+  from the windows at once (`outcome="expired"`). Its LSN is remembered for `lateness` more
+  (default 24 h), then forgotten, so memory holds the transactions of the longest window plus
+  the lateness; a replay arriving later than that changes nothing either (it is expired too)
+  unless an older version of it carried a later event time.
 
 State is in memory and rebuilt on start from the topic's retained changes (retention must
 cover the longest window); re-writing a card is idempotent, so a restart only rewrites the
@@ -80,6 +83,7 @@ class Aggregation:
     windows: tuple[str, ...] = ("1h", "24h")
     count_name: str = "txn_count"
     ttl_seconds: int = 2 * 86400
+    lateness: str = "24h"  # how long after leaving every window a transaction's LSN is remembered
 
     def __post_init__(self) -> None:
         if not self.windows:
@@ -89,6 +93,7 @@ class Aggregation:
             raise ValueError(f"windows repeat: {', '.join(self.windows)}")
         if self.ttl_seconds < 1:
             raise ValueError(f"ttl_seconds must be >= 1, got {self.ttl_seconds}")
+        window_seconds(self.lateness)
 
     @classmethod
     def for_view(cls, view: Any, **columns: Any) -> "Aggregation":
@@ -105,6 +110,10 @@ class Aggregation:
     @property
     def window_us(self) -> dict[str, int]:
         return {w: window_seconds(w) * 1_000_000 for w in self.windows}
+
+    @property
+    def lateness_us(self) -> int:
+        return window_seconds(self.lateness) * 1_000_000
 
     @property
     def longest_us(self) -> int:
@@ -149,6 +158,7 @@ class _Txn:
 class _Card:
     reference_us: int = -(1 << 62)  # T: the greatest event time seen for the card
     events: list[tuple[int, str, float]] = field(default_factory=list)  # (event_us, record key, amount), sorted
+    retired: list[tuple[int, str]] = field(default_factory=list)  # out of every window, LSN still known; sorted
 
 
 class RollingAggregates:
@@ -183,7 +193,7 @@ class RollingAggregates:
                 card = self.cards.setdefault(entity, _Card())
                 if event_us > card.reference_us:
                     card.reference_us = event_us
-                    self._prune(card)
+                    self._prune(entity, card)
                     return "duplicate", {entity}
             return "duplicate", set()
         touched: set[str] = set()
@@ -193,6 +203,8 @@ class RollingAggregates:
                 if known.entity is not None:
                     touched.add(known.entity)
             self.txns[key] = _Txn(None, 0, 0.0, change.lsn)
+            if known is not None and known.entity is not None:  # forgotten with the version it removed
+                bisect.insort(self.cards[known.entity].retired, (known.event_us, key))
             return "deleted", touched
         entity, event_us = self._entity_time(key, row)
         amount = row.get(agg.value)
@@ -207,9 +219,11 @@ class RollingAggregates:
         card.reference_us = max(card.reference_us, event_us)
         touched.add(entity)
         if event_us <= card.reference_us - agg.longest_us:
+            bisect.insort(card.retired, (event_us, key))
+            self._prune(entity, card)
             return "expired", touched if known is not None else set()
         bisect.insort(card.events, (event_us, key, float(amount)))
-        self._prune(card)
+        self._prune(entity, card)
         return "applied", touched
 
     def _entity_time(self, key: str, row: Mapping[str, Any]) -> tuple[str, int]:
@@ -218,9 +232,20 @@ class RollingAggregates:
             raise ValueError(f"change of {key} without the entity column {self.agg.entity!r}")
         return str(entity), event_time_us(row.get(self.agg.event_time), self.agg.event_time)
 
-    def _prune(self, card: _Card) -> None:
-        """Events at or before T - the longest window are out of every window for good."""
-        del card.events[:bisect.bisect_right(card.events, (card.reference_us - self.agg.longest_us, "\uffff"))]
+    def _prune(self, entity: str, card: _Card) -> None:
+        """Events at or before T - the longest window are out of every window for good; their
+        LSNs are forgotten `lateness` later (a newer version of the transaction is kept)."""
+        horizon = card.reference_us - self.agg.longest_us
+        cut = bisect.bisect_right(card.events, (horizon, "\uffff"))
+        if cut:
+            card.retired = sorted(card.retired + [(e[0], e[1]) for e in card.events[:cut]])
+            del card.events[:cut]
+        forget = bisect.bisect_right(card.retired, (horizon - self.agg.lateness_us, "\uffff"))
+        for event_us, key in card.retired[:forget]:
+            txn = self.txns.get(key)
+            if txn is not None and (txn.entity == entity and txn.event_us == event_us or txn.entity is None):
+                del self.txns[key]
+        del card.retired[:forget]
 
     def features(self, entity: str) -> tuple[int, dict[str, float | int]]:
         """(T, feature -> value) of one entity."""
