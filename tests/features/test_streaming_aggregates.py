@@ -160,7 +160,7 @@ def test_pushed_aggregates_equal_the_oracle_on_kafka_and_redis_and_a_replay_chan
 
     prom = CollectorRegistry()
     pusher = AggregatePusher(agg, redis_client, topic, kafka, AggregateMetrics(prom), max_batch=500)
-    applied = pusher.run(idle_exit_s=3, max_seconds=180)
+    applied = pusher.run(stop_at_end=True, max_seconds=180)
     got = read_back(redis_client, agg, sorted(expected))
     assert_equal(got, expected)
     assert redis_client.pttl(agg.key(sorted(expected)[0])) > 0  # expires at T + TTL
@@ -179,7 +179,7 @@ def test_pushed_aggregates_equal_the_oracle_on_kafka_and_redis_and_a_replay_chan
     # a restart rebuilds its windows from the topic and rewrites the same values
     before = {c: redis_client.hgetall(agg.key(c)) for c in expected}
     again = AggregatePusher(agg, redis_client, topic, kafka, AggregateMetrics(CollectorRegistry()), max_batch=500)
-    assert again.run(idle_exit_s=3, max_seconds=180) == applied
+    assert again.run(stop_at_end=True, max_seconds=180) == applied
     assert {c: redis_client.hgetall(agg.key(c)) for c in expected} == before
 
 
@@ -193,6 +193,6 @@ def test_a_card_past_its_ttl_is_deleted_not_served(kafka, redis_client):
     redis_client.hset(agg.key("gone"), mapping={"_event_us": "1"})  # a stale value from before
     produce(kafka, topic, [Event(envelope("c", r, i + 1), r["txn_id"]) for i, r in enumerate(rows)], partitions=1)
     pusher = AggregatePusher(agg, redis_client, topic, kafka, AggregateMetrics(CollectorRegistry()))
-    pusher.run(idle_exit_s=2, max_seconds=60)
+    pusher.run(stop_at_end=True, max_seconds=60)
     assert not redis_client.exists(agg.key("gone"))
     assert redis_client.hget(agg.key("kept"), "amount_sum_1h") == b"7.5"

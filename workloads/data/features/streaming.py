@@ -308,14 +308,18 @@ class AggregatePusher:
         return consumer
 
     def run(self, stop: Callable[[], bool] = lambda: False, idle_exit_s: float | None = None,
-            max_seconds: float | None = None, topic_wait_s: float = 60.0) -> int:
-        """Poll and push until `stop()`, `idle_exit_s` without records, or `max_seconds`. Returns
-        the changes applied."""
+            max_seconds: float | None = None, topic_wait_s: float = 60.0, stop_at_end: bool = False) -> int:
+        """Poll and push until `stop()`, `idle_exit_s` without records, `max_seconds`, or (with
+        `stop_at_end`: a catch-up run) the end offsets the topic had at the start. Returns the
+        changes applied."""
         consumer = self._consumer(topic_wait_s)
         start = idle_since = time.monotonic()
         applied = 0
+        end = consumer.end_offsets(list(consumer.assignment())) if stop_at_end else {}
         try:
             while not stop():
+                if stop_at_end and all(consumer.position(tp) >= offset for tp, offset in end.items()):
+                    break
                 now = time.monotonic()
                 if max_seconds is not None and now - start > max_seconds:
                     break
