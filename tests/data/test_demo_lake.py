@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import psycopg
 
+from workloads.data.features.streaming import Aggregation
 from workloads.data.ingest.fraud_source import KEY, TABLE
 from workloads.data.lake.contract import Contract
 from workloads.data.lake.gold import load_lake_uri
@@ -24,7 +25,8 @@ def test_transactions_reach_gold_through_cdc_and_a_rerun_adds_a_version(local_se
     table_name = local_pipeline().lake_table  # the local pipeline's (its sink is a service: one table)
     with psycopg.connect(postgres.dsn(sup.context("postgres")), autocommit=True) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {TABLE}")  # the shared session's CDC test uses it too
-    settings = LakeStageSettings(rows=800, rate=800, wait_s=120, max_invalid_fraction=1.0)
+    settings = LakeStageSettings(rows=800, rate=800, wait_s=120, max_invalid_fraction=1.0,
+                                 aggregation=Aggregation(view="cards_demo_lake_test"))
     lines: list[str] = []
     first = run_lake_stage(sup, CONTRACT, s3_settings, settings, log=lines.append)
     assert first.inserted == first.source_rows == first.gold_rows == 800
@@ -34,6 +36,8 @@ def test_transactions_reach_gold_through_cdc_and_a_rerun_adds_a_version(local_se
     trained_on = load_lake_uri(first.gold_uri, FRAUD_SCHEMA, s3_settings)
     assert trained_on.meta["lake.digest"] == first.gold_digest and len(trained_on) == 800
     assert int(trained_on.labels.sum()) == first.chargebacks  # the late labels are in gold
+    # the streaming features of the same change events: every card's aggregates in Redis
+    assert first.aggregated_cards > 0 and first.freshness_p99_s >= first.freshness_p50_s >= 0
 
     second = run_lake_stage(sup, CONTRACT, s3_settings, settings, log=lines.append)
     assert second.source_rows == second.gold_rows == 1600 and second.inserted == 800
@@ -46,3 +50,4 @@ def test_transactions_reach_gold_through_cdc_and_a_rerun_adds_a_version(local_se
     (status,) = sup.status([SINK])
     assert status.healthy and status.pid and status.ports == {"cdc-sink": status.port}
     assert "bronze/fraud" in sup.logs(SINK, lines=200)
+    assert "event -> online p50" in dict(second.report_rows())["streaming features (CDC -> Redis)"]

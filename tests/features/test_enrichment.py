@@ -60,7 +60,7 @@ def metric_total(server, name: str, **labels) -> float:
 def test_the_plan_is_the_specs_online_views_and_round_trips():
     spec = fraud_spec("card_profile", on_outage="defaults")
     plan = enrichment_plan(spec)
-    assert plan.key_fields == ["card_id"] and plan.on_outage == "defaults"
+    assert plan.key_fields == ["card_id"] and plan.on_outage == "defaults" and plan.model == "fraud"
     assert plan.feature_names == ["avg_amount_30d", "txn_count_24h", "chargebacks_1y"]
     assert EnrichmentPlan.from_json(plan.to_json()) == plan
     with pytest.raises(ValueError, match="feature plan is not valid"):
@@ -89,8 +89,8 @@ def test_server_enriches_from_redis_and_refuses_with_503_when_it_dies(serving_en
         np.testing.assert_allclose(scores(predict(server, request_records([-7, "nobody"], unknown))),
                                    reference_outputs(registry_root, "fraud", "champion", with_defaults(unknown)),
                                    rtol=1e-5, atol=1e-7)
-        assert metric_total(server, "strata_feature_lookups_total", view=view, outcome="default") == 2
-        assert metric_total(server, "strata_feature_lookups_total", view=view, outcome="hit") == 12
+        assert metric_total(server, "strata_feature_lookups_total", model="fraud", view=view, outcome="default") == 2
+        assert metric_total(server, "strata_feature_lookups_total", model="fraud", view=view, outcome="hit") == 12
 
         # no key: a 400 naming it; a record that brings a stored feature keeps its own value
         records = request_records(cards[:1], rows[:1])
@@ -202,7 +202,7 @@ def test_stream_worker_enriches_and_rewinds_a_batch_while_redis_is_down(kafka, r
             producer.send(topics.input, key=f"card-{card}".encode(), value=json.dumps(record).encode())
         producer.flush()
         read_topic(kafka, topics.output, until=lambda rs: False, timeout=3)  # the worker meets the outage
-        errors = prom.get_sample_value("strata_feature_store_errors_total", {"view": view}) or 0
+        errors = prom.get_sample_value("strata_feature_store_errors_total", {"model": "fraud", "view": view}) or 0
         assert errors >= 1
         store.start()  # its append-only file brings the features back
         out = read_topic(kafka, topics.output, until=lambda rs: len(rs) >= 30, timeout=120)
@@ -265,7 +265,7 @@ def test_enricher_looks_up_only_what_a_record_lacks(redis_client, redis_url):
     got = enricher.enrich([request_records([5], rows[:1])[0], full])
     assert got[0] == dict(zip(NAMES, map(float, rows[0]))) and got[1] == full
     view = spec.features.views[0].name
-    assert prom.get_sample_value("strata_feature_lookups_total", {"view": view, "outcome": "hit"}) == 1
+    assert prom.get_sample_value("strata_feature_lookups_total", {"model": "fraud", "view": view, "outcome": "hit"}) == 1
     with pytest.raises(InputError, match="record 0: view .* lacks card_id") as refused:
         enricher.enrich([{k: v for k, v in full.items() if k != "txn_count_24h"}])
     assert refused.value.reason == "missing_field" and refused.value.status == 400

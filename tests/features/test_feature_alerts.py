@@ -1,5 +1,5 @@
 """The alerts a spec's `features` section adds, rendered for a model with online features
-(no example spec has them yet): `promtool check rules`, and `promtool test rules` with a
+(views shared by two models included): `promtool check rules`, and `promtool test rules` with a
 firing and a silent case for each, labels by the alerting policy (not read from the rule)."""
 
 from __future__ import annotations
@@ -17,30 +17,41 @@ from workloads.spec import parse_model_spec
 
 VIEW = "card_profile"  # ttl 1d: stale above 43200 s
 POLICY = {"FeatureStoreErrors": "page", "FeatureDefaultRateHigh": "ticket", "FeatureValuesStale": "ticket"}
-AGE = 'strata_feature_age_seconds_bucket{{view="{view}",le="{le}"}}'
+AGE = 'strata_feature_age_seconds_bucket{{model="{model}",view="{view}",le="{le}"}}'
 
 # (name, alertname, series, eval_time, firing?)
 CASES = [
     ("store errors for 5m page", "FeatureStoreErrors",
-     [(f'strata_feature_store_errors_total{{view="{VIEW}",pod="fraud-stable-0"}}', "0+6x20")], "10m", True),
+     [(f'strata_feature_store_errors_total{{model="fraud",view="{VIEW}",pod="fraud-stable-0"}}', "0+6x20")], "10m", True),
     ("a blip of errors is silent", "FeatureStoreErrors",
-     [(f'strata_feature_store_errors_total{{view="{VIEW}",pod="fraud-stable-0"}}', "0 0 1 1 1 1 1 1 1 1 1 1 1 1 1")],
+     [(f'strata_feature_store_errors_total{{model="fraud",view="{VIEW}",pod="fraud-stable-0"}}',
+       "0 0 1 1 1 1 1 1 1 1 1 1 1 1 1")],
      "14m", False),
     ("another model's view is not this model's page", "FeatureStoreErrors",
-     [('strata_feature_store_errors_total{view="merchant_profile"}', "0+6x20")], "10m", False),
+     [('strata_feature_store_errors_total{model="fraud",view="merchant_profile"}', "0+6x20")], "10m", False),
+    # views can be shared: another model's failing lookups of the same view page that model only
+    ("another model's lookups of a shared view are not this model's page", "FeatureStoreErrors",
+     [(f'strata_feature_store_errors_total{{model="chargeback",view="{VIEW}"}}', "0+6x20")], "10m", False),
     ("10% defaults", "FeatureDefaultRateHigh",
-     [(f'strata_feature_lookups_total{{view="{VIEW}",outcome="hit"}}', "0+900x60"),
-      (f'strata_feature_lookups_total{{view="{VIEW}",outcome="default"}}', "0+100x60")], "40m", True),
+     [(f'strata_feature_lookups_total{{model="fraud",view="{VIEW}",outcome="hit"}}', "0+900x60"),
+      (f'strata_feature_lookups_total{{model="fraud",view="{VIEW}",outcome="default"}}', "0+100x60")], "40m", True),
     ("1% defaults is silent", "FeatureDefaultRateHigh",
-     [(f'strata_feature_lookups_total{{view="{VIEW}",outcome="hit"}}', "0+990x60"),
-      (f'strata_feature_lookups_total{{view="{VIEW}",outcome="default"}}', "0+10x60")], "40m", False),
+     [(f'strata_feature_lookups_total{{model="fraud",view="{VIEW}",outcome="hit"}}', "0+990x60"),
+      (f'strata_feature_lookups_total{{model="fraud",view="{VIEW}",outcome="default"}}', "0+10x60")], "40m", False),
+    ("another model's defaults on a shared view are silent here", "FeatureDefaultRateHigh",
+     [(f'strata_feature_lookups_total{{model="fraud",view="{VIEW}",outcome="hit"}}', "0+990x60"),
+      (f'strata_feature_lookups_total{{model="chargeback",view="{VIEW}",outcome="default"}}', "0+500x60")],
+     "40m", False),
     # every served value between 12 h and 1 d old: the median is over half the TTL
     ("values older than half the TTL", "FeatureValuesStale",
-     [(AGE.format(view=VIEW, le=le), "0+10x90" if le in ("86400.0", "+Inf") else "0x90")
+     [(AGE.format(model="fraud", view=VIEW, le=le), "0+10x90" if le in ("86400.0", "+Inf") else "0x90")
       for le in ("3600.0", "14400.0", "43200.0", "86400.0", "+Inf")], "80m", True),
     ("fresh values are silent", "FeatureValuesStale",
-     [(AGE.format(view=VIEW, le=le), "0+10x90") for le in ("3600.0", "14400.0", "43200.0", "86400.0", "+Inf")],
-     "80m", False),
+     [(AGE.format(model="fraud", view=VIEW, le=le), "0+10x90")
+      for le in ("3600.0", "14400.0", "43200.0", "86400.0", "+Inf")], "80m", False),
+    ("another model served stale values of a shared view: silent here", "FeatureValuesStale",
+     [(AGE.format(model=m, view=VIEW, le=le), "0+10x90" if m == "fraud" or le in ("86400.0", "+Inf") else "0x90")
+      for m in ("fraud", "chargeback") for le in ("3600.0", "14400.0", "43200.0", "86400.0", "+Inf")], "80m", False),
 ]
 
 

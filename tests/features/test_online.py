@@ -37,7 +37,7 @@ def metric(registry: CollectorRegistry, name: str, **labels) -> float:
 def test_materialized_values_equal_the_join_and_unknowns_get_defaults(redis_client, view_name, tmp_path):
     repo = build_repo([model_spec(view=view_name)])
     prom = CollectorRegistry()
-    store = OnlineStore(redis_client, repo, OnlineMetrics(prom), on_outage="defaults")
+    store = OnlineStore(redis_client, repo, OnlineMetrics(prom), on_outage="defaults", model="fraud-features")
     registry = Registry(f"sqlite:///{tmp_path}/registry.db")
     registry.apply(repo)
     src = source()
@@ -54,12 +54,12 @@ def test_materialized_values_equal_the_join_and_unknowns_get_defaults(redis_clie
     for g, w in zip(got, want):
         assert g == {k: (v if v is not None else -1.0) for k, v in w.items()}
     assert got[3] == got[4] == {"f0": -1.0, "f1": -1.0, "f2": -1.0}  # expired and unknown: the defaults
-    assert metric(prom, "strata_feature_lookups_total", view=view_name, outcome="hit") == 3
-    assert metric(prom, "strata_feature_lookups_total", view=view_name, outcome="default") == 2
+    assert metric(prom, "strata_feature_lookups_total", model="fraud-features", view=view_name, outcome="hit") == 3
+    assert metric(prom, "strata_feature_lookups_total", model="fraud-features", view=view_name, outcome="default") == 2
     # freshness as served: one age per stored row, its event time 30 min or more ago
-    assert metric(prom, "strata_feature_age_seconds_count", view=view_name) == 3
-    assert metric(prom, "strata_feature_age_seconds_bucket", view=view_name, le="900.0") == 0
-    assert metric(prom, "strata_feature_age_seconds_bucket", view=view_name, le="14400.0") == 3
+    assert metric(prom, "strata_feature_age_seconds_count", model="fraud-features", view=view_name) == 3
+    assert metric(prom, "strata_feature_age_seconds_bucket", model="fraud-features", view=view_name, le="900.0") == 0
+    assert metric(prom, "strata_feature_age_seconds_bucket", model="fraud-features", view=view_name, le="14400.0") == 3
     ttl_ms = redis_client.pttl(f"strata:fv:{view_name}:0")
     assert 0 < ttl_ms <= 2 * 3600 * 1000  # the key expires with its row's TTL
 
@@ -70,9 +70,9 @@ def test_outage_serves_defaults_or_refuses_per_spec(view_name):
     repo = build_repo([model_spec(view=view_name)])
     dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5, socket_timeout=0.5)
     prom = CollectorRegistry()
-    lenient = OnlineStore(dead, repo, OnlineMetrics(prom), on_outage="defaults")
+    lenient = OnlineStore(dead, repo, OnlineMetrics(prom), on_outage="defaults", model="fraud-features")
     assert lenient.get({"card_id": 1}, [view_name]) == {"f0": -1.0, "f1": -1.0, "f2": -1.0}
-    assert metric(prom, "strata_feature_store_errors_total", view=view_name) == 1
+    assert metric(prom, "strata_feature_store_errors_total", model="fraud-features", view=view_name) == 1
     strict = OnlineStore(dead, repo, OnlineMetrics(CollectorRegistry()), on_outage="reject")
     with pytest.raises(FeatureStoreUnavailable, match="online feature store unavailable"):
         strict.get({"card_id": 1}, [view_name])

@@ -42,9 +42,10 @@ from workloads.monitoring.generate import REPO_ROOT
 WINDOW_ROWS = 3000
 # Emitters whose live process this test does not run (the rollout controller runs on demand
 # locally, not supervised). Their dashboard metrics are listed, not checked live.
-# No example model has online features yet: their metrics are checked live against the real
-# server and stream worker by tests/features/test_enrichment.py.
-NOT_RUN_HERE = (contract.Emitter.ROLLOUT, contract.Emitter.FEATURES)
+# The online-feature metrics are checked live against the real server and stream worker by
+# tests/features/test_enrichment.py (the servers here are started without a feature plan), the
+# streaming aggregator's against real Kafka and Redis by tests/features/test_streaming_aggregates.py.
+NOT_RUN_HERE = (contract.Emitter.ROLLOUT, contract.Emitter.FEATURES, contract.Emitter.FEATURE_AGGREGATES)
 # Recorded series that are empty while a model serves no 5xx at all: the SLI rule divides
 # `rate(...{code=~"5.."})` (no series) by the total, so the dashboard shows "No data"
 # instead of 0. The fix belongs in rules.sli_group (`(errors or 0 * total) / total`); until

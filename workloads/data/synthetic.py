@@ -172,6 +172,18 @@ def generate_fraud(config: FraudConfig) -> tuple[np.ndarray, np.ndarray]:
     return x, labels
 
 
+def fraud_card_ids(rows: int, seed: int = 0, cards: int = 1_000) -> list[str]:
+    """The card of each transaction (`card000042`): a few busy cards and a long tail (Zipf-like
+    ranks), deterministic per seed and independent of the feature draw, so the streaming
+    aggregates (transactions per card over 1 h / 24 h) have cards with many and with one."""
+    if cards < 1:
+        raise ValueError(f"cards must be >= 1, got {cards}")
+    rng = np.random.default_rng([seed, 0xCA4D])
+    weights = 1.0 / np.arange(1, cards + 1)
+    drawn = rng.choice(cards, size=rows, p=weights / weights.sum())
+    return [f"card{n:06d}" for n in drawn.tolist()]
+
+
 def _corrupt(x: np.ndarray, labels: np.ndarray, fraction: float, rng: np.random.Generator) -> None:
     """Make `fraction` of the rows invalid in four different ways, in place."""
     n = x.shape[0]

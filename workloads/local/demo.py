@@ -354,6 +354,7 @@ class Demo:
 
     # -- (a2) data ---------------------------------------------------------------------------------------
     def stage_data(self, task: Any) -> str:
+        from workloads.data.features.streaming import Aggregation
         from workloads.data.lake.contract import Contract
         from workloads.data.storage import S3Settings
         from workloads.local.demo_lake import LAKE_SERVICES, MODEL, LakeStageSettings, run_lake_stage
@@ -365,8 +366,15 @@ class Demo:
         self._task(task, total=len(self.sup.registry.closure(LAKE_SERVICES)) + 1, completed=0)
         self._up(list(LAKE_SERVICES), task)
         contract = Contract(load_hooks(spec.training.entrypoint).feature_schema, key=spec.training.data_key)
+        # the spec's streaming view (per-card aggregates from the same CDC events), if it has one
+        views = [v for v in (spec.features.views if spec.features else []) if v.online]
+        try:
+            aggregation = Aggregation.for_view(views[0]) if views else Aggregation()
+        except ValueError as error:
+            raise StageFailed(f"{MODEL}'s feature view: {error}") from error
         settings = LakeStageSettings(wait_s=min(180.0, self.settings.stage_timeout_s),
-                                     max_invalid_fraction=spec.training.baseline.max_invalid_row_fraction)
+                                     max_invalid_fraction=spec.training.baseline.max_invalid_row_fraction,
+                                     aggregation=aggregation)
         try:
             data = run_lake_stage(self.sup, contract, S3Settings.from_env(self.env), settings, log=self.log)
         except RuntimeError as error:  # LakeStageError, LakeError, ContractError: the reason as it is
@@ -377,7 +385,7 @@ class Demo:
         self._task(task, advance=1)
         return (f"{data.source_rows} source rows -> gold v{data.versions['gold']} ({data.gold_rows} rows); "
                 f"{data.ingest_rows_per_s:.0f} events/s, lag p99 {data.lag_p99_s:.2f}s, "
-                f"quarantine {data.quarantine_rate:.2%}")
+                f"quarantine {data.quarantine_rate:.2%}; card aggregates online p99 {data.freshness_p99_s:.2f}s")
 
     def _check_trained_on_gold(self, model: str, summary: dict[str, Any]) -> None:
         """The run must record the gold version and digest it trained on (reproducible runs)."""

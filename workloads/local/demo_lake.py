@@ -2,6 +2,7 @@
 
     generator -> PostgreSQL (card_transactions) -> Debezium on Kafka Connect -> Kafka
       -> bronze -> silver (+ quarantine) -> gold -> training reads lake://gold/fraud?version=N
+                                                   \-> per-card rolling aggregates -> Redis (online)
 
 The pipeline is the local mode's (workloads.local.cdc_sink): the stage registers its
 connector with the local Connect worker, and its sink, the catalogue's `cdc_sink` workload,
@@ -13,18 +14,23 @@ sends the chargebacks later as updates; the stage waits (bounded) until silver h
 source row with the label the source table has now, counted against PostgreSQL, then
 publishes gold. Each run appends new transaction ids (after the ones already in the
 table), so a rerun of the demo on the same state adds a gold version instead of
-rewriting one.
+rewriting one. The streaming aggregator (workloads/data/features/streaming.py) reads the same
+change events and keeps each card's transaction count and amount over 1 h / 24 h in Redis;
+the stage reports its freshness (event time -> visible online) for this run's transactions.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import polars as pl
+from prometheus_client import CollectorRegistry
 
 from workloads.catalogue.declarations import cdc_sink
+from workloads.data.features.streaming import AggregateMetrics, AggregatePusher, Aggregation
 from workloads.data.ingest.fraud_source import KEY, TABLE, FraudSource, create_table
 from workloads.data.lake.contract import Contract
 from workloads.data.lake.tables import INGESTED_AT, OP, Lake, publish, read, refine
@@ -36,7 +42,7 @@ from workloads.local.supervisor import Supervisor
 
 SINK = cdc_sink(local_pipeline()).name  # the supervised sink of the local pipeline
 #: What the stage needs running (the supervisor starts their dependencies too).
-LAKE_SERVICES = ("s3", "kafka", "postgres", "kafka-connect", SINK)
+LAKE_SERVICES = ("s3", "kafka", "postgres", "kafka-connect", "redis", SINK)
 MODEL = "fraud"  # the example whose source system the generator plays
 
 
@@ -51,6 +57,8 @@ class LakeStageSettings:
     batch: int = 250  # rows per source transaction
     wait_s: float = 180.0  # bound of every wait (connector running, rows in silver)
     max_invalid_fraction: float = 0.001  # the spec's maxInvalidRowFraction (passed in by the demo)
+    # the card aggregates (Redis keys strata:fv:<view>:<card>); the demo passes the fraud spec's view
+    aggregation: Aggregation = Aggregation()
 
 
 @dataclass
@@ -69,6 +77,9 @@ class LakeStageOutcome:
     versions: dict[str, int | None] = field(default_factory=dict)  # layer -> current version
     gold_rows: int = 0
     gold_digest: str = ""  # the content digest training records (strata.lake.digest)
+    aggregated_cards: int = 0  # cards with rolling aggregates in Redis (all runs)
+    freshness_p50_s: float = float("nan")  # this run's transactions: event time -> aggregates visible online
+    freshness_p99_s: float = float("nan")
 
     @property
     def gold_uri(self) -> str:
@@ -88,6 +99,8 @@ class LakeStageOutcome:
             ("table versions", ", ".join(f"{layer} v{v[layer]}" if v[layer] is not None else f"{layer} -"
                                          for layer in ("bronze", "silver", "quarantine", "gold"))),
             ("training set", f"{self.gold_uri}: {self.gold_rows} rows, digest {self.gold_digest[:16]}"),
+            ("streaming features (CDC -> Redis)", f"{self.aggregated_cards} cards; event -> online p50 "
+                                                  f"{self.freshness_p50_s:.2f} s, p99 {self.freshness_p99_s:.2f} s"),
         ]
 
 
@@ -149,37 +162,69 @@ def run_lake_stage(sup: Supervisor, contract: Contract, s3: S3Settings, settings
             failures.append(status.detail)
         return bool(failures)
 
-    refined = quarantined = 0
-    t0 = time.time()
-    written = FraudSource(dsn, seed=seed if seed is not None else start + 1, start=start).write(
-        settings.rows, rate=settings.rate, batch=settings.batch)
-    log(f"wrote {written['inserted']} transactions ({written['chargebacks']} chargebacks later) in "
-        f"{time.time() - t0:.1f}s")
-    with psycopg.connect(dsn) as conn:
-        expected = dict(conn.execute(f"SELECT {KEY}, is_fraud FROM {TABLE}").fetchall())
-    deadline, silver = time.monotonic() + settings.wait_s, {}
-    ids = [f"tx{start + i:09d}" for i in range(written["inserted"])]
-    events, arrived = written["inserted"] + written["chargebacks"], 0
-    while time.monotonic() < deadline and not sink_failed():  # refine once bronze has this run's events:
-        # one refine then makes one silver merge of every bronze version the events came in
-        arrived = (read(lake, "bronze", table).filter(pl.col(KEY).is_in(ids)).height
-                   if lake.table("bronze", table) is not None else 0)
-        if arrived >= events:
-            step = refine(lake, table, contract, settings.max_invalid_fraction)
-            refined += step.rows_out
-            quarantined += step.quarantined
-            silver = _silver_labels(lake, table)
-            if len(silver) >= len(expected) and all(silver.get(k) == v for k, v in expected.items()):
-                break
-        time.sleep(1)
-    else:
-        missing = sum(1 for k in expected if k not in silver)
-        stale = sum(1 for k, v in expected.items() if k in silver and silver[k] != v)
-        reason = f"the CDC sink {SINK} died: {failures[0]}" if failures else f"after {settings.wait_s:.0f}s"
-        raise LakeStageError(f"silver/{table} does not match PostgreSQL {TABLE} ({reason}): bronze holds {arrived} "
-                             f"of this run's {events} change events; silver lacks {missing} of {len(expected)} "
-                             f"rows, {stale} with a stale label; see `strata local logs {SINK}`, "
-                             f"`strata local logs kafka-connect` and `strata data versions {table} --layer bronze`")
+    # the streaming features: the same change events -> per-card aggregates in Redis
+    import redis
+
+    stop = threading.Event()
+    visible: dict[str, float] = {}  # txn -> event time -> online (its insert; a chargeback changes no aggregate)
+    pusher = AggregatePusher(settings.aggregation, redis.Redis.from_url(sup.url("redis")),
+                             pipeline.topic, sup.kafka_bootstrap, AggregateMetrics(CollectorRegistry()),
+                             on_visible=lambda key, seconds: visible.setdefault(key, seconds))
+    aggregator_failures: list[Exception] = []
+
+    def aggregate() -> None:
+        try:
+            pusher.run(stop=stop.is_set, topic_wait_s=settings.wait_s)
+        except Exception as error:  # noqa: BLE001 - reported by the stage with its reason
+            aggregator_failures.append(error)
+
+    aggregator = threading.Thread(target=aggregate, name="demo-aggregates", daemon=True)
+    aggregator.start()
+    try:
+        refined = quarantined = 0
+        t0 = time.time()
+        written = FraudSource(dsn, seed=seed if seed is not None else start + 1, start=start).write(
+            settings.rows, rate=settings.rate, batch=settings.batch)
+        log(f"wrote {written['inserted']} transactions ({written['chargebacks']} chargebacks later) in "
+            f"{time.time() - t0:.1f}s")
+        with psycopg.connect(dsn) as conn:
+            expected = dict(conn.execute(f"SELECT {KEY}, is_fraud FROM {TABLE}").fetchall())
+        deadline, silver = time.monotonic() + settings.wait_s, {}
+        ids = [f"tx{start + i:09d}" for i in range(written["inserted"])]
+        events, arrived = written["inserted"] + written["chargebacks"], 0
+        while time.monotonic() < deadline and not sink_failed():  # refine once bronze has this run's events:
+            # one refine then makes one silver merge of every bronze version the events came in
+            arrived = (read(lake, "bronze", table).filter(pl.col(KEY).is_in(ids)).height
+                       if lake.table("bronze", table) is not None else 0)
+            if arrived >= events:
+                step = refine(lake, table, contract, settings.max_invalid_fraction)
+                refined += step.rows_out
+                quarantined += step.quarantined
+                silver = _silver_labels(lake, table)
+                if len(silver) >= len(expected) and all(silver.get(k) == v for k, v in expected.items()):
+                    break
+            time.sleep(1)
+        else:
+            missing = sum(1 for k in expected if k not in silver)
+            stale = sum(1 for k, v in expected.items() if k in silver and silver[k] != v)
+            reason = f"the CDC sink {SINK} died: {failures[0]}" if failures else f"after {settings.wait_s:.0f}s"
+            raise LakeStageError(f"silver/{table} does not match PostgreSQL {TABLE} ({reason}): bronze holds {arrived} "
+                                 f"of this run's {events} change events; silver lacks {missing} of {len(expected)} "
+                                 f"rows, {stale} with a stale label; see `strata local logs {SINK}`, "
+                                 f"`strata local logs kafka-connect` and `strata data versions {table} --layer bronze`")
+        this_run = set(ids)
+        while (time.monotonic() < deadline and not aggregator_failures
+               and len(this_run & visible.keys()) < len(this_run)):
+            time.sleep(0.2)  # the aggregator reads the same topic: bounded by the same deadline
+        if len(this_run & visible.keys()) < len(this_run):
+            reason = (f"the aggregator failed: {aggregator_failures[0]!r}" if aggregator_failures
+                      else f"after {settings.wait_s:.0f}s")
+            raise LakeStageError(f"streaming features: {len(this_run - visible.keys())} of this run's "
+                                 f"{len(this_run)} transactions not aggregated into Redis ({reason})")
+    finally:
+        stop.set()
+        aggregator.join(timeout=30)
+    freshness = pl.Series([visible[k] for k in ids])
     gold_step = publish(lake, table, contract)
     log(f"gold/{table}: {gold_step.rows_out} rows published from {gold_step.batches} silver versions")
 
@@ -196,4 +241,5 @@ def run_lake_stage(sup: Supervisor, contract: Contract, s3: S3Settings, settings
         bronze_rows=bronze.height, ingest_rows_per_s=bronze.height / max(span, 1e-3),
         lag_p50_s=_percentile(lag, 0.50), lag_p99_s=_percentile(lag, 0.99), quarantined=quarantined,
         refined=refined, quarantine_rate=quarantined / max(1, refined + quarantined), versions=versions,
-        gold_rows=len(gold), gold_digest=gold.meta["lake.digest"])
+        gold_rows=len(gold), gold_digest=gold.meta["lake.digest"], aggregated_cards=len(pusher.state.cards),
+        freshness_p50_s=_percentile(freshness, 0.50), freshness_p99_s=_percentile(freshness, 0.99))

@@ -312,32 +312,46 @@ def cost_dashboard(specs: Sequence[ModelSpec]) -> dict[str, Any]:
 
 
 def features_dashboard(specs: Sequence[ModelSpec]) -> dict[str, Any]:
-    """The online feature store as serving sees it: lookups, defaults, errors, latency, freshness."""
+    """The online feature store as serving sees it (lookups, defaults, errors, latency, age; per
+    model and view) and as the streaming aggregator writes it (changes by outcome, freshness)."""
     l = _Layout()
-    v = 'view=~"$view"'
+    v = 'model=~"$model",view=~"$view"'
     p = [
-        timeseries(l, "Lookups per second by view and outcome",
-                   [(f"sum by (view, outcome) (rate(strata_feature_lookups_total{{{v}}}[{RATE}]))", "{{view}} {{outcome}}")],
-                   "short", 12, stack=True),
+        timeseries(l, "Lookups per second by model, view and outcome",
+                   [(f"sum by (model, view, outcome) (rate(strata_feature_lookups_total{{{v}}}[{RATE}]))",
+                     "{{model}} {{view}} {{outcome}}")], "short", 12, stack=True),
         timeseries(l, "Share of lookups answered with defaults",
-                   [(f'sum by (view) (rate(strata_feature_lookups_total{{{v},outcome="default"}}[{RATE}]))'
-                     f" / sum by (view) (rate(strata_feature_lookups_total{{{v}}}[{RATE}]))", "{{view}}")],
+                   [(f'sum by (model, view) (rate(strata_feature_lookups_total{{{v},outcome="default"}}[{RATE}]))'
+                     f" / sum by (model, view) (rate(strata_feature_lookups_total{{{v}}}[{RATE}]))", "{{model}} {{view}}")],
                    "percentunit", 12, description=f"FeatureDefaultRateHigh: over {rules.FEATURE_DEFAULT_RATIO:.0%} for 15m."),
-        timeseries(l, "Online store errors per second by view",
-                   [(f"sum by (view) (rate(strata_feature_store_errors_total{{{v}}}[{RATE}]))", "{{view}}")], "short", 8,
-                   description="FeatureStoreErrors pages after 5m of errors."),
-        timeseries(l, "Lookup latency p50 / p99 (one request, all views)",
-                   [(f"histogram_quantile({q}, sum by (le) (rate(strata_feature_lookup_seconds_bucket[{RATE}])))", f"p{int(q * 100)}")
-                    for q in (0.5, 0.99)], "s", 8, description="One pipelined read per request or stream batch."),
-        timeseries(l, "Age of served values p50 / p90 by view",
-                   [(f"histogram_quantile({q}, sum by (view, le) (rate(strata_feature_age_seconds_bucket{{{v}}}[{RATE}])))",
-                     f"{{{{view}}}} p{int(q * 100)}") for q in (0.5, 0.9)], "s", 8,
+        timeseries(l, "Online store errors per second by model and view",
+                   [(f"sum by (model, view) (rate(strata_feature_store_errors_total{{{v}}}[{RATE}]))", "{{model}} {{view}}")],
+                   "short", 8, description="FeatureStoreErrors pages after 5m of errors."),
+        timeseries(l, "Lookup latency p50 / p99 by model (one request, all views)",
+                   [(f'histogram_quantile({q}, sum by (model, le) (rate(strata_feature_lookup_seconds_bucket{{model=~"$model"}}[{RATE}])))',
+                     f"{{{{model}}}} p{int(q * 100)}") for q in (0.5, 0.99)], "s", 8,
+                   description="One pipelined read per request or stream batch."),
+        timeseries(l, "Age of served values p50 / p90 by model and view",
+                   [(f"histogram_quantile({q}, sum by (model, view, le) (rate(strata_feature_age_seconds_bucket{{{v}}}[{RATE}])))",
+                     f"{{{{model}}}} {{{{view}}}} p{int(q * 100)}") for q in (0.5, 0.9)], "s", 8,
                    description="Now - the event time of each stored row served; FeatureValuesStale: median over half the TTL."),
+        timeseries(l, "Streaming aggregates: event -> online p50 / p99 by view",
+                   [(f'histogram_quantile({q}, sum by (view, le) (rate(strata_feature_freshness_seconds_bucket{{view=~"$view"}}[{RATE}])))',
+                     f"{{{{view}}}} p{int(q * 100)}") for q in (0.5, 0.99)], "s", 12,
+                   description="Event time of a CDC change -> its entity's rolling aggregates written to Redis."),
+        timeseries(l, "Streaming aggregates: changes per second by outcome",
+                   [(f'sum by (view, outcome) (rate(strata_feature_aggregate_events_total{{view=~"$view"}}[{RATE}]))',
+                     "{{view}} {{outcome}}")], "short", 12, stack=True,
+                   description="duplicate: a replayed or older LSN (counted once); malformed: skipped here, kept by bronze."),
     ]
-    views = sorted({view.name for s in specs if s.features for view in s.features.views if view.online})
-    variable = _custom_variable("view", "View", views or ["none"], include_all=True)
+    online = [s for s in specs if s.features and any(view.online for view in s.features.views)]
+    models = sorted(s.name for s in online)
+    views = sorted({view.name for s in online for view in s.features.views if view.online})
+    variables = [_custom_variable("model", "Model", models or ["none"], include_all=True),
+                 _custom_variable("view", "View", views or ["none"], include_all=True)]
     return _dashboard("strata-features", "Strata / Feature store",
-                      "Online features: lookups by outcome, defaults, store errors, latency and freshness.", p, [variable])
+                      "Online features: lookups by outcome, defaults, store errors, latency and freshness; "
+                      "streaming aggregates.", p, variables)
 
 
 DASHBOARDS = {

@@ -39,6 +39,7 @@ class Emitter(str, enum.Enum):
     ROLLOUT = "rollout"  # workloads.rollout (the rollout controller)
     LAKE = "lake"  # workloads.data (lake steps and the CDC ingester)
     FEATURES = "features"  # online enrichment in the model server and stream worker (workloads.data.features.lookup)
+    FEATURE_AGGREGATES = "feature-aggregates"  # streaming features from CDC (workloads.data.features.streaming)
 
 
 # Units allowed as a name suffix (Prometheus base units; "ratio" for 0..1 values).
@@ -55,6 +56,7 @@ SHORT_DURATION_BUCKETS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 FEATURE_LOOKUP_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 FEATURE_AGE_BUCKETS: tuple[float, ...] = (1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400,
                                           7 * 86400, 30 * 86400)
+FEATURE_FRESHNESS_BUCKETS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 LABEL_DELAY_BUCKETS: tuple[float, ...] = (60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400)
 
 MODEL_LABELS = ("model", "version", "team")
@@ -228,18 +230,26 @@ CONTRACT: tuple[Metric, ...] = (
     _m("lake_step_duration_seconds", H, "seconds", ("step", "table"), "Wall time of one batch of a lake step.",
        "lake", SHORT_DURATION_BUCKETS),
     # ---------------------------------------------------------------- online features
-    _m("feature_lookups_total", C, "", ("view", "outcome"),
-       "Online feature lookups per view and outcome (hit: stored values; default: unknown or expired entity).",
+    # `model`: the model whose server or worker looked the features up (views can be shared)
+    _m("feature_lookups_total", C, "", ("model", "view", "outcome"),
+       "Online feature lookups per model, view and outcome (hit: stored values; default: unknown or expired entity).",
        "features"),
-    _m("feature_store_errors_total", C, "", ("view",),
-       "Online store errors per view (the request got the defaults or a 503, as the spec's onOutage says).",
+    _m("feature_store_errors_total", C, "", ("model", "view"),
+       "Online store errors per model and view (the request got the defaults or a 503, as the spec's onOutage says).",
        "features"),
-    _m("feature_lookup_seconds", H, "seconds", ("views",),
+    _m("feature_lookup_seconds", H, "seconds", ("model", "views"),
        "Online lookup latency: one request or stream batch, one pipeline for all its views (views: their names, joined).",
        "features", FEATURE_LOOKUP_BUCKETS),
-    _m("feature_age_seconds", H, "seconds", ("view",),
+    _m("feature_age_seconds", H, "seconds", ("model", "view"),
        "Age of the online values served (now - their event time): freshness as serving sees it.",
        "features", FEATURE_AGE_BUCKETS),
+    # ---------------------------------------------------------------- streaming features
+    _m("feature_aggregate_events_total", C, "", ("view", "outcome"),
+       "CDC changes through the streaming aggregator, by outcome (applied|duplicate: a replayed or older LSN|"
+       "deleted|expired: older than every window|malformed: skipped here, kept by bronze).", "feature-aggregates"),
+    _m("feature_freshness_seconds", H, "seconds", ("view",),
+       "Event time of an applied change -> its entity's aggregates visible in the online store.",
+       "feature-aggregates", FEATURE_FRESHNESS_BUCKETS),
     # ---------------------------------------------------------------- cost and spot
     _m("node_hourly_cost_dollars", G, "dollars", ("node", "node_pool", "capacity_type", "instance_type"),
        "On-demand or current spot price of each node, per hour.", "cost"),

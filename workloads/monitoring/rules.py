@@ -47,7 +47,7 @@ ROLLBACK_LOOKBACK = "30m"  # a rollback decision in this window keeps RolloutRol
 FEATURE_DEFAULT_RATIO = 0.05  # > 5% of a view's lookups answered with the declared defaults for 15m
 FEATURE_STALE_TTL_FRACTION = 0.5  # the median served value older than half the view's TTL for 30m
 # What a spec's `features` section adds (feature_alerts); listed so their runbooks are indexed
-# and checked even while no example spec declares online features.
+# and checked whichever example specs declare online features.
 FEATURE_ALERTS = ("FeatureStoreErrors", "FeatureDefaultRateHigh", "FeatureValuesStale")
 
 
@@ -322,13 +322,13 @@ def feature_alerts(spec: ModelSpec, options: RuleOptions) -> list[dict[str, Any]
     if not views:
         return []
     name, team, ml = spec.name, spec.team, {"model": spec.name}
-    sel = 'view=~"' + "|".join(v.name for v in views) + '"'
+    sel = f'model="{name}",view=~"' + "|".join(v.name for v in views) + '"'
     on_outage = spec.features.on_outage
     served = "the declared defaults" if on_outage == "defaults" else "503 (feature_store_unavailable)"
     out = [
         _alert(
             options, "FeatureStoreErrors",
-            f"sum by (view) (rate(strata_feature_store_errors_total{{{sel}}}[5m])) > 0",
+            f"sum by (model, view) (rate(strata_feature_store_errors_total{{{sel}}}[5m])) > 0",
             "5m", PAGE, team,
             f"{name}: the online feature store fails lookups of view {{{{ $labels.view }}}}",
             f"Lookups of {name}'s online features in view {{{{ $labels.view }}}} have failed for 5m; requests "
@@ -337,8 +337,8 @@ def feature_alerts(spec: ModelSpec, options: RuleOptions) -> list[dict[str, Any]
         ),
         _alert(
             options, "FeatureDefaultRateHigh",
-            f'sum by (view) (rate(strata_feature_lookups_total{{{sel},outcome="default"}}[15m]))\n/\n'
-            f"sum by (view) (rate(strata_feature_lookups_total{{{sel}}}[15m]))\n> {_num(FEATURE_DEFAULT_RATIO)}",
+            f'sum by (model, view) (rate(strata_feature_lookups_total{{{sel},outcome="default"}}[15m]))\n/\n'
+            f"sum by (model, view) (rate(strata_feature_lookups_total{{{sel}}}[15m]))\n> {_num(FEATURE_DEFAULT_RATIO)}",
             "15m", TICKET, team,
             f"{name}: over {_num(FEATURE_DEFAULT_RATIO * 100)}% of view {{{{ $labels.view }}}} lookups got defaults",
             f"More than {_num(FEATURE_DEFAULT_RATIO * 100)}% of {name}'s lookups in view {{{{ $labels.view }}}} found "
@@ -351,7 +351,8 @@ def feature_alerts(spec: ModelSpec, options: RuleOptions) -> list[dict[str, Any]
         limit = view.ttl_seconds * FEATURE_STALE_TTL_FRACTION
         out.append(_alert(
             options, "FeatureValuesStale",
-            f'histogram_quantile(0.5, sum by (view, le) (rate(strata_feature_age_seconds_bucket{{view="{view.name}"}}[30m])))'
+            f'histogram_quantile(0.5, sum by (model, view, le) '
+            f'(rate(strata_feature_age_seconds_bucket{{model="{name}",view="{view.name}"}}[30m])))'
             f"\n> {_num(limit)}",
             "30m", TICKET, team,
             f"{name}: the online values of view {view.name} are older than half their TTL",

@@ -47,7 +47,7 @@ class Enricher:
         client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s,
                                       health_check_interval=30)
         metrics = OnlineMetrics(metrics_registry if metrics_registry is not None else CollectorRegistry())
-        return cls(plan, OnlineReader(client, metrics, plan.on_outage), schema_names)
+        return cls(plan, OnlineReader(client, metrics, plan.on_outage, plan.model), schema_names)
 
     def _needs(self, record: dict[str, Any], view: Any) -> bool:
         return any(name not in record for name in view.feature_names)

@@ -9,7 +9,9 @@ spec by `workloads.data.features.repo.enrichment_plan` and handed to the server 
 One Redis hash per (view, entity): `strata:fv:<view>:<key values>`, one field per feature
 plus `_event_us` (the row's event time). One pipeline per lookup, one `HMGET` per
 (view, entity); the event time read with the values gives `strata_feature_age_seconds`
-(how old what serving got is: the freshness the alerts watch). An unknown or expired entity gets each feature's default and counts
+(how old what serving got is: the freshness the alerts watch). Every metric carries the
+plan's `model` (a view can be shared by models; each model's alerts read its own series).
+An unknown or expired entity gets each feature's default and counts
 `strata_feature_lookups_total{outcome="default"}`; a Redis error counts
 `strata_feature_store_errors_total` and, per `onOutage`, serves the defaults or raises
 `FeatureStoreUnavailable`.
@@ -94,6 +96,7 @@ class EnrichmentPlan:
 
     views: tuple[ViewPlan, ...]
     on_outage: OnOutage = "reject"
+    model: str = ""  # whose plan: the `model` label of the feature metrics
 
     @property
     def key_fields(self) -> list[str]:
@@ -104,7 +107,7 @@ class EnrichmentPlan:
         return [n for v in self.views for n in v.feature_names]
 
     def to_json(self) -> str:
-        return json.dumps({"onOutage": self.on_outage, "views": [
+        return json.dumps({"model": self.model, "onOutage": self.on_outage, "views": [
             {"name": v.name, "joinKeys": list(v.join_keys),
              "features": [{"name": f.name, "dtype": f.dtype, "default": f.default} for f in v.features]}
             for v in self.views]}, sort_keys=True)
@@ -117,13 +120,16 @@ class EnrichmentPlan:
                                    tuple(FeatureColumn(f["name"], f["dtype"], f.get("default")) for f in v["features"]))
                           for v in doc["views"])
             on_outage = doc.get("onOutage", "reject")
+            model = doc.get("model", "")
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"feature plan is not valid ({type(error).__name__}: {error}): {text[:200]!r}") from None
         if on_outage not in ("defaults", "reject"):
             raise ValueError(f"feature plan: onOutage must be defaults or reject, got {on_outage!r}")
         if not views:
             raise ValueError("feature plan names no views")
-        return cls(views, on_outage)
+        if not isinstance(model, str):
+            raise ValueError(f"feature plan: model must be a string, got {model!r}")
+        return cls(views, on_outage, model)
 
 
 def encode(value: Any, dtype: str) -> str | None:
@@ -142,6 +148,7 @@ class OnlineReader:
     client: Any  # redis.Redis
     metrics: OnlineMetrics
     on_outage: OnOutage = "reject"
+    model: str = ""  # the `model` label of every metric this reader counts
 
     def get_many(self, entities: Sequence[Mapping[str, Any]], views: Sequence[ViewPlan]) -> list[dict[str, Any]]:
         """The features of each entity over `views`; unknown features take their defaults."""
@@ -164,7 +171,7 @@ class OnlineReader:
             replies = pipe.execute()
         except Exception as error:  # noqa: BLE001 - redis.RedisError and OS errors alike
             for view, _ in wanted:
-                self.metrics.errors.labels(view.name).inc()
+                self.metrics.errors.labels(self.model, view.name).inc()
             if self.on_outage == "reject":
                 raise FeatureStoreUnavailable(
                     f"online feature store unavailable ({type(error).__name__}: {error}); views {names}") from error
@@ -180,11 +187,11 @@ class OnlineReader:
                     ages.append((now_us - int(reply[-1])) / 1e6)
                 rows.append({name: decode(raw) if raw is not None else default
                              for (name, decode, default), raw in zip(decoders, reply)})
-            age = self.metrics.age.labels(view.name)
+            age = self.metrics.age.labels(self.model, view.name)
             for seconds in ages:
                 age.observe(seconds)
-            self.metrics.lookups.labels(view.name, "hit").inc(len(ages))
-            self.metrics.lookups.labels(view.name, "default").inc(len(entities) - len(ages))
+            self.metrics.lookups.labels(self.model, view.name, "hit").inc(len(ages))
+            self.metrics.lookups.labels(self.model, view.name, "default").inc(len(entities) - len(ages))
             result.append(rows)
-        self.metrics.latency.labels(names).observe(time.perf_counter() - start)
+        self.metrics.latency.labels(self.model, names).observe(time.perf_counter() - start)
         return result

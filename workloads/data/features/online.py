@@ -45,6 +45,7 @@ class OnlineStore:
     repo: FeatureRepo
     metrics: OnlineMetrics
     on_outage: Literal["defaults", "reject"] = "reject"
+    model: str = ""  # the `model` label of the lookups' metrics
 
     # ------------------------------------------------------------------ write
     def write(self, view_name: str, rows: pl.DataFrame, chunk: int = 2_000) -> int:
@@ -76,7 +77,7 @@ class OnlineStore:
         return self.get_many([entity], views)[0]
 
     def get_many(self, entities: Sequence[Mapping[str, Any]], views: Sequence[str]) -> list[dict[str, Any]]:
-        reader = OnlineReader(self.client, self.metrics, self.on_outage)
+        reader = OnlineReader(self.client, self.metrics, self.on_outage, self.model)
         return reader.get_many(entities, [view_plan(self.repo.view(v)) for v in views])
 
 

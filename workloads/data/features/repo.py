@@ -184,4 +184,4 @@ def enrichment_plan(spec: ModelSpec) -> "EnrichmentPlan | None":
     views = tuple(ViewPlan(v.name, tuple(spec.features.join_keys(v)),
                            tuple(FeatureColumn(f.name, f.dtype, f.default) for f in v.features))
                   for v in spec.features.views if v.online)
-    return EnrichmentPlan(views, spec.features.on_outage) if views else None
+    return EnrichmentPlan(views, spec.features.on_outage, spec.name) if views else None
