@@ -19,6 +19,13 @@ from urllib.parse import urlparse
 LAKE_BUCKETS = {"bronze": "strata-lake-bronze", "silver": "strata-lake-silver", "gold": "strata-lake-gold"}
 
 
+def lake_buckets_from_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The lake buckets an entry point runs against: `STRATA_LAKE_<LAYER>_BUCKET` where the
+    cluster sets it (the cloud layer's buckets), else the local names."""
+    env = os.environ if env is None else env
+    return {layer: env.get(f"STRATA_LAKE_{layer.upper()}_BUCKET") or bucket for layer, bucket in LAKE_BUCKETS.items()}
+
+
 @dataclass(frozen=True)
 class S3Settings:
     """Where S3 is. None fields: the AWS defaults (endpoint by region, default credentials)."""

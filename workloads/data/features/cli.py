@@ -65,13 +65,13 @@ def materialize_command(view: str, version: Optional[int] = typer.Option(None, "
     from workloads.data.features.online import OnlineMetrics, OnlineStore, materialize
     from workloads.data.features.repo import FeatureRepoError
     from workloads.data.lake.tables import Lake, LakeError, read
-    from workloads.data.storage import S3Settings
+    from workloads.data.storage import S3Settings, lake_buckets_from_env
     from workloads.local.ports import HOST, resolve_ports
 
     try:
         repo = _repo(spec)
         definition = repo.view(view)
-        lake = Lake(S3Settings.from_env())
+        lake = Lake(S3Settings.from_env(), buckets=lake_buckets_from_env())  # the CronJob sets the stack's gold bucket
         table = lake.require("gold", definition.table, version)
         url = os.environ.get("STRATA_REDIS_URL") or f"redis://{HOST}:{resolve_ports()['redis']}/0"
         store = OnlineStore(redis.Redis.from_url(url), repo, OnlineMetrics())
