@@ -229,7 +229,8 @@ def test_enterprise_rds_multi_az_with_deletion_protection():
     assert db["backupRetentionPeriod"] == 14
     subnets = one(plan, "aws:rds/subnetGroup:SubnetGroup", "enterprise-mlflow-db-subnets").inputs["subnetIds"]
     assert subnets == [f"enterprise-network-private-{i}-id" for i in range(3)]
-    (ingress,) = plan.by_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    (ingress,) = [r for r in plan.by_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+                  if r.inputs["securityGroupId"] in db["vpcSecurityGroupIds"]]  # the feature store has its own
     assert ingress.inputs["fromPort"] == ingress.inputs["toPort"] == 5432
     assert "cidrIpv4" not in ingress.inputs  # from the cluster security group, never an address range
     assert db["vpcSecurityGroupIds"] == [ingress.inputs["securityGroupId"]]
