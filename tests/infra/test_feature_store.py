@@ -17,6 +17,7 @@ from infra.models.features import FEATURE_SPEC_KEY, schedule_for
 from infra.modes import OnlineStore, capabilities
 from infra.plan.cost import estimate
 from infra.plan.harness import Plan, PlannedResource, run_program
+from infra.platform.charts import IMAGES
 from infra.platform.features import CONSUMER_COMPONENTS, REDIS_APP, SECRET_NAME, URL_ENV
 from tests.conftest import STACKS, plan_of, stack_config_with_models
 from tests.features.specs import features_section
@@ -220,7 +221,7 @@ def test_materialization_runs_the_entry_point_on_a_schedule_with_the_url_from_th
     assert spec["concurrencyPolicy"] == "Forbid"
     pod = spec["jobTemplate"]["spec"]["template"]["spec"]
     [container] = pod["containers"]
-    assert container["image"].endswith("strata/training:0.1.0") or container["image"].endswith("training:0.1.0")
+    assert container["image"].endswith(f"training:{IMAGES['training'].tag}")  # the training image, as pinned
     assert container["args"] == [f"python -m infra.cli features materialize card_activity --spec /spec/{FEATURE_SPEC_KEY}"]
     assert {"name": "STRATA_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": "url"}}} \
         in container["env"]
