@@ -9,20 +9,24 @@ import pytest
 pytest_plugins = ["tests.local_services"]  # real local services (Kafka, MLflow, Prometheus, ...) per session
 
 STACKS = ("quick", "standard", "enterprise")
-MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
 
 
 @pytest.fixture(autouse=True)
 def mlflow_uris_put_back():
-    """Training in-process sets MLflow's process-wide tracking and registry URIs (and exports
-    them as env vars): each test gets back the URIs it started with, so none reaches the
-    previous test's server."""
+    """Training in-process sets MLflow's process-wide tracking and registry URIs and its
+    active experiment (and exports them as env vars, which child processes inherit): each
+    test gets back what it started with, so none reaches the previous test's server or asks
+    another server for that server's experiment id."""
     before = {name: os.environ.get(name) for name in MLFLOW_URI_VARIABLES}
     yield
     mlflow = sys.modules.get("mlflow")
     if mlflow is not None:
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
+        fluent = sys.modules.get("mlflow.tracking.fluent")
+        if fluent is not None:
+            fluent._active_experiment_id = None
     for name, value in before.items():
         if value is None:
             os.environ.pop(name, None)
