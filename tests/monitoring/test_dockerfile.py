@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from tests.dockerfiles import copy_image_files, fresh_environment, install_requirements, run_in_image
+from tests.dockerfiles import HELP_PROBE, copy_image_files, fresh_environment, install_requirements, run_in_image
 from tests.monitoring.conftest import PYTHON
 from workloads.monitoring.generate import REPO_ROOT
 
@@ -62,14 +62,7 @@ def image_python(tmp_path_factory) -> str:
 
 def test_every_service_starts_in_the_images_own_environment(tmp_path, image_python):
     image = copy_image_files(DOCKERFILE, tmp_path / "app")
-    probe = ("import runpy, sys\n"
-             "for name in sys.argv[1:]:\n"
-             "    sys.argv = [name, '--help']\n"
-             "    try:\n"
-             "        runpy.run_module(name, run_name='__main__', alter_sys=True)\n"
-             "    except SystemExit as exit_:\n"
-             "        assert exit_.code in (0, None), (name, exit_.code)\n")
-    result = run_in_image(image, probe, *SERVICES, python=image_python)
+    result = run_in_image(image, HELP_PROBE, *SERVICES, python=image_python)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
