@@ -286,3 +286,4 @@ def test_an_alert_still_firing_across_down_and_up_pages_again(tmp_path):
         assert len(_pages_of(s, labels["alertname"], 60)) == 2, "the re-run's alert was not notified again"
     finally:
         s.down()
+
