@@ -111,7 +111,7 @@ IMAGES: Mapping[str, ImagePin] = MappingProxyType({
     "drift-monitor": ImagePin("strata/drift-monitor", "0.1.3"),
     # Built from this repository (Ray + torch + workloads.training), ECR repository "training":
     # the RayJobs the retraining trigger creates run it.
-    "training": ImagePin("strata/training", "0.1.3"),
+    "training": ImagePin("strata/training", "0.1.4"),
     # Built from workloads/serving/Dockerfile (Seldon Core 1.19 wrapper, its own lock), ECR
     # repository "serving": both predictors of every SeldonDeployment run it.
     "serving": ImagePin("strata/serving", "0.2.2"),  # 0.2.0: redis (online enrichment)
@@ -120,7 +120,7 @@ IMAGES: Mapping[str, ImagePin] = MappingProxyType({
     "stream-worker": ImagePin("strata/stream-worker", "0.2.2"),  # 0.2.0: redis, enrichment
     # workloads.rollout + its clients, ECR repository "rollout-controller": the per-model
     # rollout controllers (`python -m workloads.rollout --cluster`).
-    "rollout-controller": ImagePin("strata/rollout-controller", "0.1.2"),
+    "rollout-controller": ImagePin("strata/rollout-controller", "0.1.3"),
     # Strimzi's Kafka image + Debezium's PostgreSQL connector (workloads/data/ingest/connect/
     # Dockerfile, the local worker's pom.xml): the KafkaConnect of the CDC pipelines.
     "kafka-connect": ImagePin("strata/kafka-connect", "0.1.0"),
