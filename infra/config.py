@@ -14,7 +14,7 @@ import functools
 import ipaddress
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -286,6 +286,7 @@ def parse_stack_config(
         raise SpecError([(f"{PROJECT}:kubeconfig", "target 'kubeconfig' needs a kubeconfig (set it as a secret)")])
     models = _model_specs(config.models, root)
     pipelines = _cdc_pipelines(config.cdc, {m.team for m in models})
+    _check_streaming_views(pipelines, models)
     caps = _resolve_capabilities(config)
     _check_shared_operators(config, caps)
     _check_models_fit_cluster(models, caps, config)
@@ -315,6 +316,37 @@ def _cdc_pipelines(entries: Mapping[str, Mapping[str, Any]], teams: set[str]) ->
     if problems:
         raise SpecError(problems)
     return tuple(pipelines)
+
+
+def _check_streaming_views(pipelines: Sequence[CdcPipeline], models: Sequence[ModelSpec]) -> None:
+    """A model's online view named like a pipeline's streaming features is served from them: its
+    features must be among the aggregates and its TTL theirs (the aggregator expires the keys)."""
+    problems, fed_by = [], {}
+    for pipeline in pipelines:
+        if pipeline.features is None:
+            continue
+        path = f"{PROJECT}:cdc.{pipeline.name}.features"
+        view_name = pipeline.features.view
+        if view_name in fed_by:
+            problems.append((f"{path}.view", f"view {view_name!r} is already computed by pipeline {fed_by[view_name]!r}; "
+                                             "one view has one writer"))
+            continue
+        fed_by[view_name] = pipeline.name
+        aggregation = pipeline.aggregation()
+        for model in models:
+            for view in (model.features.views if model.features is not None else []):
+                if view.name != view_name or not view.online:
+                    continue
+                unknown = [f.name for f in view.features if f.name not in aggregation.feature_names]
+                if unknown:
+                    problems.append((f"{path}.view", f"model {model.name!r} reads feature(s) {', '.join(unknown)} of "
+                                                     f"view {view_name!r}, which the pipeline does not compute (it "
+                                                     f"computes {', '.join(aggregation.feature_names)})"))
+                if view.ttl_seconds != pipeline.features.ttl_seconds:
+                    problems.append((f"{path}.ttl", f"{pipeline.features.ttl}, but model {model.name!r} declares "
+                                                    f"view {view_name!r} with ttl {view.ttl}; make them equal"))
+    if problems:
+        raise SpecError(problems)
 
 
 def _resolve_capabilities(config: StackConfig) -> Capabilities:

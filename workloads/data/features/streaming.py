@@ -36,6 +36,11 @@ observed once per applied change when its card's pipeline has returned.
     python -m workloads.data.features.streaming --bootstrap 127.0.0.1:19092 \
         --topic strata.cdc.public.card_transactions --redis-url redis://127.0.0.1:16379/0 \
         --view card_activity_stream [--window 1h --window 24h] [--metrics-port 19620]
+
+It runs as the catalogue's `feature_aggregator` workload of a CDC pipeline that declares
+`features` (`workloads.data.ingest.pipeline.StreamingFeatures`): the supervised service
+`<pipeline>-aggregator` locally, a Deployment on the cluster; there the URL comes from
+`$STRATA_FEATURE_STORE_URL` (the team's feature-store Secret), not from argv.
 """
 
 from __future__ import annotations
@@ -387,7 +392,12 @@ class AggregatePusher:
         pipe.execute()
 
 
+REDIS_URL_ENV = "STRATA_FEATURE_STORE_URL"  # = workloads.catalogue.declarations.FEATURE_STORE_URL_ENV
+
+
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     import redis
     from prometheus_client import start_http_server
 
@@ -396,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bootstrap", required=True)
     ap.add_argument("--topic", required=True, help="the Debezium topic of the source table")
-    ap.add_argument("--redis-url", required=True)
+    ap.add_argument("--redis-url", default=os.environ.get(REDIS_URL_ENV, ""),
+                    help=f"the online store (default ${REDIS_URL_ENV}: a URL with a token stays out of argv)")
     defaults = Aggregation()
     ap.add_argument("--view", default=defaults.view)
     ap.add_argument("--entity", default=defaults.entity)
@@ -410,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     tls.add_arguments(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if not args.redis_url:
+        ap.error(f"--redis-url or ${REDIS_URL_ENV} is required")
     try:
         aggregation = Aggregation(view=args.view, entity=args.entity, record_key=args.record_key,
                                   event_time=args.event_time, value=args.value,
