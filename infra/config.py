@@ -319,32 +319,10 @@ def _cdc_pipelines(entries: Mapping[str, Mapping[str, Any]], teams: set[str]) ->
 
 
 def _check_streaming_views(pipelines: Sequence[CdcPipeline], models: Sequence[ModelSpec]) -> None:
-    """A model's online view named like a pipeline's streaming features is served from them: its
-    features must be among the aggregates and its TTL theirs (the aggregator expires the keys)."""
-    problems, fed_by = [], {}
-    for pipeline in pipelines:
-        if pipeline.features is None:
-            continue
-        path = f"{PROJECT}:cdc.{pipeline.name}.features"
-        view_name = pipeline.features.view
-        if view_name in fed_by:
-            problems.append((f"{path}.view", f"view {view_name!r} is already computed by pipeline {fed_by[view_name]!r}; "
-                                             "one view has one writer"))
-            continue
-        fed_by[view_name] = pipeline.name
-        aggregation = pipeline.aggregation()
-        for model in models:
-            for view in (model.features.views if model.features is not None else []):
-                if view.name != view_name or not view.online:
-                    continue
-                unknown = [f.name for f in view.features if f.name not in aggregation.feature_names]
-                if unknown:
-                    problems.append((f"{path}.view", f"model {model.name!r} reads feature(s) {', '.join(unknown)} of "
-                                                     f"view {view_name!r}, which the pipeline does not compute (it "
-                                                     f"computes {', '.join(aggregation.feature_names)})"))
-                if view.ttl_seconds != pipeline.features.ttl_seconds:
-                    problems.append((f"{path}.ttl", f"{pipeline.features.ttl}, but model {model.name!r} declares "
-                                                    f"view {view_name!r} with ttl {view.ttl}; make them equal"))
+    """The models' online views agree with the pipelines' streaming features that serve them."""
+    from workloads.data.ingest.pipeline import streaming_view_problems
+
+    problems = streaming_view_problems(pipelines, models, prefix=f"{PROJECT}:cdc.")
     if problems:
         raise SpecError(problems)
 

@@ -31,7 +31,8 @@ bronze sink keeps every raw event (its quarantine), so nothing is lost.
 
 Metrics (the contract's `feature-aggregates` emitter): `strata_feature_aggregate_events_total
 {view, outcome}` and `strata_feature_freshness_seconds{view}`, event time -> visible online,
-observed once per applied change when its card's pipeline has returned.
+observed once per applied change when its card's pipeline has returned (the service leaves out
+the catch-up of each start: the changes the topic held then are a rebuild, not news).
 
     python -m workloads.data.features.streaming --bootstrap 127.0.0.1:19092 \
         --topic strata.cdc.public.card_transactions --redis-url redis://127.0.0.1:16379/0 \
@@ -289,9 +290,14 @@ class AggregatePusher:
     # called with (record key, seconds from event time to visible online) per applied change:
     # the demo reports its own transactions' freshness this way
     on_visible: Callable[[str, float], None] | None = None
+    # The service (`main`): a start's catch-up, the changes the topic held when it started, is a
+    # rebuild, not news: their freshness (up to the topic's retention) is not observed, so a
+    # restart does not read as days-old features. The library default observes every change.
+    live_freshness_only: bool = False
 
     def __post_init__(self) -> None:
         self.state = RollingAggregates(self.aggregation)
+        self.catch_up: dict[int, int] = {}  # partition -> end offset at start (with live_freshness_only)
 
     def _consumer(self, topic_wait_s: float):
         from kafka import KafkaConsumer, TopicPartition
@@ -313,14 +319,20 @@ class AggregatePusher:
         return consumer
 
     def run(self, stop: Callable[[], bool] = lambda: False, idle_exit_s: float | None = None,
-            max_seconds: float | None = None, topic_wait_s: float = 60.0, stop_at_end: bool = False) -> int:
+            max_seconds: float | None = None, topic_wait_s: float = 60.0, stop_at_end: bool = False,
+            on_ready: Callable[[], None] | None = None) -> int:
         """Poll and push until `stop()`, `idle_exit_s` without records, `max_seconds`, or (with
-        `stop_at_end`: a catch-up run) the end offsets the topic had at the start. Returns the
-        changes applied."""
+        `stop_at_end`: a catch-up run) the end offsets the topic had at the start. `on_ready`:
+        called once the topic is assigned and the catch-up's end is known (the service serves
+        its metrics, its health, from then on). Returns the changes applied."""
         consumer = self._consumer(topic_wait_s)
         start = idle_since = time.monotonic()
         applied = 0
-        end = consumer.end_offsets(list(consumer.assignment())) if stop_at_end else {}
+        end = consumer.end_offsets(list(consumer.assignment())) if stop_at_end or self.live_freshness_only else {}
+        if self.live_freshness_only:
+            self.catch_up = {tp.partition: offset for tp, offset in end.items()}
+        if on_ready is not None:
+            on_ready()
         try:
             while not stop():
                 if stop_at_end and all(consumer.position(tp) >= offset for tp, offset in end.items()):
@@ -357,7 +369,7 @@ class AggregatePusher:
                 outcome, entities = "malformed", set()
                 first_error = first_error or f"{getattr(record, 'partition', '?')}/{getattr(record, 'offset', '?')}: {error}"
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
-            if outcome == "applied":
+            if outcome == "applied" and getattr(record, "offset", 0) >= self.catch_up.get(getattr(record, "partition", 0), 0):
                 fresh.append(str(change.row[agg.record_key]))
             touched |= entities
         if first_error:
@@ -430,13 +442,17 @@ def main(argv: list[str] | None = None) -> int:
         security = tls.security_options(args.ssl_cafile, args.ssl_certfile, args.ssl_keyfile)
     except ValueError as error:
         ap.error(str(error))
-    if args.metrics_port:
-        start_http_server(args.metrics_port, addr=args.metrics_host)
     stopping: list[int] = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     pusher = AggregatePusher(aggregation, redis.Redis.from_url(args.redis_url), args.topic, args.bootstrap,
-                             AggregateMetrics(), security=security)
-    pusher.run(stop=lambda: bool(stopping))
+                             AggregateMetrics(), security=security, live_freshness_only=True)
+
+    def ready() -> None:  # healthy only once the changes that follow count as live
+        if args.metrics_port:
+            start_http_server(args.metrics_port, addr=args.metrics_host)
+        log.info("%s: reading %s from the start; live from offsets %s", aggregation.view, args.topic, pusher.catch_up)
+
+    pusher.run(stop=lambda: bool(stopping), on_ready=ready)
     return 0
 
 

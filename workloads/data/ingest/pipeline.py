@@ -23,7 +23,7 @@ A model reads them as an online feature view of the same name (`features.views` 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
@@ -124,3 +124,38 @@ def secret_reference(namespace: str, secret: str, key: str) -> str:
     """A value Strimzi's `KubernetesSecretConfigProvider` (configured as provider `secrets`)
     resolves in the Connect pod at task start, so the CR holds the reference, never the value."""
     return f"${{secrets:{namespace}/{secret}:{key}}}"
+
+
+def streaming_view_problems(pipelines: "Iterable[CdcPipeline]", models: "Iterable[Any]",
+                            prefix: str = "") -> list[tuple[str, str]]:
+    """(property path, message) for each disagreement between the pipelines' streaming features
+    and the models' online views of the same name: a model's view is served from them, so its
+    features must be among the aggregates and its TTL theirs (the aggregator expires the keys);
+    one view has one writer. `prefix`: where the pipelines are (e.g. `strata:cdc.`)."""
+    problems: list[tuple[str, str]] = []
+    fed_by: dict[str, str] = {}
+    models = tuple(models)
+    for pipeline in pipelines:
+        if pipeline.features is None:
+            continue
+        path = f"{prefix}{pipeline.name}.features"
+        view_name = pipeline.features.view
+        if view_name in fed_by:
+            problems.append((f"{path}.view", f"view {view_name!r} is already computed by pipeline "
+                                             f"{fed_by[view_name]!r}; one view has one writer"))
+            continue
+        fed_by[view_name] = pipeline.name
+        computed = pipeline.aggregation().feature_names
+        for model in models:
+            for view in (model.features.views if model.features is not None else []):
+                if view.name != view_name or not view.online:
+                    continue
+                unknown = [f.name for f in view.features if f.name not in computed]
+                if unknown:
+                    problems.append((f"{path}.view", f"model {model.name!r} reads feature(s) {', '.join(unknown)} of "
+                                                     f"view {view_name!r}, which the pipeline does not compute (it "
+                                                     f"computes {', '.join(computed)})"))
+                if view.ttl_seconds != pipeline.features.ttl_seconds:
+                    problems.append((f"{path}.ttl", f"{pipeline.features.ttl}, but model {model.name!r} declares "
+                                                    f"view {view_name!r} with ttl {view.ttl}; make them equal"))
+    return problems
