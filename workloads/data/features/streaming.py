@@ -299,15 +299,21 @@ class AggregatePusher:
         self.state = RollingAggregates(self.aggregation)
         self.catch_up: dict[int, int] = {}  # partition -> end offset at start (with live_freshness_only)
 
-    def _consumer(self, topic_wait_s: float):
+    def _consumer(self, topic_wait_s: float | None, on_absent: Callable[[], None] = lambda: None):
+        """The topic's partitions, assigned from the beginning, and whether the topic had to be
+        waited for (`on_absent` is called once then; `topic_wait_s` None: wait as long as it takes)."""
         from kafka import KafkaConsumer, TopicPartition
 
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
                                  auto_offset_reset="earliest", max_poll_records=self.max_batch,
                                  **dict(self.security or {}))
-        deadline = time.monotonic() + topic_wait_s
+        deadline = None if topic_wait_s is None else time.monotonic() + topic_wait_s
         partitions = consumer.partitions_for_topic(self.topic)
-        while not partitions and time.monotonic() < deadline:  # the connector creates the topic
+        absent = not partitions
+        if absent:
+            log.info("waiting for topic %s on %s", self.topic, self.bootstrap)
+            on_absent()
+        while not partitions and (deadline is None or time.monotonic() < deadline):  # the connector creates it
             time.sleep(0.5)
             partitions = consumer.partitions_for_topic(self.topic)
         if not partitions:
@@ -316,23 +322,30 @@ class AggregatePusher:
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)  # the windows are rebuilt from the retained changes
-        return consumer
+        return consumer, absent
 
     def run(self, stop: Callable[[], bool] = lambda: False, idle_exit_s: float | None = None,
-            max_seconds: float | None = None, topic_wait_s: float = 60.0, stop_at_end: bool = False,
+            max_seconds: float | None = None, topic_wait_s: float | None = 60.0, stop_at_end: bool = False,
             on_ready: Callable[[], None] | None = None) -> int:
         """Poll and push until `stop()`, `idle_exit_s` without records, `max_seconds`, or (with
         `stop_at_end`: a catch-up run) the end offsets the topic had at the start. `on_ready`:
-        called once the topic is assigned and the catch-up's end is known (the service serves
-        its metrics, its health, from then on). Returns the changes applied."""
-        consumer = self._consumer(topic_wait_s)
+        called once it is known which changes are the catch-up (the service serves its metrics,
+        its health, from then on): when the topic is assigned, or at once when the topic does
+        not exist yet (then every change that appears is live). Returns the changes applied."""
+        readied: list[bool] = []
+
+        def ready() -> None:
+            if on_ready is not None and not readied:
+                readied.append(True)
+                on_ready()
+
+        consumer, appeared = self._consumer(topic_wait_s, on_absent=ready)
         start = idle_since = time.monotonic()
         applied = 0
         end = consumer.end_offsets(list(consumer.assignment())) if stop_at_end or self.live_freshness_only else {}
-        if self.live_freshness_only:
-            self.catch_up = {tp.partition: offset for tp, offset in end.items()}
-        if on_ready is not None:
-            on_ready()
+        if self.live_freshness_only:  # a topic that appeared after the start holds no catch-up
+            self.catch_up = {} if appeared else {tp.partition: offset for tp, offset in end.items()}
+        ready()
         try:
             while not stop():
                 if stop_at_end and all(consumer.position(tp) >= offset for tp, offset in end.items()):
@@ -450,9 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     def ready() -> None:  # healthy only once the changes that follow count as live
         if args.metrics_port:
             start_http_server(args.metrics_port, addr=args.metrics_host)
-        log.info("%s: reading %s from the start; live from offsets %s", aggregation.view, args.topic, pusher.catch_up)
+        log.info("%s: serving metrics; reading %s from its start", aggregation.view, args.topic)
 
-    pusher.run(stop=lambda: bool(stopping), on_ready=ready)
+    pusher.run(stop=lambda: bool(stopping), on_ready=ready, topic_wait_s=None)  # like the sink: waits for its topic
     return 0
 
 
