@@ -14,7 +14,7 @@ import functools
 import ipaddress
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -286,6 +286,7 @@ def parse_stack_config(
         raise SpecError([(f"{PROJECT}:kubeconfig", "target 'kubeconfig' needs a kubeconfig (set it as a secret)")])
     models = _model_specs(config.models, root)
     pipelines = _cdc_pipelines(config.cdc, {m.team for m in models})
+    _check_streaming_views(pipelines, models)
     caps = _resolve_capabilities(config)
     _check_shared_operators(config, caps)
     _check_models_fit_cluster(models, caps, config)
@@ -315,6 +316,15 @@ def _cdc_pipelines(entries: Mapping[str, Mapping[str, Any]], teams: set[str]) ->
     if problems:
         raise SpecError(problems)
     return tuple(pipelines)
+
+
+def _check_streaming_views(pipelines: Sequence[CdcPipeline], models: Sequence[ModelSpec]) -> None:
+    """The models' online views agree with the pipelines' streaming features that serve them."""
+    from workloads.data.ingest.pipeline import streaming_view_problems
+
+    problems = streaming_view_problems(pipelines, models, prefix=f"{PROJECT}:cdc.")
+    if problems:
+        raise SpecError(problems)
 
 
 def _resolve_capabilities(config: StackConfig) -> Capabilities:

@@ -52,10 +52,18 @@ def mode_notes(plan: Plan) -> list[str]:
             notes.append(f"{model.name}: HPO is off in mode {caps.mode.value!r}; trains once with the spec's defaults")
         if model.training.workers > caps.training_max_workers:
             notes.append(f"{model.name}: {model.training.workers} training workers capped at {caps.training_max_workers} in mode {caps.mode.value!r}")
+    online_views = any(v.online for m in spec.models if m.features is not None for v in m.features.views)
     for pipeline in spec.cdc_pipelines:
         if not caps.kafka:
             notes.append(f"cdc {pipeline.name}: {pipeline.table} -> bronze/{pipeline.lake_table} needs Kafka, which mode "
                          f"{caps.mode.value!r} does not deploy; not rendered (batch ingestion only)")
+            if pipeline.features is not None:
+                notes.append(f"cdc {pipeline.name}: the streaming features of view {pipeline.features.view!r} need "
+                             f"the CDC stream (Kafka); no aggregator: the view's online values come from "
+                             f"materialization only")
+        elif pipeline.features is not None and not online_views:
+            notes.append(f"cdc {pipeline.name}: the streaming features of view {pipeline.features.view!r} need an "
+                         f"online store, which exists only where a model declares online feature views; no aggregator")
     return notes
 
 

@@ -9,7 +9,7 @@ children are, per the mode's capabilities (`infra.modes`):
 | `strata:platform:ServiceMesh` (Istio)      | `capabilities.istio`          |
 | `strata:platform:Keda`                     | `capabilities.keda`           |
 | `strata:platform:KafkaCluster` (Strimzi)   | `capabilities.kafka`          |
-| `strata:platform:ChangeDataCapture` (Connect, Debezium, sinks) | `capabilities.kafka` and `strata:cdc` |
+| `strata:platform:ChangeDataCapture` (Connect, Debezium, sinks; feature aggregators where there is an online store) | `capabilities.kafka` and `strata:cdc` |
 | `strata:platform:Monitoring`               | `capabilities.monitoring`     |
 | `strata:platform:Observability` (child of Monitoring: rules, dashboards, retrain trigger) | `capabilities.monitoring` |
 | `strata:platform:KubeRay`                  | always                        |
@@ -104,6 +104,20 @@ class PlatformArgs:
     shared_operators: bool = False
     cdc_pipelines: tuple[CdcPipeline, ...] = ()  # rendered where the mode has Kafka
     feature_models: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # team -> models with online views
+
+    @property
+    def feature_writers(self) -> dict[str, tuple[str, ...]]:
+        """team -> its CDC pipelines' feature aggregators (workload names), where they run: the
+        mode has Kafka (the CDC stream) and the stack an online store (somewhere to write)."""
+        from workloads.catalogue.declarations import feature_aggregator
+
+        if not (self.capabilities.kafka and self.feature_models):
+            return {}
+        teams: dict[str, tuple[str, ...]] = {}
+        for pipeline in self.cdc_pipelines:
+            if pipeline.features is not None:
+                teams[pipeline.team] = tuple(sorted((*teams.get(pipeline.team, ()), feature_aggregator(pipeline).name)))
+        return teams
 
     @property
     def online_store(self) -> Optional[OnlineStore]:
@@ -246,7 +260,7 @@ class Platform(pulumi.ComponentResource):
                 retrain=caps.drift_monitoring, rule_options=RuleOptions(runbook_base_url=args.runbook_base_url),
                 ecr_repositories=dict(storage.ecr_repositories) if storage is not None else {},
                 mlflow_namespace=ns("mlflow"),
-                emitters=cluster_emitters(caps, args.models),
+                emitters=cluster_emitters(caps, args.models, aggregators=bool(args.feature_writers)),
             ) if args.models else None
             self.monitoring = Monitoring(
                 f"{name}-monitoring",
@@ -274,6 +288,25 @@ class Platform(pulumi.ComponentResource):
                         after=[*placed("keda"), *with_prometheus], opts=child)
             self.operators["keda"] = keda.release
 
+        # --- online feature store ---------------------------------------------------------
+        self.feature_store: Optional[OnlineFeatureStore] = None
+        if args.online_store is not None:
+            cache = cloud.feature_cache if cloud is not None else None
+            if args.online_store is not OnlineStore.IN_CLUSTER_REDIS and cache is None:
+                raise ValueError(f"online store {args.online_store.value!r} needs the cloud layer's FeatureCache "
+                                 "(CloudOutputs.feature_cache is unset)")
+            self.feature_store = OnlineFeatureStore(
+                f"{name}-feature-store",
+                OnlineFeatureStoreArgs(
+                    consumers={args.team_ns(team): models for team, models in sorted(args.feature_models.items())},
+                    writers={args.team_ns(team): names for team, names in sorted(args.feature_writers.items())},
+                    cache=cache if args.online_store is not OnlineStore.IN_CLUSTER_REDIS else None,
+                    namespace=ns("features"), cache_cidr=args.vpc_cidr),
+                after=[*(placed("features") if "features" in self.namespaces else []),
+                       *(c for team, c in zip(args.teams, team_components)
+                         if team in args.feature_models or team in args.feature_writers)],
+                opts=child)
+
         self.kafka: Optional[KafkaCluster] = None
         if caps.kafka:
             self.kafka = KafkaCluster(f"{name}-kafka", KafkaClusterArgs(namespace=ns("kafka"), exporter=caps.monitoring,
@@ -300,7 +333,8 @@ class Platform(pulumi.ComponentResource):
                         prometheus=caps.monitoring, istio=caps.istio,
                         sink_role_arns={p.name: arn for p in args.cdc_pipelines
                                         if cloud is not None
-                                        and (arn := cloud.identities.role_for(f"cdc-sink/{p.name}")) is not None}),
+                                        and (arn := cloud.identities.role_for(f"cdc-sink/{p.name}")) is not None},
+                        feature_store=self.feature_store.access if self.feature_store is not None else None),
                     strimzi_operator=self.kafka.operator, credentials=cdc_credentials,
                     prometheus_operator=prometheus, after=[self.kafka.kafka, *team_components], opts=child)
 
@@ -339,23 +373,6 @@ class Platform(pulumi.ComponentResource):
         )
         self.mlflow = MlflowTracking(f"{name}-mlflow", mlflow_args, prometheus_operator=prometheus,
                                      after=placed("mlflow"), opts=child)
-
-        # --- online feature store ---------------------------------------------------------
-        self.feature_store: Optional[OnlineFeatureStore] = None
-        if args.online_store is not None:
-            cache = cloud.feature_cache if cloud is not None else None
-            if args.online_store is not OnlineStore.IN_CLUSTER_REDIS and cache is None:
-                raise ValueError(f"online store {args.online_store.value!r} needs the cloud layer's FeatureCache "
-                                 "(CloudOutputs.feature_cache is unset)")
-            self.feature_store = OnlineFeatureStore(
-                f"{name}-feature-store",
-                OnlineFeatureStoreArgs(
-                    consumers={args.team_ns(team): models for team, models in sorted(args.feature_models.items())},
-                    cache=cache if args.online_store is not OnlineStore.IN_CLUSTER_REDIS else None,
-                    namespace=ns("features"), cache_cidr=args.vpc_cidr),
-                after=[*(placed("features") if "features" in self.namespaces else []),
-                       *(c for team, c in zip(args.teams, team_components) if team in args.feature_models)],
-                opts=child)
 
         self.outputs = PlatformOutputs(
             team_namespaces=dict(self.team_namespaces),

@@ -14,7 +14,15 @@ same declaration the local demo renders:
 - the sink, the catalogue's `cdc_sink` workload (`python -m workloads.data.ingest.cdc`) in
   the team's namespace, with its own `KafkaUser` (Read on that topic only) and the lake's
   bronze bucket; on AWS its ServiceAccount names its IRSA role (`sink_role_arns`), which may
-  write that table's prefix of bronze and nothing else.
+  write that table's prefix of bronze and nothing else;
+- where the pipeline declares `features` and the stack has an online store (`feature_store`),
+  its feature aggregator, the catalogue's `feature_aggregator` workload (`python -m
+  workloads.data.features.streaming`), in the same team namespace: its own `KafkaUser` (Read
+  on the topic only; it assigns partitions itself, no group), the Redis URL from the team's
+  `feature-store` Secret (an env var from a `secretKeyRef`), a ServiceMonitor, and a
+  NetworkPolicy whose only egress is the Kafka listener and the online store (the team
+  namespace's baseline allows, `infra.platform.namespaces`, still add up for every pod).
+  Without an online store there is nowhere to write: no aggregator (the plan's notes say so).
 
 One `KafkaConnect` (`strata-connect`, image "kafka-connect": Strimzi's Kafka + the Debezium
 jars of the local worker's pom.xml) runs every connector, with its own `KafkaUser` on the
@@ -30,10 +38,11 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.crds import strimzi
-from infra.k8s import empty_dir
+from infra.k8s import NAMESPACE_NAME_LABEL, empty_dir
 from infra.platform.kafka import TLS_LISTENER_PORT
 from infra.workloads import ClusterContext, PodPatch, RenderedWorkload, waits_for
-from workloads.catalogue.declarations import cdc_sink
+from infra.platform.features import FeatureStoreAccess
+from workloads.catalogue.declarations import cdc_sink, feature_aggregator
 from workloads.catalogue.model import Placement
 from workloads.data.ingest.pipeline import PASSWORD_KEY, USERNAME_KEY, CdcPipeline, secret_reference
 from workloads.data.storage import LAKE_BUCKETS
@@ -65,6 +74,13 @@ class ChangeDataCaptureArgs:
     # IRSA (AWS): the role each pipeline's sink assumes to write its bronze table, by pipeline
     # name (infra.cloud.iam `cdc-sink/<pipeline>`); a kubeconfig target has none.
     sink_role_arns: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    # the online store (`OnlineFeatureStore.access`); None: no store, no feature aggregators
+    feature_store: Optional[FeatureStoreAccess] = None
+
+    @property
+    def aggregated(self) -> tuple[CdcPipeline, ...]:
+        """The pipelines whose feature aggregator runs: they declare features and there is a store."""
+        return tuple(p for p in self.pipelines if p.features is not None) if self.feature_store is not None else ()
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.pipelines]
@@ -160,10 +176,15 @@ def sink_acls(pipeline: CdcPipeline) -> list[strimzi.AclRule]:
     return [_rule(strimzi.AclResourceType.TOPIC, pipeline.topic, "literal", op.READ, op.DESCRIBE)]
 
 
-def sink_context(pipeline: CdcPipeline, args: ChangeDataCaptureArgs) -> ClusterContext:
+def _kafka_output(args: ChangeDataCaptureArgs):
     def kafka(workload, resource, output: str) -> str:
         return {"bootstrap": args.bootstrap, "ca_file": f"{TLS_DIR}/ca.crt", "cert_file": f"{TLS_DIR}/user.crt",
                 "key_file": f"{TLS_DIR}/user.key"}[output]
+    return kafka
+
+
+def sink_context(pipeline: CdcPipeline, args: ChangeDataCaptureArgs) -> ClusterContext:
+    kafka = _kafka_output(args)
 
     def lake(workload, resource, output: str) -> str:
         if resource.params.get("bucket") != "lake-bronze" or output != "bucket":
@@ -178,17 +199,59 @@ def sink_context(pipeline: CdcPipeline, args: ChangeDataCaptureArgs) -> ClusterC
         prometheus=args.prometheus, istio=args.istio)
 
 
+def _kafka_tls_volume(args: ChangeDataCaptureArgs, user_secret: str) -> dict[str, Any]:
+    """The cluster CA and the KafkaUser's certificate (Secrets mirrored into the team namespace)."""
+    files = ((args.cluster_ca_secret, "ca.crt"), (user_secret, "user.crt"), (user_secret, "user.key"))
+    return {"name": "kafka-tls", "projected": {"defaultMode": 0o440, "sources": [
+        {"secret": {"name": secret, "items": [{"key": key, "path": key}]}} for secret, key in files]}}
+
+
 def sink_patch(pipeline: CdcPipeline, args: ChangeDataCaptureArgs) -> PodPatch:
     user_secret = cdc_sink(pipeline).name
-    files = ((args.cluster_ca_secret, "ca.crt"), (user_secret, "user.crt"), (user_secret, "user.key"))
     return PodPatch(
         service_account=user_secret, image=args.sink_image,
         extra_env=({"name": BRONZE_BUCKET_ENV, "value": args.bronze_bucket},),
-        volumes=({"name": "kafka-tls", "projected": {"defaultMode": 0o440, "sources": [
-            {"secret": {"name": secret, "items": [{"key": key, "path": key}]}} for secret, key in files]}},
-                 empty_dir("lake-cache", "1Gi")),
+        volumes=(_kafka_tls_volume(args, user_secret), empty_dir("lake-cache", "1Gi")),
         volume_mounts=({"name": "kafka-tls", "mountPath": TLS_DIR, "readOnly": True},),
         pod_spec={"terminationGracePeriodSeconds": 60})  # SIGTERM: the poll in hand is committed to bronze
+
+
+def aggregator_context(pipeline: CdcPipeline, args: ChangeDataCaptureArgs) -> ClusterContext:
+    """The aggregator's Redis URL is its env var from the team's Secret (the declaration's
+    `FEATURE_STORE_SECRET`); `${resources.features.*}` is not read by its argv."""
+    workload = feature_aggregator(pipeline)
+    return ClusterContext(
+        namespaces={Placement.MONITORING: args.monitoring_namespace, Placement.MLFLOW: ""},
+        team_namespaces={pipeline.team: args.team_namespaces[pipeline.team]},
+        catalogue={workload.name: workload}, provisioners={"kafka": _kafka_output(args)},
+        prometheus=args.prometheus, istio=args.istio)
+
+
+def aggregator_patch(pipeline: CdcPipeline, args: ChangeDataCaptureArgs) -> PodPatch:
+    user_secret = feature_aggregator(pipeline).name
+    return PodPatch(
+        service_account=user_secret, image=args.sink_image,
+        volumes=(_kafka_tls_volume(args, user_secret),),
+        volume_mounts=({"name": "kafka-tls", "mountPath": TLS_DIR, "readOnly": True},),
+        pod_spec={"terminationGracePeriodSeconds": 30})
+
+
+def aggregator_egress(pipeline: CdcPipeline, args: ChangeDataCaptureArgs) -> dict[str, Any]:
+    """The aggregator's own egress: DNS, the Kafka listener, the online store. Nothing else."""
+    assert args.feature_store is not None
+    workload = feature_aggregator(pipeline)
+    store = args.feature_store
+    return {
+        "metadata": {"name": f"{workload.name}-egress", "namespace": args.team_namespaces[pipeline.team],
+                     "labels": workload.common_labels},
+        "spec": {"podSelector": {"matchLabels": workload.selector_labels}, "policyTypes": ["Egress"], "egress": [
+            {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+             "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
+            {"to": [{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: args.kafka_namespace}}}],
+             "ports": [{"port": TLS_LISTENER_PORT, "protocol": "TCP"}]},
+            {"to": [dict(store.peer)], "ports": [{"port": store.port, "protocol": "TCP"}]},
+        ]},
+    }
 
 
 def pipeline_login(credentials: Any, pipeline: CdcPipeline) -> dict[str, str]:
@@ -277,5 +340,30 @@ class ChangeDataCapture(pulumi.ComponentResource):
                                                                    self.topics[pipeline.name]]),
                 # its Service, ServiceMonitor, ... too wait for the team's namespace (`after`)
                 opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(transformations=[waits_for(after)])))
+        self.aggregators, self.aggregator_users = {}, {}
+        for pipeline in args.aggregated:
+            team_ns = args.team_namespaces[pipeline.team]
+            aggregator = feature_aggregator(pipeline)
+            self.aggregator_users[pipeline.name] = strimzi.kafka_user(
+                f"{name}-{pipeline.name}-aggregator-user", name=aggregator.name, namespace=ns,
+                cluster=args.kafka_cluster, operator=strimzi_operator, labels=labels, opts=child,
+                spec=strimzi.KafkaUserSpec(
+                    authentication=strimzi.KafkaUserAuthentication(type=strimzi.KafkaUserAuthenticationType.TLS),
+                    authorization=strimzi.KafkaUserAuthorization(acls=sink_acls(pipeline)),  # the same: Read the topic
+                    template={"secret": {"metadata": {"annotations": strimzi.mirrored_to(team_ns)}}}))
+            account = k8s.core.v1.ServiceAccount(
+                f"{name}-{pipeline.name}-aggregator-sa", metadata={
+                    "name": aggregator.name, "namespace": team_ns, "labels": aggregator.common_labels},
+                automount_service_account_token=False, opts=child)
+            egress = aggregator_egress(pipeline, args)
+            k8s.networking.v1.NetworkPolicy(f"{name}-{pipeline.name}-aggregator-egress", metadata=egress["metadata"],
+                                            spec=egress["spec"], opts=child)
+            self.aggregators[pipeline.name] = RenderedWorkload(
+                f"{name}-{pipeline.name}-aggregator", aggregator, aggregator_context(pipeline, args),
+                patch=aggregator_patch(pipeline, args), prometheus_operator=prometheus_operator,
+                deployment_opts=pulumi.ResourceOptions(depends_on=[account, self.aggregator_users[pipeline.name],
+                                                                   self.topics[pipeline.name]]),
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(transformations=[waits_for(after)])))
         self.register_outputs({"connect": CONNECT_NAME, "connectors": names,
-                               "topics": [p.topic for p in args.pipelines]})
+                               "topics": [p.topic for p in args.pipelines],
+                               "aggregators": [feature_aggregator(p).name for p in args.aggregated]})

@@ -12,11 +12,11 @@ Objects:
 
 | object                                   | where                | what for                                        |
 |------------------------------------------|----------------------|-------------------------------------------------|
-| Secret `feature-store` (key `url`)       | each consumer team namespace | the URL, token included: consumers read it as `STRATA_FEATURE_STORE_URL` from a `secretKeyRef`, never from a plain value |
+| Secret `feature-store` (key `url`)       | each consumer or writer team namespace | the URL, token included: consumers and the CDC pipelines' feature aggregators read it as `STRATA_FEATURE_STORE_URL` from a `secretKeyRef`, never from a plain value |
 | NetworkPolicy `feature-store-egress`     | each consumer team namespace | egress on 6379 from the consumers only (to the Redis pods, or to the VPC where ElastiCache is) |
 | Secret `feature-store-redis` (`password`, `redis.conf`) | `features` (in-cluster) | the AUTH password as Redis's `requirepass`, read from a mounted file: never in argv |
 | StatefulSet + headless Service `feature-store-redis` | `features` (in-cluster) | one Redis with append-only persistence on a PVC |
-| NetworkPolicy `feature-store-redis-clients` | `features` (in-cluster) | ingress on 6379 from exactly the consumers of each team namespace |
+| NetworkPolicy `feature-store-redis-clients` | `features` (in-cluster) | ingress on 6379 from exactly the consumers and the aggregators (`writers`) of each team namespace |
 
 The consumers are the pods whose `strata.dev/model` is a model with online views of that team
 and whose `app.kubernetes.io/component` is one of `CONSUMER_COMPONENTS` (model servers,
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import base64
 import secrets as _secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 from urllib.parse import quote
 
@@ -44,18 +44,21 @@ from infra.contracts import FeatureCacheEndpoint
 from infra.k8s import (NAMESPACE_NAME_LABEL, container, empty_dir, exec_probe, labels, resources,
                        restricted_pod_security_context, selector_labels)
 from infra.platform.charts import IMAGES
+from workloads.catalogue.declarations import FEATURE_STORE_SECRET, FEATURE_STORE_URL_ENV
+from workloads.catalogue.model import WORKLOAD_LABEL
 
 REDIS_PORT = 6379
 REDIS_UID = 999  # the redis user of the official image
 REDIS_APP = "feature-store-redis"
-SECRET_NAME = "feature-store"  # in each consumer team namespace
-URL_KEY = "url"
-URL_ENV = "STRATA_FEATURE_STORE_URL"  # what consumers read the URL into
+# in each consumer (and writer) team namespace; the catalogue's declarations read the same Secret
+SECRET_NAME, URL_KEY = FEATURE_STORE_SECRET.secret, FEATURE_STORE_SECRET.key
+URL_ENV = FEATURE_STORE_URL_ENV  # what consumers read the URL into
 CONFIG_DIR = "/etc/redis"
 MODEL_LABEL = "strata.dev/model"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 MATERIALIZATION_COMPONENT = "feature-materialization"
 CONSUMER_COMPONENTS = ("model-server", "stream-worker", MATERIALIZATION_COMPONENT)
+WRITER_COMPONENT = "feature-aggregator"  # the CDC pipelines' streaming features (workloads.catalogue)
 
 
 def url_env() -> dict[str, Any]:
@@ -71,6 +74,23 @@ def url_output(output: str) -> str:
     return f"$({URL_ENV})"
 
 
+def writer_selector(workloads: Sequence[str]) -> dict[str, Any]:
+    """The feature aggregators `workloads` (catalogue names), which write streaming features."""
+    return {"matchExpressions": [
+        {"key": WORKLOAD_LABEL, "operator": "In", "values": sorted(workloads)},
+        {"key": COMPONENT_LABEL, "operator": "In", "values": [WRITER_COMPONENT]},
+    ]}
+
+
+@dataclass(frozen=True)
+class FeatureStoreAccess:
+    """What a writer's own egress policy needs: the Secret and where Redis is (a NetworkPolicy peer)."""
+
+    secret: str
+    peer: Mapping[str, Any]
+    port: int
+
+
 def consumer_selector(models: Sequence[str]) -> dict[str, Any]:
     """The pods of `models` that read or write online features."""
     return {"matchExpressions": [
@@ -84,6 +104,9 @@ class OnlineFeatureStoreArgs:
     """Defaults: one in-cluster Redis with 10 GiB of append-only storage."""
 
     consumers: Mapping[str, tuple[str, ...]]  # team namespace -> its models with online views
+    # team namespace -> its feature aggregators (catalogue workload names): the URL Secret lands
+    # there too, and the in-cluster Redis admits them; their own egress policy is their renderer's
+    writers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     cache: Optional[FeatureCacheEndpoint] = None  # ElastiCache; None: the in-cluster Redis
     namespace: str = "features"  # the in-cluster Redis's namespace (unused with a cache)
     cache_cidr: Optional[str] = None  # where ElastiCache's addresses are (the VPC); None: anywhere
@@ -96,6 +119,9 @@ class OnlineFeatureStoreArgs:
         if not self.consumers or not all(self.consumers.values()):
             raise ValueError("OnlineFeatureStoreArgs.consumers: name at least one team namespace, each with "
                              f"at least one model with online views (got {dict(self.consumers)})")
+        if not all(self.writers.values()):
+            raise ValueError(f"OnlineFeatureStoreArgs.writers: each team namespace needs at least one aggregator "
+                             f"(got {dict(self.writers)})")
 
 
 class OnlineFeatureStore(pulumi.ComponentResource):
@@ -118,16 +144,20 @@ class OnlineFeatureStore(pulumi.ComponentResource):
 
         self.url_secrets: dict[str, k8s.core.v1.Secret] = {}
         self.egress_policies: dict[str, k8s.networking.v1.NetworkPolicy] = {}
-        for team_ns, models in sorted(args.consumers.items()):
+        if args.cache is not None:
+            to: dict[str, Any] = {"ipBlock": {"cidr": args.cache_cidr or "0.0.0.0/0"}}
+        else:
+            to = {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: args.namespace}},
+                  "podSelector": {"matchLabels": selector_labels(REDIS_APP)}}
+        self.access = FeatureStoreAccess(secret=SECRET_NAME, peer=to, port=port)
+        for team_ns in sorted({*args.consumers, *args.writers}):
             meta = {"namespace": team_ns, "labels": labels(SECRET_NAME, "online-store-client")}
             self.url_secrets[team_ns] = k8s.core.v1.Secret(
                 f"{name}-url-{team_ns}", metadata={"name": SECRET_NAME, **meta}, type="Opaque",
                 string_data={URL_KEY: url}, opts=child)
-            if args.cache is not None:
-                to: dict[str, Any] = {"ipBlock": {"cidr": args.cache_cidr or "0.0.0.0/0"}}
-            else:
-                to = {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: args.namespace}},
-                      "podSelector": {"matchLabels": selector_labels(REDIS_APP)}}
+            models = args.consumers.get(team_ns)
+            if not models:
+                continue
             self.egress_policies[team_ns] = k8s.networking.v1.NetworkPolicy(
                 f"{name}-egress-{team_ns}", metadata={"name": f"{SECRET_NAME}-egress", **meta},
                 spec={"podSelector": consumer_selector(models), "policyTypes": ["Egress"],
@@ -211,9 +241,12 @@ class OnlineFeatureStore(pulumi.ComponentResource):
             f"{name}-redis-clients",
             metadata={"name": f"{REDIS_APP}-clients", "namespace": ns, "labels": labels(REDIS_APP, "online-store")},
             spec={"podSelector": {"matchLabels": match}, "policyTypes": ["Ingress"],
-                  "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: team_ns}},
-                                         "podSelector": consumer_selector(models)}
-                                        for team_ns, models in sorted(args.consumers.items())],
+                  "ingress": [{"from": [*({"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: team_ns}},
+                                           "podSelector": consumer_selector(models)}
+                                          for team_ns, models in sorted(args.consumers.items())),
+                                        *({"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: team_ns}},
+                                           "podSelector": writer_selector(aggregators)}
+                                          for team_ns, aggregators in sorted(args.writers.items()))],
                                "ports": [{"port": REDIS_PORT, "protocol": "TCP"}]}]},
             opts=child)
         return token

@@ -89,8 +89,9 @@ def retrain_webhook_url(namespace: str) -> str:
     return f"http://{RETRAIN_APP}.{namespace}.svc:{RETRAIN_PORT}{RETRAIN_WEBHOOK_PATH}"
 
 
-def cluster_emitters(caps: Any, models: Sequence[ModelSpec]) -> frozenset:
-    """The contract emitters a mode runs on the cluster (what is deployed, not what is declared)."""
+def cluster_emitters(caps: Any, models: Sequence[ModelSpec], aggregators: bool = False) -> frozenset:
+    """The contract emitters a mode runs on the cluster (what is deployed, not what is declared);
+    `aggregators`: the CDC pipelines' feature aggregators run (`PlatformArgs.feature_writers`)."""
     rollout = any(m.serving.realtime.enabled and m.serving.rollout.strategy.value != "none"
                   and m.serving.rollout.strategy.value in {s.value for s in caps.rollout_strategies} for m in models)
     running = {
@@ -102,6 +103,7 @@ def cluster_emitters(caps: Any, models: Sequence[ModelSpec]) -> frozenset:
         Emitter.ROLLOUT: rollout,
         Emitter.TRAINING: caps.monitoring,  # the training metrics exporter (MLflow's run records)
         Emitter.FEATURES: any(m.features is not None for m in models),  # servers/workers that enrich
+        Emitter.FEATURE_AGGREGATES: aggregators,
     }
     return frozenset(e for e, on in running.items() if on)
 

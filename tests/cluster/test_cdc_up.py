@@ -2,14 +2,17 @@
 through a real `pulumi up` on the local control plane, whose API server serves the Strimzi
 0.51 CRDs the offline plan validates against (`workloads.local.cluster.operator_crds`):
 
-* the API server admits every object — KafkaConnect, KafkaConnector, KafkaTopic, both
-  KafkaUsers, the credentials Secret and its Role/RoleBinding, the sink's ServiceAccount,
-  Deployment (in a namespace enforcing the restricted Pod Security Standard), Service and
-  ServiceMonitor — and keeps every field Pulumi sent (nothing pruned by a CRD schema);
+* the API server admits every object — KafkaConnect, KafkaConnector, KafkaTopic, the three
+  KafkaUsers (Connect's, the sink's, the feature aggregator's), the credentials Secret and its
+  Role/RoleBinding, the sink's and the aggregator's ServiceAccounts, Deployments (in a
+  namespace enforcing the restricted Pod Security Standard), Services, ServiceMonitors and
+  the aggregator's egress NetworkPolicy — and keeps every field Pulumi sent (nothing pruned
+  by a CRD schema);
 * the connector on the server holds the config-provider reference, never the password;
 * RBAC, asked of the real API server with each ServiceAccount's own token: Connect's
   account (Strimzi's `<connect>-connect`) may get exactly the credentials Secret and no
-  other Secret, nor list them; the sink's account may read no Secret at all.
+  other Secret, nor list them; the sink's and the aggregator's accounts may read no Secret at
+  all (the aggregator's Redis URL reaches its pod from a `secretKeyRef`, not through the API).
 
 No operator runs here (Strimzi's, Prometheus'): the custom resources are stored, not
 reconciled, so Connect's pods do not exist; the account Strimzi would create is created by
@@ -26,11 +29,16 @@ from kubernetes import client, config, dynamic
 
 from infra.config import load_stack
 from infra.platform.cdc import CONNECT_NAME, ChangeDataCapture, ChangeDataCaptureArgs
+from infra.platform.features import REDIS_APP, SECRET_NAME, FeatureStoreAccess
 from infra.preview.automation import AutomationStacks
-from workloads.catalogue.declarations import cdc_sink
+from workloads.catalogue.declarations import cdc_sink, feature_aggregator
 from workloads.local.cluster import service_account_kubeconfig
 
 KAFKA_NS, TEAM_NS, MONITORING_NS = "cdc-kafka", "cdc-team-payments-risk", "cdc-monitoring"
+# the in-cluster online store as `OnlineFeatureStore.access` describes it (the store itself: test_feature_store_up)
+STORE = FeatureStoreAccess(secret=SECRET_NAME, port=6379, peer={
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "cdc-features"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": REDIS_APP}}})
 PASSWORD = "not-in-any-custom-resource"
 STRIMZI_KINDS = ("KafkaConnect", "KafkaConnector", "KafkaTopic", "KafkaUser")
 
@@ -87,7 +95,8 @@ def cdc_program(kubeconfig: str):
             "cdc",
             ChangeDataCaptureArgs(pipelines=(pipeline,), kafka_namespace=KAFKA_NS, kafka_cluster="strata-kafka",
                                   team_namespaces={pipeline.team: TEAM_NS}, connect_image="kafka-connect:test",
-                                  sink_image="training:test", monitoring_namespace=MONITORING_NS, prometheus=True),
+                                  sink_image="training:test", monitoring_namespace=MONITORING_NS, prometheus=True,
+                                  feature_store=STORE),
             strimzi_operator=strimzi, prometheus_operator=prometheus, after=namespaces,
             credentials=pulumi.Output.secret({pipeline.name: {"username": "debezium", "password": PASSWORD}}),
             opts=pulumi.ResourceOptions(providers=[provider]))
@@ -152,9 +161,10 @@ def test_the_api_server_admits_every_cdc_object_as_sent(local_cluster, cdc_stack
                and "metadata" in (r.get("outputs") or {})]
     kinds = sorted(r["outputs"]["kind"] for r in created)
     for kind in (*STRIMZI_KINDS, "Secret", "Role", "RoleBinding", "ServiceAccount", "Deployment", "Service",
-                 "ServiceMonitor"):
+                 "ServiceMonitor", "NetworkPolicy"):
         assert kind in kinds, f"{kind} not created: {kinds}"
-    assert kinds.count("KafkaUser") == 2  # Connect's and the sink's
+    assert kinds.count("KafkaUser") == 3  # Connect's, the sink's and the aggregator's
+    assert kinds.count("Deployment") == kinds.count("ServiceMonitor") == 2  # the sink and the aggregator
 
     api = local_cluster.api_client()
     resources = dynamic.DynamicClient(api)
@@ -183,6 +193,15 @@ def test_the_api_server_admits_every_cdc_object_as_sent(local_cluster, cdc_stack
     assert pods[0].spec.service_account_name == sink
     # no API token mounted (the ServiceAccount says automount: false; IRSA's token is its own volume)
     assert not [v.name for v in pods[0].spec.volumes or [] if v.name.startswith("kube-api-access")]
+    # so was the aggregator's, its Redis URL from the team's Secret
+    aggregator = feature_aggregator(_pipeline()).name
+    pods = client.CoreV1Api(api).list_namespaced_pod(TEAM_NS, label_selector=f"app.kubernetes.io/name={aggregator}").items
+    assert pods and all(p.spec.node_name for p in pods), [p.metadata.name for p in pods]
+    assert pods[0].spec.service_account_name == aggregator
+    (env,) = [e for e in pods[0].spec.containers[0].env if e.name == "STRATA_FEATURE_STORE_URL"]
+    assert env.value_from.secret_key_ref.name == SECRET_NAME and env.value is None
+    egress = client.NetworkingV1Api(api).read_namespaced_network_policy(f"{aggregator}-egress", TEAM_NS)
+    assert [sorted(p.port for p in rule.ports) for rule in egress.spec.egress] == [[53, 53], [9093], [6379]]
 
 
 def test_connect_reads_exactly_the_credentials_secret_and_the_sink_no_secret(local_cluster, cdc_stack, tmp_path):
@@ -212,3 +231,9 @@ def test_connect_reads_exactly_the_credentials_secret_and_the_sink_no_secret(loc
         local_cluster, TEAM_NS, sink, tmp_path / "sink.kubeconfig")))
     for namespace, name in ((TEAM_NS, sink), (TEAM_NS, ""), (KAFKA_NS, pipeline.credentials_secret), (KAFKA_NS, sink)):
         assert not _can(sink_client, "get", namespace, name), f"the sink may get secrets {namespace}/{name or '*'}"
+    aggregator = feature_aggregator(pipeline).name
+    aggregator_client = config.new_client_from_config(config_file=str(service_account_kubeconfig(
+        local_cluster, TEAM_NS, aggregator, tmp_path / "aggregator.kubeconfig")))
+    for namespace, name in ((TEAM_NS, SECRET_NAME), (TEAM_NS, aggregator), (TEAM_NS, ""), (KAFKA_NS, aggregator)):
+        assert not _can(aggregator_client, "get", namespace, name), \
+            f"the aggregator may get secrets {namespace}/{name or '*'}"

@@ -196,3 +196,50 @@ def test_a_card_past_its_ttl_is_deleted_not_served(kafka, redis_client):
     pusher.run(stop_at_end=True, max_seconds=60)
     assert not redis_client.exists(agg.key("gone"))
     assert redis_client.hget(agg.key("kept"), "amount_sum_1h") == b"7.5"
+
+
+def test_the_service_observes_the_freshness_of_live_changes_only_not_its_catch_up(kafka, redis_client):
+    """A (re)start replays the retained topic to rebuild its windows: those changes are not news,
+    so the service (`live_freshness_only`, as `main` runs it) leaves them out of the freshness
+    histogram; changes produced after the start are observed, each once."""
+    import threading
+    import time
+
+    from kafka import KafkaProducer
+
+    run = uuid.uuid4().hex[:8]
+    agg = Aggregation(view=f"cards_{run}")
+    topic = f"strata.cdc.{run}.card_transactions"
+    old = datetime.now(timezone.utc) - timedelta(hours=3)
+    retained = [{"txn_id": f"old{i}", "card_id": "c1", "amount": 1.0, "event_ts": iso(old)} for i in range(5)]
+    produce(kafka, topic, [Event(envelope("c", r, i + 1), r["txn_id"]) for i, r in enumerate(retained)], partitions=1)
+    prom = CollectorRegistry()
+    pusher = AggregatePusher(agg, redis_client, topic, kafka, AggregateMetrics(prom), live_freshness_only=True)
+
+    def sample(name, **labels):
+        return prom.get_sample_value(name, {"view": agg.view, **labels}) or 0.0
+
+    stop = threading.Event()
+    thread = threading.Thread(target=pusher.run, kwargs={"stop": stop.is_set, "max_seconds": 120}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while sample("strata_feature_aggregate_events_total", outcome="applied") < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sample("strata_feature_aggregate_events_total", outcome="applied") == 5  # the catch-up, applied
+        assert sample("strata_feature_freshness_seconds_count") == 0  # ... and not observed
+        live = [{"txn_id": f"new{i}", "card_id": "c1", "amount": 2.0, "event_ts": iso(datetime.now(timezone.utc))}
+                for i in range(3)]
+        producer = KafkaProducer(bootstrap_servers=kafka)
+        for i, row in enumerate(live):
+            producer.send(topic, key=row["txn_id"].encode(), value=envelope("c", row, 100 + i))
+        producer.flush(timeout=30)
+        producer.close()
+        while sample("strata_feature_freshness_seconds_count") < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert sample("strata_feature_freshness_seconds_count") == 3
+    assert sample("strata_feature_freshness_seconds_bucket", le="300.0") == 3  # seconds, not the catch-up's hours
+    assert redis_client.hget(agg.key("c1"), "txn_count_24h") == b"8"

@@ -24,7 +24,9 @@ from tests.dockerfiles import (HELP_PROBE, REPO_ROOT, assert_installs_exactly, c
 
 DOCKERFILE = REPO_ROOT / "workloads" / "training" / "Dockerfile"
 LOCK = REPO_ROOT / "requirements" / "training.lock"
-ENTRYPOINTS = ("workloads.training.cli", "workloads.training.submit")
+# + what the catalogue runs on this image: the CDC sink and the feature aggregator
+ENTRYPOINTS = ("workloads.training.cli", "workloads.training.submit", "workloads.data.ingest.cdc",
+               "workloads.data.features.streaming")
 
 
 def test_base_is_pinned_the_user_is_not_root_and_it_installs_exactly_its_lock():

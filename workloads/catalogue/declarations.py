@@ -13,6 +13,7 @@
 | `training-metrics`               | training-metrics   | platform | monitoring  |
 | `mlflow`                         | tracking-server    | platform | mlflow      |
 | `<pipeline>-cdc-sink`            | cdc-sink           | CDC pipeline | team    |
+| `<pipeline>-aggregator`          | feature-aggregator | CDC pipeline with `features` | team |
 
 `model_workloads(spec, options)`, `platform_workloads(options)` and `training_metrics(specs)`
 (it exports the runs of every model) build them; what a
@@ -44,6 +45,7 @@ QUALITY_PORT = 9110
 COST_PORT = 9111
 TRAINING_METRICS_PORT = 9112
 CDC_SINK_METRICS_PORT = 9113
+AGGREGATOR_METRICS_PORT = 9114
 STREAM_METRICS_PORT = 9109
 RETRAIN_PORT = 8080
 ROLLOUT_PORT = 8080
@@ -337,6 +339,56 @@ def cdc_sink(pipeline: Any) -> Workload:
         labels={"strata.dev/team": pipeline.team, "strata.dev/cdc-pipeline": pipeline.name},
         start_timeout_s=90.0,
     )
+
+
+#: The online store's URL, token included (a Secret in each team namespace that reads or writes
+#: online features, `infra.platform.features`; locally the supervisor writes the local Redis's URL).
+FEATURE_STORE_SECRET = SecretRef(secret="feature-store", key="url")
+FEATURE_STORE_URL_ENV = "STRATA_FEATURE_STORE_URL"
+
+
+def feature_aggregator(pipeline: Any) -> Workload:
+    """The streaming features of one pipeline (`CdcPipeline.features`): the same change events
+    as its sink -> per-entity rolling aggregates -> the online store. Its state is rebuilt from
+    the topic's retained changes on start and re-writing a card is idempotent, but two replicas
+    would write every card twice: a singleton. The Redis URL (a token in it) comes from the
+    team's feature-store Secret as an env var, never from argv."""
+    features = pipeline.features
+    if features is None:
+        raise ValueError(f"CDC pipeline {pipeline.name}: declares no streaming features (`features`)")
+    windows = tuple(arg for window in features.windows for arg in ("--window", window))
+    return Workload(
+        name=f"{pipeline.name}-aggregator", component="feature-aggregator",
+        description=f"streaming features {pipeline.topic} -> online view {features.view} "
+                    f"(per {features.entity}: count, {features.value} sum over {', '.join(features.windows)})",
+        image="training",  # the image with workloads.data (the CDC parser), kafka-python and redis
+        command=("python", "-m", "workloads.data.features.streaming"),
+        args=("--bootstrap", "${resources.kafka.bootstrap}", "--topic", pipeline.topic, "--view", features.view,
+              "--entity", features.entity, "--record-key", pipeline.key, "--event-time", features.event_time,
+              "--value", features.value, *windows, "--ttl-seconds", str(features.ttl_seconds),
+              "--metrics-port", "${ports.agg-metrics}", "--metrics-host", "${bind}"),
+        ports=(Port(name="agg-metrics", port=AGGREGATOR_METRICS_PORT),),
+        liveness=HttpProbe(path="/metrics", port="agg-metrics", initial_delay_s=30, period_s=15, failures=4),
+        readiness=HttpProbe(path="/metrics", port="agg-metrics", initial_delay_s=5),
+        metrics=Metrics(port="agg-metrics", interval="15s", job="strata-feature-aggregator"),
+        resources_used={"kafka": Resource(type="kafka", params={"user": f"{pipeline.name}-aggregator"}),
+                        "features": Resource(type="feature-store", params={"view": features.view})},
+        env=(EnvVar(name=FEATURE_STORE_URL_ENV, secret=FEATURE_STORE_SECRET),
+             EnvVar(name="STRATA_KAFKA_SSL_CAFILE", value="${resources.kafka.ca_file}"),
+             EnvVar(name="STRATA_KAFKA_SSL_CERTFILE", value="${resources.kafka.cert_file}"),
+             EnvVar(name="STRATA_KAFKA_SSL_KEYFILE", value="${resources.kafka.key_file}")),
+        # memory: the transactions of the longest window plus the lateness, per entity
+        resources=Resources(cpu_request="250m", memory_request="512Mi", cpu_limit="1", memory_limit="2Gi"),
+        singleton=True,
+        labels={"strata.dev/team": pipeline.team, "strata.dev/cdc-pipeline": pipeline.name,
+                "strata.dev/feature-view": features.view},
+        start_timeout_s=90.0,
+    )
+
+
+def pipeline_workloads(pipeline: Any) -> tuple[Workload, ...]:
+    """A CDC pipeline's workloads: its sink, and its feature aggregator where it declares features."""
+    return (cdc_sink(pipeline), *((feature_aggregator(pipeline),) if pipeline.features is not None else ()))
 
 
 MLFLOW_DB_SECRET = SecretRef(secret="mlflow-db", key="backend-store-uri")

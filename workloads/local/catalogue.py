@@ -54,6 +54,7 @@ PORT_ROWS: dict[str, tuple[str, int]] = {
     "tracking-server": ("mlflow", 1),
     "training-metrics": ("training-metrics", 1),
     "cdc-sink": ("cdc-sink", 1),  # the local CDC pipeline's (workloads.local.cdc_sink): one
+    "feature-aggregator": ("feature-aggregator", 1),  # that pipeline's streaming features: one
 }
 MODEL_SERVER_PORTS_PER_MODEL = 6  # two slots x (REST, gRPC, Seldon metrics)
 

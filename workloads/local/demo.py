@@ -356,8 +356,9 @@ class Demo:
 
     # -- (a2) data ---------------------------------------------------------------------------------------
     def stage_data(self, task: Any) -> str:
-        from workloads.data.features.streaming import Aggregation
+        from workloads.data.ingest.pipeline import streaming_view_problems
         from workloads.data.lake.contract import Contract
+        from workloads.local.cdc_sink import local_pipeline
         from workloads.data.storage import S3Settings
         from workloads.local.demo_lake import LAKE_SERVICES, MODEL, LakeStageSettings, run_lake_stage
         from workloads.training.hooks import load_hooks
@@ -368,15 +369,12 @@ class Demo:
         self._task(task, total=len(self.sup.registry.closure(LAKE_SERVICES)) + 1, completed=0)
         self._up(list(LAKE_SERVICES), task)
         contract = Contract(load_hooks(spec.training.entrypoint).feature_schema, key=spec.training.data_key)
-        # the spec's streaming view (per-card aggregates from the same CDC events), if it has one
-        views = [v for v in (spec.features.views if spec.features else []) if v.online]
-        try:
-            aggregation = Aggregation.for_view(views[0]) if views else Aggregation()
-        except ValueError as error:
-            raise StageFailed(f"{MODEL}'s feature view: {error}") from error
+        # the pipeline's streaming features serve the specs' online view of the same name: they must agree
+        problems = streaming_view_problems([local_pipeline()], self.specs)
+        if problems:
+            raise StageFailed("; ".join(f"the local CDC pipeline's {path}: {message}" for path, message in problems))
         settings = LakeStageSettings(wait_s=min(180.0, self.settings.stage_timeout_s),
-                                     max_invalid_fraction=spec.training.baseline.max_invalid_row_fraction,
-                                     aggregation=aggregation)
+                                     max_invalid_fraction=spec.training.baseline.max_invalid_row_fraction)
         try:
             data = run_lake_stage(self.sup, contract, S3Settings.from_env(self.env), settings, log=self.log)
         except RuntimeError as error:  # LakeStageError, LakeError, ContractError: the reason as it is

@@ -14,35 +14,41 @@ sends the chargebacks later as updates; the stage waits (bounded) until silver h
 source row with the label the source table has now, counted against PostgreSQL, then
 publishes gold. Each run appends new transaction ids (after the ones already in the
 table), so a rerun of the demo on the same state adds a gold version instead of
-rewriting one. The streaming aggregator (workloads/data/features/streaming.py) reads the same
-change events and keeps each card's transaction count and amount over 1 h / 24 h in Redis;
-the stage reports its freshness (event time -> visible online) for this run's transactions.
+rewriting one. The pipeline's feature aggregator (the catalogue's `feature_aggregator`, the
+supervised service `demo-fraud-transactions-aggregator`, the cluster's Deployment) reads the
+same change events and keeps each card's transaction count and amount over 1 h / 24 h in
+Redis; the stage waits (bounded) until every card of this run shows its latest transaction
+online and reports the freshness (event time -> visible online) of this run's changes from
+the service's own histogram, as Prometheus reads it.
 """
 
 from __future__ import annotations
 
-import threading
 import time
+import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import polars as pl
-from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
-from workloads.catalogue.declarations import cdc_sink
-from workloads.data.features.streaming import AggregateMetrics, AggregatePusher, Aggregation
-from workloads.data.ingest.fraud_source import KEY, TABLE, FraudSource, create_table
+from workloads.catalogue.declarations import cdc_sink, feature_aggregator
+from workloads.data.features.lookup import EVENT_FIELD
+from workloads.data.ingest.fraud_source import ENTITY, EVENT_TIME, KEY, TABLE, FraudSource, create_table
 from workloads.data.lake.contract import Contract
 from workloads.data.lake.tables import INGESTED_AT, OP, Lake, publish, read, refine
 from workloads.data.lake.versions import rebuild
 from workloads.data.storage import S3Settings
 from workloads.local import kafka_connect, postgres
 from workloads.local.cdc_sink import local_pipeline
+from workloads.local.ports import HOST
 from workloads.local.supervisor import Supervisor
 
 SINK = cdc_sink(local_pipeline()).name  # the supervised sink of the local pipeline
+AGGREGATOR = feature_aggregator(local_pipeline()).name  # and its supervised feature aggregator
 #: What the stage needs running (the supervisor starts their dependencies too).
-LAKE_SERVICES = ("s3", "kafka", "postgres", "kafka-connect", "redis", SINK)
+LAKE_SERVICES = ("s3", "kafka", "postgres", "kafka-connect", "redis", SINK, AGGREGATOR)
+FRESHNESS = "strata_feature_freshness_seconds"
 MODEL = "fraud"  # the example whose source system the generator plays
 
 
@@ -57,8 +63,6 @@ class LakeStageSettings:
     batch: int = 250  # rows per source transaction
     wait_s: float = 180.0  # bound of every wait (connector running, rows in silver)
     max_invalid_fraction: float = 0.001  # the spec's maxInvalidRowFraction (passed in by the demo)
-    # the card aggregates (Redis keys strata:fv:<view>:<card>); the demo passes the fraud spec's view
-    aggregation: Aggregation = Aggregation()
 
 
 @dataclass
@@ -77,8 +81,8 @@ class LakeStageOutcome:
     versions: dict[str, int | None] = field(default_factory=dict)  # layer -> current version
     gold_rows: int = 0
     gold_digest: str = ""  # the content digest training records (strata.lake.digest)
-    aggregated_cards: int = 0  # cards with rolling aggregates in Redis (all runs)
-    freshness_p50_s: float = float("nan")  # this run's transactions: event time -> aggregates visible online
+    aggregated_cards: int = 0  # this run's cards, their latest transaction online
+    freshness_p50_s: float = float("nan")  # this run's changes: event time -> aggregates visible online
     freshness_p99_s: float = float("nan")
 
     @property
@@ -133,6 +137,57 @@ def _percentile(values: pl.Series, q: float) -> float:
     return float(values.quantile(q, "higher")) if values.len() else float("nan")
 
 
+def _ensure_topic(bootstrap: str, topic: str) -> None:
+    """The table's change topic, one partition (the table's LSN order), unless it exists."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="strata-demo-lake")
+    try:
+        if topic not in admin.list_topics():
+            admin.create_topics([NewTopic(topic, 1, 1)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        admin.close()
+
+
+def _histogram(url: str, name: str, view: str) -> list[tuple[float, float]]:
+    """(upper bound, cumulative count) of a histogram's buckets for one view, from /metrics."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        if family.name == name:
+            return sorted((float(s.labels["le"]), s.value) for s in family.samples
+                          if s.name == f"{name}_bucket" and s.labels.get("view") == view)
+    return []
+
+
+def _count(buckets: list[tuple[float, float]]) -> float:
+    return buckets[-1][1] if buckets else 0.0
+
+
+def _delta(after: list[tuple[float, float]], before: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    start = dict(before)
+    return [(le, count - start.get(le, 0.0)) for le, count in after]
+
+
+def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """Prometheus's `histogram_quantile`: linear within the bucket the rank falls in (the highest
+    finite bound if it falls in +Inf); NaN without observations."""
+    total = _count(buckets)
+    if total <= 0:
+        return float("nan")
+    rank, lower, below = q * total, 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if le == float("inf"):
+                return lower
+            return lower + (le - lower) * ((rank - below) / (count - below) if count > below else 1.0)
+        lower, below = le, count
+    return lower
+
+
 def run_lake_stage(sup: Supervisor, contract: Contract, s3: S3Settings, settings: LakeStageSettings = LakeStageSettings(),
                    log: Callable[[str], None] = lambda _m: None, seed: int | None = None) -> LakeStageOutcome:
     """Write transactions into PostgreSQL, carry them through CDC into the lake, build gold."""
@@ -162,69 +217,82 @@ def run_lake_stage(sup: Supervisor, contract: Contract, s3: S3Settings, settings
             failures.append(status.detail)
         return bool(failures)
 
-    # the streaming features: the same change events -> per-card aggregates in Redis
+    # the streaming features of the same change events: the pipeline's aggregator, supervised;
+    # the topic exists before it starts (as the cluster's KafkaTopic does): its first read is then
+    # the catch-up and everything this run writes is live
+    aggregation = pipeline.aggregation()
+    _ensure_topic(sup.kafka_bootstrap, pipeline.topic)
+    sup.up([AGGREGATOR])
+    metrics_url = f"http://{HOST}:{sup.port('feature-aggregator')}/metrics"
+    freshness_before = _histogram(metrics_url, FRESHNESS, aggregation.view)
+
+    def aggregator_failed() -> bool:
+        status = sup.service_status(AGGREGATOR)
+        if status.state == "dead":
+            failures.append(status.detail)
+        return bool(failures)
+
+    refined = quarantined = 0
+    t0 = time.time()
+    written = FraudSource(dsn, seed=seed if seed is not None else start + 1, start=start).write(
+        settings.rows, rate=settings.rate, batch=settings.batch)
+    log(f"wrote {written['inserted']} transactions ({written['chargebacks']} chargebacks later) in "
+        f"{time.time() - t0:.1f}s")
+    with psycopg.connect(dsn) as conn:
+        expected = dict(conn.execute(f"SELECT {KEY}, is_fraud FROM {TABLE}").fetchall())
+    deadline, silver = time.monotonic() + settings.wait_s, {}
+    ids = [f"tx{start + i:09d}" for i in range(written["inserted"])]
+    events, arrived = written["inserted"] + written["chargebacks"], 0
+    while time.monotonic() < deadline and not sink_failed():  # refine once bronze has this run's events:
+        # one refine then makes one silver merge of every bronze version the events came in
+        arrived = (read(lake, "bronze", table).filter(pl.col(KEY).is_in(ids)).height
+                   if lake.table("bronze", table) is not None else 0)
+        if arrived >= events:
+            step = refine(lake, table, contract, settings.max_invalid_fraction)
+            refined += step.rows_out
+            quarantined += step.quarantined
+            silver = _silver_labels(lake, table)
+            if len(silver) >= len(expected) and all(silver.get(k) == v for k, v in expected.items()):
+                break
+        time.sleep(1)
+    else:
+        missing = sum(1 for k in expected if k not in silver)
+        stale = sum(1 for k, v in expected.items() if k in silver and silver[k] != v)
+        reason = f"the CDC sink {SINK} died: {failures[0]}" if failures else f"after {settings.wait_s:.0f}s"
+        raise LakeStageError(f"silver/{table} does not match PostgreSQL {TABLE} ({reason}): bronze holds {arrived} "
+                             f"of this run's {events} change events; silver lacks {missing} of {len(expected)} "
+                             f"rows, {stale} with a stale label; see `strata local logs {SINK}`, "
+                             f"`strata local logs kafka-connect` and `strata data versions {table} --layer bronze`")
+    # every card of this run shows its latest transaction online (its `_event_us`), and the
+    # aggregator has observed each of this run's changes (inserts and chargebacks)
     import redis
 
-    stop = threading.Event()
-    visible: dict[str, float] = {}  # txn -> event time -> online (its insert; a chargeback changes no aggregate)
-    pusher = AggregatePusher(settings.aggregation, redis.Redis.from_url(sup.url("redis")),
-                             pipeline.topic, sup.kafka_bootstrap, AggregateMetrics(CollectorRegistry()),
-                             on_visible=lambda key, seconds: visible.setdefault(key, seconds))
-    aggregator_failures: list[Exception] = []
-
-    def aggregate() -> None:
-        try:
-            pusher.run(stop=stop.is_set, topic_wait_s=settings.wait_s)
-        except Exception as error:  # noqa: BLE001 - reported by the stage with its reason
-            aggregator_failures.append(error)
-
-    aggregator = threading.Thread(target=aggregate, name="demo-aggregates", daemon=True)
-    aggregator.start()
+    with psycopg.connect(dsn) as conn:
+        latest = dict(conn.execute(
+            f"SELECT {ENTITY}, (extract(epoch FROM max({EVENT_TIME})) * 1000000)::bigint FROM {TABLE} "
+            f"WHERE {KEY} = ANY(%s) GROUP BY {ENTITY}", (ids,)).fetchall())
+    client = redis.Redis.from_url(sup.url("redis"))
+    cards = sorted(latest)
+    behind, observed = cards, 0
     try:
-        refined = quarantined = 0
-        t0 = time.time()
-        written = FraudSource(dsn, seed=seed if seed is not None else start + 1, start=start).write(
-            settings.rows, rate=settings.rate, batch=settings.batch)
-        log(f"wrote {written['inserted']} transactions ({written['chargebacks']} chargebacks later) in "
-            f"{time.time() - t0:.1f}s")
-        with psycopg.connect(dsn) as conn:
-            expected = dict(conn.execute(f"SELECT {KEY}, is_fraud FROM {TABLE}").fetchall())
-        deadline, silver = time.monotonic() + settings.wait_s, {}
-        ids = [f"tx{start + i:09d}" for i in range(written["inserted"])]
-        events, arrived = written["inserted"] + written["chargebacks"], 0
-        while time.monotonic() < deadline and not sink_failed():  # refine once bronze has this run's events:
-            # one refine then makes one silver merge of every bronze version the events came in
-            arrived = (read(lake, "bronze", table).filter(pl.col(KEY).is_in(ids)).height
-                       if lake.table("bronze", table) is not None else 0)
-            if arrived >= events:
-                step = refine(lake, table, contract, settings.max_invalid_fraction)
-                refined += step.rows_out
-                quarantined += step.quarantined
-                silver = _silver_labels(lake, table)
-                if len(silver) >= len(expected) and all(silver.get(k) == v for k, v in expected.items()):
-                    break
-            time.sleep(1)
+        while time.monotonic() < deadline and not aggregator_failed():
+            pipe = client.pipeline(transaction=False)
+            for card in behind:
+                pipe.hget(aggregation.key(card), EVENT_FIELD)
+            behind = [c for c, v in zip(behind, pipe.execute()) if v is None or int(v) < latest[c]]
+            observed = _count(_histogram(metrics_url, FRESHNESS, aggregation.view)) - _count(freshness_before)
+            if not behind and observed >= events:
+                break
+            time.sleep(0.2)  # bounded by the same deadline
         else:
-            missing = sum(1 for k in expected if k not in silver)
-            stale = sum(1 for k, v in expected.items() if k in silver and silver[k] != v)
-            reason = f"the CDC sink {SINK} died: {failures[0]}" if failures else f"after {settings.wait_s:.0f}s"
-            raise LakeStageError(f"silver/{table} does not match PostgreSQL {TABLE} ({reason}): bronze holds {arrived} "
-                                 f"of this run's {events} change events; silver lacks {missing} of {len(expected)} "
-                                 f"rows, {stale} with a stale label; see `strata local logs {SINK}`, "
-                                 f"`strata local logs kafka-connect` and `strata data versions {table} --layer bronze`")
-        this_run = set(ids)
-        while (time.monotonic() < deadline and not aggregator_failures
-               and len(this_run & visible.keys()) < len(this_run)):
-            time.sleep(0.2)  # the aggregator reads the same topic: bounded by the same deadline
-        if len(this_run & visible.keys()) < len(this_run):
-            reason = (f"the aggregator failed: {aggregator_failures[0]!r}" if aggregator_failures
+            reason = (f"the aggregator {AGGREGATOR} died: {failures[-1]}" if failures
                       else f"after {settings.wait_s:.0f}s")
-            raise LakeStageError(f"streaming features: {len(this_run - visible.keys())} of this run's "
-                                 f"{len(this_run)} transactions not aggregated into Redis ({reason})")
+            raise LakeStageError(f"streaming features: {len(behind)} of this run's {len(cards)} cards not up to "
+                                 f"date in Redis, {observed} of {events} changes observed ({reason}); see "
+                                 f"`strata local logs {AGGREGATOR}`")
     finally:
-        stop.set()
-        aggregator.join(timeout=30)
-    freshness = pl.Series([visible[k] for k in ids])
+        client.close()
+    freshness = _delta(_histogram(metrics_url, FRESHNESS, aggregation.view), freshness_before)
     gold_step = publish(lake, table, contract)
     log(f"gold/{table}: {gold_step.rows_out} rows published from {gold_step.batches} silver versions")
 
@@ -241,5 +309,5 @@ def run_lake_stage(sup: Supervisor, contract: Contract, s3: S3Settings, settings
         bronze_rows=bronze.height, ingest_rows_per_s=bronze.height / max(span, 1e-3),
         lag_p50_s=_percentile(lag, 0.50), lag_p99_s=_percentile(lag, 0.99), quarantined=quarantined,
         refined=refined, quarantine_rate=quarantined / max(1, refined + quarantined), versions=versions,
-        gold_rows=len(gold), gold_digest=gold.meta["lake.digest"], aggregated_cards=len(pusher.state.cards),
-        freshness_p50_s=_percentile(freshness, 0.50), freshness_p99_s=_percentile(freshness, 0.99))
+        gold_rows=len(gold), gold_digest=gold.meta["lake.digest"], aggregated_cards=len(cards),
+        freshness_p50_s=histogram_quantile(0.50, freshness), freshness_p99_s=histogram_quantile(0.99, freshness))

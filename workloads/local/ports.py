@@ -27,6 +27,7 @@ All services bind 127.0.0.1 only.
 | quality-service  | 19320   | STRATA_PORT_QUALITY_SERVICE    | model-quality services; +1 per model     |
 | training-metrics | 19330   | STRATA_PORT_TRAINING_METRICS   | training metrics exporter (MLflow runs)  |
 | cdc-sink         | 19340   | STRATA_PORT_CDC_SINK           | CDC sink metrics (Kafka -> bronze)       |
+| feature-aggregator | 19341 | STRATA_PORT_FEATURE_AGGREGATOR | streaming features metrics (CDC -> Redis) |
 | s3               | 19400   | STRATA_PORT_S3                 | S3 (SeaweedFS): gateway +0, internals +1..+9 |
 | postgres         | 19432   | STRATA_PORT_POSTGRES           | PostgreSQL (the CDC source)              |
 | kafka-connect    | 19083   | STRATA_PORT_KAFKA_CONNECT      | Kafka Connect REST (Debezium)            |
@@ -77,6 +78,7 @@ PORTS: dict[str, PortSpec] = {
         PortSpec("quality-service", 19320, "model-quality services; +1 per model"),
         PortSpec("training-metrics", 19330, "training metrics exporter (strata_training_* from MLflow's runs)"),
         PortSpec("cdc-sink", 19340, "CDC sink metrics (the local pipeline's change events -> bronze)"),
+        PortSpec("feature-aggregator", 19341, "streaming features metrics (the same change events -> Redis)"),
         PortSpec("postgres", 19432, "PostgreSQL (wal_level=logical: the CDC source)"),
         PortSpec("kafka-connect", 19083, "Kafka Connect REST API (Debezium PostgreSQL connector)"),
         PortSpec("redis", 19379, "Redis (the online feature store)"),

@@ -654,6 +654,14 @@ def _tracking_prepare(ctx: ServiceContext) -> None:
     write_local_secret(ctx.state_dir, MLFLOW_DB_SECRET.secret, MLFLOW_DB_SECRET.key, _mlflow_backend(ctx))
 
 
+def _feature_store_secret_prepare(ctx: ServiceContext) -> None:
+    """The URL the declaration reads from the feature-store Secret (`FEATURE_STORE_SECRET`): the local Redis's."""
+    from workloads.catalogue.declarations import FEATURE_STORE_SECRET
+    from workloads.local.catalogue import write_local_secret
+
+    write_local_secret(ctx.state_dir, FEATURE_STORE_SECRET.secret, FEATURE_STORE_SECRET.key, redis.url(ctx))
+
+
 def _stream_prepare(workload) -> Callable[[ServiceContext], None]:
     """The champion must be exported before the worker starts (a clear error instead of a crash loop)."""
     model = workload.labels["strata.dev/model"]
@@ -714,6 +722,8 @@ def catalogue_service(workload, keys: tuple[str, ...], placements, declare, spec
     elif workload.component == "tracking-server":
         requires = (Requirement("the `mlflow` Python package", MLFLOW_FIX, module="mlflow"),)
         prepare = _tracking_prepare
+    elif workload.component == "feature-aggregator":
+        prepare = _feature_store_secret_prepare
     elif workload.component == "retrain-trigger":
         url = lambda ctx: f"http://{HOST}:{ctx.port(keys[0])}/v1/retrains"  # noqa: E731
     readiness = workload.readiness
@@ -806,13 +816,13 @@ def catalogue_services(specs, options: "WorkloadOptions | None" = None) -> list[
 
 
 def local_cdc_sinks() -> dict:
-    """The sink of the local CDC pipeline (workloads.local.cdc_sink), from the catalogue's
-    `cdc_sink` declaration the cluster renders too; started by the demo's lake stage."""
-    from workloads.catalogue.declarations import cdc_sink
+    """The local CDC pipeline's workloads (workloads.local.cdc_sink): its sink and its feature
+    aggregator, from the catalogue's `pipeline_workloads` declarations the cluster renders too;
+    started by the demo's lake stage."""
+    from workloads.catalogue.declarations import pipeline_workloads
     from workloads.local.cdc_sink import local_pipeline
 
-    sink = cdc_sink(local_pipeline())
-    return {sink.name: sink}
+    return {w.name: w for w in pipeline_workloads(local_pipeline())}
 
 
 def workload_services(specs=None, options: "WorkloadOptions | None" = None) -> list[ServiceSpec]:

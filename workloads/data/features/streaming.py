@@ -31,11 +31,17 @@ bronze sink keeps every raw event (its quarantine), so nothing is lost.
 
 Metrics (the contract's `feature-aggregates` emitter): `strata_feature_aggregate_events_total
 {view, outcome}` and `strata_feature_freshness_seconds{view}`, event time -> visible online,
-observed once per applied change when its card's pipeline has returned.
+observed once per applied change when its card's pipeline has returned (the service leaves out
+the catch-up of each start: the changes the topic held then are a rebuild, not news).
 
     python -m workloads.data.features.streaming --bootstrap 127.0.0.1:19092 \
         --topic strata.cdc.public.card_transactions --redis-url redis://127.0.0.1:16379/0 \
         --view card_activity_stream [--window 1h --window 24h] [--metrics-port 19620]
+
+It runs as the catalogue's `feature_aggregator` workload of a CDC pipeline that declares
+`features` (`workloads.data.ingest.pipeline.StreamingFeatures`): the supervised service
+`<pipeline>-aggregator` locally, a Deployment on the cluster; there the URL comes from
+`$STRATA_FEATURE_STORE_URL` (the team's feature-store Secret), not from argv.
 """
 
 from __future__ import annotations
@@ -284,19 +290,30 @@ class AggregatePusher:
     # called with (record key, seconds from event time to visible online) per applied change:
     # the demo reports its own transactions' freshness this way
     on_visible: Callable[[str, float], None] | None = None
+    # The service (`main`): a start's catch-up, the changes the topic held when it started, is a
+    # rebuild, not news: their freshness (up to the topic's retention) is not observed, so a
+    # restart does not read as days-old features. The library default observes every change.
+    live_freshness_only: bool = False
 
     def __post_init__(self) -> None:
         self.state = RollingAggregates(self.aggregation)
+        self.catch_up: dict[int, int] = {}  # partition -> end offset at start (with live_freshness_only)
 
-    def _consumer(self, topic_wait_s: float):
+    def _consumer(self, topic_wait_s: float | None, on_absent: Callable[[], None] = lambda: None):
+        """The topic's partitions, assigned from the beginning, and whether the topic had to be
+        waited for (`on_absent` is called once then; `topic_wait_s` None: wait as long as it takes)."""
         from kafka import KafkaConsumer, TopicPartition
 
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
                                  auto_offset_reset="earliest", max_poll_records=self.max_batch,
                                  **dict(self.security or {}))
-        deadline = time.monotonic() + topic_wait_s
+        deadline = None if topic_wait_s is None else time.monotonic() + topic_wait_s
         partitions = consumer.partitions_for_topic(self.topic)
-        while not partitions and time.monotonic() < deadline:  # the connector creates the topic
+        absent = not partitions
+        if absent:
+            log.info("waiting for topic %s on %s", self.topic, self.bootstrap)
+            on_absent()
+        while not partitions and (deadline is None or time.monotonic() < deadline):  # the connector creates it
             time.sleep(0.5)
             partitions = consumer.partitions_for_topic(self.topic)
         if not partitions:
@@ -305,17 +322,30 @@ class AggregatePusher:
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)  # the windows are rebuilt from the retained changes
-        return consumer
+        return consumer, absent
 
     def run(self, stop: Callable[[], bool] = lambda: False, idle_exit_s: float | None = None,
-            max_seconds: float | None = None, topic_wait_s: float = 60.0, stop_at_end: bool = False) -> int:
+            max_seconds: float | None = None, topic_wait_s: float | None = 60.0, stop_at_end: bool = False,
+            on_ready: Callable[[], None] | None = None) -> int:
         """Poll and push until `stop()`, `idle_exit_s` without records, `max_seconds`, or (with
-        `stop_at_end`: a catch-up run) the end offsets the topic had at the start. Returns the
-        changes applied."""
-        consumer = self._consumer(topic_wait_s)
+        `stop_at_end`: a catch-up run) the end offsets the topic had at the start. `on_ready`:
+        called once it is known which changes are the catch-up (the service serves its metrics,
+        its health, from then on): when the topic is assigned, or at once when the topic does
+        not exist yet (then every change that appears is live). Returns the changes applied."""
+        readied: list[bool] = []
+
+        def ready() -> None:
+            if on_ready is not None and not readied:
+                readied.append(True)
+                on_ready()
+
+        consumer, appeared = self._consumer(topic_wait_s, on_absent=ready)
         start = idle_since = time.monotonic()
         applied = 0
-        end = consumer.end_offsets(list(consumer.assignment())) if stop_at_end else {}
+        end = consumer.end_offsets(list(consumer.assignment())) if stop_at_end or self.live_freshness_only else {}
+        if self.live_freshness_only:  # a topic that appeared after the start holds no catch-up
+            self.catch_up = {} if appeared else {tp.partition: offset for tp, offset in end.items()}
+        ready()
         try:
             while not stop():
                 if stop_at_end and all(consumer.position(tp) >= offset for tp, offset in end.items()):
@@ -352,7 +382,7 @@ class AggregatePusher:
                 outcome, entities = "malformed", set()
                 first_error = first_error or f"{getattr(record, 'partition', '?')}/{getattr(record, 'offset', '?')}: {error}"
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
-            if outcome == "applied":
+            if outcome == "applied" and getattr(record, "offset", 0) >= self.catch_up.get(getattr(record, "partition", 0), 0):
                 fresh.append(str(change.row[agg.record_key]))
             touched |= entities
         if first_error:
@@ -387,7 +417,12 @@ class AggregatePusher:
         pipe.execute()
 
 
+REDIS_URL_ENV = "STRATA_FEATURE_STORE_URL"  # = workloads.catalogue.declarations.FEATURE_STORE_URL_ENV
+
+
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     import redis
     from prometheus_client import start_http_server
 
@@ -396,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bootstrap", required=True)
     ap.add_argument("--topic", required=True, help="the Debezium topic of the source table")
-    ap.add_argument("--redis-url", required=True)
+    ap.add_argument("--redis-url", default=os.environ.get(REDIS_URL_ENV, ""),
+                    help=f"the online store (default ${REDIS_URL_ENV}: a URL with a token stays out of argv)")
     defaults = Aggregation()
     ap.add_argument("--view", default=defaults.view)
     ap.add_argument("--entity", default=defaults.entity)
@@ -410,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     tls.add_arguments(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if not args.redis_url:
+        ap.error(f"--redis-url or ${REDIS_URL_ENV} is required")
     try:
         aggregation = Aggregation(view=args.view, entity=args.entity, record_key=args.record_key,
                                   event_time=args.event_time, value=args.value,
@@ -417,13 +455,17 @@ def main(argv: list[str] | None = None) -> int:
         security = tls.security_options(args.ssl_cafile, args.ssl_certfile, args.ssl_keyfile)
     except ValueError as error:
         ap.error(str(error))
-    if args.metrics_port:
-        start_http_server(args.metrics_port, addr=args.metrics_host)
     stopping: list[int] = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     pusher = AggregatePusher(aggregation, redis.Redis.from_url(args.redis_url), args.topic, args.bootstrap,
-                             AggregateMetrics(), security=security)
-    pusher.run(stop=lambda: bool(stopping))
+                             AggregateMetrics(), security=security, live_freshness_only=True)
+
+    def ready() -> None:  # healthy only once the changes that follow count as live
+        if args.metrics_port:
+            start_http_server(args.metrics_port, addr=args.metrics_host)
+        log.info("%s: serving metrics; reading %s from its start", aggregation.view, args.topic)
+
+    pusher.run(stop=lambda: bool(stopping), on_ready=ready, topic_wait_s=None)  # like the sink: waits for its topic
     return 0
 
 

@@ -12,17 +12,30 @@ The same `CdcPipeline` is rendered by both worlds:
   from the catalogue's `cdc_sink` declaration.
 
 Stack files list pipelines under `strata:cdc` (`<name>: {team, database, table, lakeTable,
-key}`); their credentials come from the secret `strata:cdcCredentials`.
+key, features?}`); their credentials come from the secret `strata:cdcCredentials`.
+
+A pipeline may also declare `features`: rolling aggregates of the table's rows per entity
+(`StreamingFeatures`), pushed to the online store by its feature aggregator, the catalogue's
+`feature_aggregator` workload (`python -m workloads.data.features.streaming`): a supervised
+service locally, a Deployment on the cluster where the mode has Kafka and an online store.
+A model reads them as an online feature view of the same name (`features.views` of its spec).
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Any, Iterable
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from workloads.data.ingest.debezium import PostgresSource, connector_config
+from workloads.spec import _TTL_SECONDS, FEATURE_NAME_PATTERN, TTL_PATTERN
+
+if TYPE_CHECKING:
+    from workloads.data.features.streaming import Aggregation
 
 NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+COLUMN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 USERNAME_KEY, PASSWORD_KEY = "username", "password"  # the keys of a pipeline's credentials Secret
 
 
@@ -38,6 +51,40 @@ class SourceDatabase(_Declaration):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
 
+class StreamingFeatures(_Declaration):
+    """Per `entity`: the count and `value` sum of the table's current rows over each window, by
+    `eventTime` (`workloads.data.features.streaming.Aggregation`), in the online feature view
+    `view`, valid `ttl` after the entity's latest event. Feature names: `txn_count_<window>`,
+    `<value>_sum_<window>`."""
+
+    view: str = Field(pattern=FEATURE_NAME_PATTERN)  # the feature view a model's spec reads
+    entity: str = Field(pattern=COLUMN)  # the view's join key, a column of the table
+    event_time: str = Field(pattern=COLUMN)  # ISO-8601 or epoch microseconds
+    value: str = Field(pattern=COLUMN)  # the summed column
+    windows: tuple[str, ...] = Field(("1h", "24h"), min_length=1, max_length=8)
+    ttl: str = Field("2d", pattern=TTL_PATTERN)
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, windows: tuple[str, ...]) -> tuple[str, ...]:
+        from workloads.data.features.streaming import window_seconds
+
+        seconds = [window_seconds(w) for w in windows]  # a clear error for a malformed one
+        if len(set(seconds)) != len(seconds):
+            raise ValueError(f"windows repeat: {', '.join(windows)}")
+        return windows
+
+    @property
+    def ttl_seconds(self) -> int:
+        return int(self.ttl[:-1]) * _TTL_SECONDS[self.ttl[-1]]
+
+    def aggregation(self, record_key: str) -> "Aggregation":
+        from workloads.data.features.streaming import Aggregation
+
+        return Aggregation(view=self.view, entity=self.entity, record_key=record_key, event_time=self.event_time,
+                           value=self.value, windows=self.windows, ttl_seconds=self.ttl_seconds)
+
+
 class CdcPipeline(_Declaration):
     """One captured table -> one bronze table. `name` is the connector's (and its slot's) name."""
 
@@ -48,6 +95,11 @@ class CdcPipeline(_Declaration):
     lake_table: str = Field(pattern=r"^[a-z0-9][-a-z0-9_]*$")  # bronze/<lake_table>
     key: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # the source's primary key column
     topic_prefix: str = Field("strata.cdc", pattern=r"^[a-z0-9][-a-z0-9_.]*$")
+    features: StreamingFeatures | None = None  # streaming features of the table's rows (its aggregator)
+
+    def aggregation(self) -> "Aggregation | None":
+        """What the pipeline's feature aggregator computes (keyed by the source's key), or None."""
+        return self.features.aggregation(self.key) if self.features is not None else None
 
     def source(self, user: str, password: str) -> PostgresSource:
         return PostgresSource(name=self.name, host=self.database.host, port=self.database.port,
@@ -72,3 +124,38 @@ def secret_reference(namespace: str, secret: str, key: str) -> str:
     """A value Strimzi's `KubernetesSecretConfigProvider` (configured as provider `secrets`)
     resolves in the Connect pod at task start, so the CR holds the reference, never the value."""
     return f"${{secrets:{namespace}/{secret}:{key}}}"
+
+
+def streaming_view_problems(pipelines: "Iterable[CdcPipeline]", models: "Iterable[Any]",
+                            prefix: str = "") -> list[tuple[str, str]]:
+    """(property path, message) for each disagreement between the pipelines' streaming features
+    and the models' online views of the same name: a model's view is served from them, so its
+    features must be among the aggregates and its TTL theirs (the aggregator expires the keys);
+    one view has one writer. `prefix`: where the pipelines are (e.g. `strata:cdc.`)."""
+    problems: list[tuple[str, str]] = []
+    fed_by: dict[str, str] = {}
+    models = tuple(models)
+    for pipeline in pipelines:
+        if pipeline.features is None:
+            continue
+        path = f"{prefix}{pipeline.name}.features"
+        view_name = pipeline.features.view
+        if view_name in fed_by:
+            problems.append((f"{path}.view", f"view {view_name!r} is already computed by pipeline "
+                                             f"{fed_by[view_name]!r}; one view has one writer"))
+            continue
+        fed_by[view_name] = pipeline.name
+        computed = pipeline.aggregation().feature_names
+        for model in models:
+            for view in (model.features.views if model.features is not None else []):
+                if view.name != view_name or not view.online:
+                    continue
+                unknown = [f.name for f in view.features if f.name not in computed]
+                if unknown:
+                    problems.append((f"{path}.view", f"model {model.name!r} reads feature(s) {', '.join(unknown)} of "
+                                                     f"view {view_name!r}, which the pipeline does not compute (it "
+                                                     f"computes {', '.join(computed)})"))
+                if view.ttl_seconds != pipeline.features.ttl_seconds:
+                    problems.append((f"{path}.ttl", f"{pipeline.features.ttl}, but model {model.name!r} declares "
+                                                    f"view {view_name!r} with ttl {view.ttl}; make them equal"))
+    return problems
