@@ -108,10 +108,10 @@ IMAGES: Mapping[str, ImagePin] = MappingProxyType({
     # Built from this repository (workloads.monitoring + mlflow client + the RayJob submitter), pushed to the
     # stack's ECR repository "drift-monitor": the per-model drift exporters and the retraining
     # trigger run it. The tag is the project version.
-    "drift-monitor": ImagePin("strata/drift-monitor", "0.1.4"),
+    "drift-monitor": ImagePin("strata/drift-monitor", "0.1.2"),
     # Built from this repository (Ray + torch + workloads.training), ECR repository "training":
     # the RayJobs the retraining trigger creates run it.
-    "training": ImagePin("strata/training", "0.1.4"),
+    "training": ImagePin("strata/training", "0.1.5"),
     # Built from workloads/serving/Dockerfile (Seldon Core 1.19 wrapper, its own lock), ECR
     # repository "serving": both predictors of every SeldonDeployment run it.
     "serving": ImagePin("strata/serving", "0.2.2"),  # 0.2.0: redis (online enrichment)
