@@ -160,12 +160,19 @@ class Training(_Spec):
     workers: int = Field(1, ge=1, le=64)
     epochs: int = Field(5, ge=1, le=10_000)
     batch_size: int = Field(256, ge=1, le=1_000_000)
-    seed: int = 0
+    seed: int = 0  # picks the train/val/holdout split (and, unless initSeed is set, the initial weights)
+    # Seed of the initial weights and the batch order. Another init seed on the same data and
+    # split gives a second model of the same recipe (a challenger judged on the same holdout).
+    init_seed: int | None = None
     max_failures: int = Field(3, ge=0, le=100)
     hpo: Hpo | None = None
     schedule: str | None = Field(None, pattern=CRON_PATTERN)  # cron, retrain periodically
     baseline: Baseline = Baseline()
     active_deadline_seconds: int = Field(6 * 3600, ge=60)
+
+    @property
+    def weights_seed(self) -> int:
+        return self.seed if self.init_seed is None else self.init_seed
 
     @field_validator("data")
     @classmethod

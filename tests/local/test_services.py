@@ -161,3 +161,15 @@ def test_mlflow_tracking_server(local_services):
     assert code == 200, body
     _, got = _get(svc.mlflow_tracking_uri + f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}", 60)
     assert json.loads(got)["experiment"]["experiment_id"] == body["experiment_id"]
+
+
+def test_the_retrain_trigger_listens_on_loopback_only_and_wants_its_token(local_services):
+    """Issue 12 items 5-6 on the supervised service (not only the module's defaults): the local
+    webhook binds 127.0.0.1 (the catalogue's ${bind}) and refuses a request without the token."""
+    svc = local_services("retrain-trigger")  # with the session's MLflow and S3 it needs
+    port = svc.port("retrain-trigger")
+    out = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True).stdout
+    listeners = [ln.split()[3] for ln in out.splitlines() if ln.split()[3].endswith(f":{port}")]
+    assert listeners and all(addr == f"127.0.0.1:{port}" for addr in listeners), listeners
+    code, body = _post(f"http://127.0.0.1:{port}/v1/alertmanager", {"alerts": []})
+    assert code == 401 and "token" in body["error"], (code, body)

@@ -247,3 +247,43 @@ def test_workload_service_without_a_registered_model_says_how_to_get_one(tmp_pat
         assert s.record("fraud-drift") is None
     finally:
         s.down()  # its dependency (MLflow) did start
+
+
+def _post_alert(sup: Supervisor, labels: dict) -> None:
+    request = urllib.request.Request(f"http://127.0.0.1:{sup.port('alertmanager')}/api/v2/alerts",
+                                     data=json.dumps([{"labels": labels, "annotations": {"summary": labels["alertname"]}}]).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=15) as resp:
+        assert resp.status == 200
+
+
+def _pages_of(sup: Supervisor, alertname: str, deadline_s: float) -> list[dict]:
+    """The trigger events the local PagerDuty receiver got for `alertname`, waiting up to `deadline_s`
+    for at least one more than there were."""
+    def read() -> list[dict]:
+        path = sup.pagerduty_events_file
+        events = [json.loads(ln)["event"] for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+        return [e for e in events if e["event_action"] == "trigger" and alertname in e["payload"]["summary"]]
+
+    before, deadline = len(read()), time.monotonic() + deadline_s
+    while len(read()) == before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return read()
+
+
+def test_an_alert_still_firing_across_down_and_up_pages_again(tmp_path):
+    """Issue 12 item 14: a re-run (the demo's drift page) must page again after `down`/`up` on the
+    same state dir, although its group was notified by the last run within `repeat_interval` (1h)."""
+    s = Supervisor(tmp_path / "state", ports=free_port_map())
+    labels = {"alertname": f"StrataRerun{os.getpid()}", "severity": "critical", "model": "fraud"}
+    try:
+        s.up(["alertmanager", "pagerduty"])
+        _post_alert(s, labels)
+        assert len(_pages_of(s, labels["alertname"], 60)) == 1
+        s.down()
+        s.up(["alertmanager", "pagerduty"])
+        _post_alert(s, labels)  # the same alert, still firing: what the previous demo left behind
+        assert len(_pages_of(s, labels["alertname"], 60)) == 2, "the re-run's alert was not notified again"
+    finally:
+        s.down()
+

@@ -83,3 +83,10 @@ def test_committed_json_schema_is_current():
     committed = json.loads((PROJECT_ROOT / "workloads" / "model-spec.schema.json").read_text())
     assert committed == json.loads(json.dumps(model_spec_json_schema())), "run `strata schema`"
     assert "training" in committed["required"]
+
+
+def test_init_seed_defaults_to_the_split_seed_and_can_be_set_apart_from_it():
+    training = {"entrypoint": "pkg.mod:hooks", "data": "file://data/churn.parquet", "seed": 7}
+    assert parse_model_spec(minimal(training=training)).training.weights_seed == 7
+    other = parse_model_spec(minimal(training={**training, "initSeed": 8})).training
+    assert (other.seed, other.weights_seed) == (7, 8)  # same split, other initial weights

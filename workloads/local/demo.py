@@ -11,8 +11,10 @@
    Kafka -> bronze -> silver (+ quarantine) -> gold, counted against the source table.
    fraud's first version (its champion) trains from that gold version
    (`lake://gold/fraud?version=N`) and its MLflow run must name it and its digest. The
-   canary's challenger and the retrains keep the spec's synthetic 20k rows: a few thousand
-   rows of gold make the champion-vs-challenger gate a coin toss (a handful of positives).
+   canary's challenger is the same recipe on the same gold version and split with another
+   `training.initSeed`, so the gate and the canary judge two models of one recipe (trained
+   on other data, the challenger's scores shift by about the canary's PSI limit: a coin toss).
+   The retrains keep the spec's synthetic 20k rows.
 3. train: every example model is trained and registered (Ray Train, MLflow) unless its
    `champion` is already in the registry export; a model's first version becomes its
    champion (there is nothing to canary it against).
@@ -463,10 +465,7 @@ class Demo:
                 self._task(task, description=f"[bold]train[/]: {spec.name} (Ray Train, smoke settings)")
                 t0 = time.monotonic()
                 gold = self.gold_data.get(spec.name)
-                # Smoke training on a few thousand gold rows: batches of 128, so the champion takes as many
-                # optimiser steps as a challenger does on 20k synthetic rows in batches of 512.
-                gold_args = ("--set", f"training.data={gold}", "--set", f"training.batchSize={GOLD_BATCH_SIZE}")
-                summary = self.train(spec.name, gold_args if gold else ())
+                summary = self.train(spec.name, self._gold_args(spec.name))
                 if gold:
                     self._check_trained_on_gold(spec.name, summary)
                 version = summary["registeredVersion"]
@@ -480,6 +479,12 @@ class Demo:
             self._task(task, advance=1)
         self._start_challenger()
         return "champions: " + ", ".join(done)
+
+    def _gold_args(self, model: str) -> tuple[str, ...]:
+        """`strata train` overrides that train on this run's gold version: smoke training on a few
+        thousand rows in batches of 128, as many optimiser steps as 20k synthetic rows in batches of 512."""
+        gold = self.gold_data.get(model)
+        return ("--set", f"training.data={gold}", "--set", f"training.batchSize={GOLD_BATCH_SIZE}") if gold else ()
 
     def canary_spec(self) -> Any | None:
         """The model the canary stage rolls out: the first one whose spec says canary."""
@@ -498,14 +503,15 @@ class Demo:
 
         def train() -> None:
             try:
-                job["summary"] = self.train(spec.name, ("--set", f"training.seed={spec.training.seed + 1}"), "-challenger")
+                init_seed = ("--set", f"training.initSeed={spec.training.weights_seed + 1}")
+                job["summary"] = self.train(spec.name, self._gold_args(spec.name) + init_seed, "-challenger")
             except Exception as error:  # noqa: BLE001 - reported by the canary stage
                 job["error"] = error
 
         job["thread"] = threading.Thread(target=train, name=f"challenger-{spec.name}", daemon=True)
         job["thread"].start()
         self._challenger = job
-        self.log(f"{spec.name}: training a challenger in the background (seed {spec.training.seed + 1})")
+        self.log(f"{spec.name}: training a challenger in the background (init seed {spec.training.weights_seed + 1})")
 
     def _challenger_version(self, spec: Any, task: Any = None) -> str:
         job = self._challenger

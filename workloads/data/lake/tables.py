@@ -63,17 +63,20 @@ class Lake:
             raise ValueError(f"unknown lake layer {layer!r}; layers: bronze, silver, quarantine, gold")
         return f"s3://{self.buckets[layer]}/{name}"
 
-    def table(self, layer: str, name: str, version: int | None = None):
+    def table(self, layer: str, name: str, version: int | None = None, refresh: bool = True):
         """The Delta table, or None when it does not exist yet. At its latest version (the
         default) the object is this thread's own, kept up to date: read it, do not move it
-        to another version (ask for `version` instead: a fresh object)."""
+        to another version (ask for `version` instead: a fresh object). `refresh=False`: as
+        this thread last saw or wrote it (a step that just refreshed it saves an S3 round trip;
+        a commit from it still detects a concurrent writer's commit)."""
         from deltalake import DeltaTable
 
         uri, opts = self.uri(layer, name), self.settings.delta_options()
         slot = (threading.get_ident(), uri)
         if version is None and slot in self._latest:
             table = self._latest[slot]
-            table.update_incremental()
+            if refresh:
+                table.update_incremental()
             return table
         if not DeltaTable.is_deltatable(uri, storage_options=opts):
             return None
@@ -108,6 +111,14 @@ class StepResult:
     superseded: int = 0  # older records of a key replaced in the same batch
     refused_batches: list[int] = field(default_factory=list)  # bronze versions over maxInvalidRowFraction
     output_version: int | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # phase -> wall time (where a step's time goes)
+    merge_files: dict[str, int] = field(default_factory=dict)  # delta-rs merge metrics: target files scanned/skipped
+
+    def add_seconds(self, phase: str, since: float) -> float:
+        """Add the time from `since` (perf_counter) to `phase`; returns now."""
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - since
+        return now
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -129,9 +140,10 @@ def _consumed(table, app_id: str) -> int:
 
 
 def _write(lake: Lake, layer: str, name: str, frame: pl.DataFrame, commit, mode: str = "append") -> int:
+    """Commit `frame` (callers have just refreshed the table: it is not read again)."""
     from deltalake import write_deltalake
 
-    table = lake.table(layer, name)
+    table = lake.table(layer, name, refresh=False)
     data = frame.to_arrow()
     if table is None:  # version 0: the empty table with its change data feed on (rows start at 1,
         # so every data commit's rows are in the feed)
@@ -140,7 +152,7 @@ def _write(lake: Lake, layer: str, name: str, frame: pl.DataFrame, commit, mode:
         table = lake.require(layer, name)
     write_deltalake(table, data, mode=mode, schema_mode="merge",
                     storage_options=lake.settings.delta_options(), commit_properties=commit)
-    return lake.require(layer, name).version()
+    return table.version()  # the object moved to the version it committed
 
 
 # --- bronze ------------------------------------------------------------------------------
@@ -201,10 +213,11 @@ def refine(lake: Lake, name: str, contract: Contract, max_invalid_fraction: floa
         raise ContractError(f"silver/{name}: the contract needs a key to deduplicate by")
     if versions_per_merge < 1:
         raise ValueError(f"refine: versions_per_merge must be >= 1, got {versions_per_merge}")
+    result, t0 = StepResult("silver", name), time.perf_counter()
     bronze = lake.require("bronze", name)
     app = f"silver:{lake.uri('bronze', name)}"
-    result = StepResult("silver", name)
     first, last = _consumed(lake.table("silver", name), app) + 1, bronze.version()
+    result.add_seconds("refresh", t0)
     for low in range(first, last + 1, versions_per_merge):
         _refine_range(lake, name, contract, max_invalid_fraction, bronze, app, low,
                       min(last, low + versions_per_merge - 1), result)
@@ -228,6 +241,7 @@ def _refine_range(lake: Lake, name: str, contract: Contract, max_invalid_fractio
     key = contract.key
     t0 = time.perf_counter()
     rows_all = _range_rows(bronze, low, high)
+    phase = result.add_seconds("read", t0)
     if rows_all.is_empty():
         return
     versions = sorted(rows_all.get_column(BRONZE_VERSION).unique().to_list())
@@ -300,12 +314,16 @@ def _refine_range(lake: Lake, name: str, contract: Contract, max_invalid_fractio
                    "invalidFraction": max(b["invalidFraction"] for b in batches),
                    "passed": all(b["passed"] for b in batches), "maxInvalidFraction": max_invalid_fraction,
                    "batches": batches}
+        phase = result.add_seconds("validate", phase)
         if quarantined:
             done = _consumed(lake.table("quarantine", name), app)  # a crash after the quarantine append: not twice
             rejected_rows = pl.concat(quarantined, how="diagonal_relaxed").filter(pl.col(BRONZE_VERSION) > done)
             if rejected_rows.height:
                 _write(lake, "quarantine", name, rejected_rows, _commit(app, consumed, lineage))
-        result.output_version = _merge_silver(lake, name, key, valid, removed, _commit(app, consumed, lineage))
+            phase = result.add_seconds("quarantine", phase)
+        result.output_version = _merge_silver(lake, name, key, valid, removed, _commit(app, consumed, lineage),
+                                             result)
+        result.add_seconds("merge", phase)
         result.rows_out += sum(b["valid"] for b in batches)
         metrics.ROWS.labels(step="silver", table=name, outcome="valid").inc(sum(b["valid"] for b in batches))
         metrics.ROWS.labels(step="silver", table=name, outcome="superseded").inc(superseded)
@@ -374,19 +392,24 @@ def _without_absent(contract: Contract, rows: pl.DataFrame, where: str) -> pl.Da
     return rows.drop(ABSENT)
 
 
-def _merge_silver(lake: Lake, name: str, key: str, valid: pl.DataFrame, deletes: pl.DataFrame, commit) -> int:
-    silver = lake.table("silver", name)
+def _merge_silver(lake: Lake, name: str, key: str, valid: pl.DataFrame, deletes: pl.DataFrame, commit,
+                  result: StepResult) -> int:
+    silver = lake.table("silver", name, refresh=False)  # refine refreshed it to read its progress
     if silver is None:
         return _write(lake, "silver", name, valid, commit)
     source = pl.concat([valid, deletes.select([c for c in deletes.columns if c in (key, OFFSET, OP)])],
                        how="diagonal_relaxed") if deletes.height else valid
-    (silver.merge(source.to_arrow(), predicate=f"t.{key} = s.{key}", source_alias="s", target_alias="t",
-                  merge_schema=True, commit_properties=commit)
-     .when_matched_delete(predicate=f"s.{OP} = 'd' AND t.{OFFSET} < s.{OFFSET}")
-     .when_matched_update_all(predicate=f"s.{OP} <> 'd' AND t.{OFFSET} < s.{OFFSET}")
-     .when_not_matched_insert_all(predicate=f"s.{OP} <> 'd'")
-     .execute())
-    return lake.require("silver", name).version()
+    # Not streamed: the batch is in memory already, and only a materialised source gives
+    # delta-rs the key range it prunes silver's files with (streamed, every merge read every file).
+    merged = (silver.merge(source.to_arrow(), predicate=f"t.{key} = s.{key}", source_alias="s", target_alias="t",
+                           merge_schema=True, streamed_exec=False, commit_properties=commit)
+              .when_matched_delete(predicate=f"s.{OP} = 'd' AND t.{OFFSET} < s.{OFFSET}")
+              .when_matched_update_all(predicate=f"s.{OP} <> 'd' AND t.{OFFSET} < s.{OFFSET}")
+              .when_not_matched_insert_all(predicate=f"s.{OP} <> 'd'")
+              .execute())
+    for metric in ("num_target_files_scanned", "num_target_files_skipped_during_scan"):
+        result.merge_files[metric] = result.merge_files.get(metric, 0) + int(merged.get(metric) or 0)
+    return silver.version()  # the object moved to the version it committed
 
 
 # --- gold --------------------------------------------------------------------------------
