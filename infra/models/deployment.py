@@ -103,6 +103,11 @@ class ModelDeployment(pulumi.ComponentResource):
         opts: Optional[pulumi.ResourceOptions] = None,
     ):
         model, caps = args.model, args.capabilities
+        views = online_views(model)
+        if views and platform.feature_store_secret is None:
+            # refused before anything is created: its servers and workers would have nowhere to look features up
+            raise ValueError(f"model {model.name!r} declares online feature view(s) {', '.join(views)} but the "
+                             "platform has no online store (PlatformOutputs.feature_store_secret is unset)")
         # The namespaces its objects land in: the team's and the platform's it joins.
         landing = {args.namespace, platform.mlflow_namespace, platform.monitoring_namespace, platform.kafka_namespace}
         namespaces = [platform.namespace_resources[n] for n in sorted(filter(None, landing)) if n in platform.namespace_resources]
@@ -168,10 +173,7 @@ class ModelDeployment(pulumi.ComponentResource):
         self._serving(name, args, cluster, platform, cloud, labels)
 
         self.materialization: Optional[FeatureMaterialization] = None
-        if online_views(model):
-            if platform.feature_store_secret is None:
-                raise ValueError(f"model {model.name!r} declares online feature views but the platform has no "
-                                 "online store (PlatformOutputs.feature_store_secret is unset)")
+        if views:
             gold = cloud.storage.lake_buckets if cloud is not None else {}
             self.materialization = FeatureMaterialization(
                 f"{name}-materialization",
@@ -306,7 +308,8 @@ def cluster_context(args: ModelDeploymentArgs, platform: PlatformOutputs, worklo
     """Where this model's catalogue workloads land and what their resources resolve to."""
     model = args.model
     stream = ModelStreamingArgs(model=model, namespace=args.namespace, kafka_namespace=platform.kafka_namespace or "",
-                                kafka_cluster=platform.kafka_cluster_name or "", image="", service_account="", labels={})
+                                kafka_cluster=platform.kafka_cluster_name or "", image="", service_account="", labels={},
+                                feature_store_secret=platform.feature_store_secret if online_views(model) else None)
 
     def model_version(workload, resource, output: str) -> str:
         return {"version": CHAMPION_ALIAS, "profile": REFERENCE_PROFILE, "baseline": ""}[output]

@@ -130,10 +130,11 @@ class ModelServingArgs:
     feature_store_secret: Optional[str] = None
 
     def __post_init__(self) -> None:
-        if feature_plan(self.model) is not None and not self.feature_store_secret:
+        plan = feature_plan(self.model)
+        if plan is not None and not self.feature_store_secret:
             raise ValueError(f"ModelServingArgs.feature_store_secret: model {self.model.name!r} declares online "
-                             "feature views, so its servers need the online store's Secret (PlatformOutputs."
-                             "feature_store_secret is unset)")
+                             f"feature view(s) {', '.join(v.name for v in plan.views)}, so its servers need the online store's "
+                             "Secret (PlatformOutputs.feature_store_secret is unset)")
         if self.strategy is not RolloutStrategy.NONE and not self.capabilities.istio:
             # Seldon Core v1 splits and mirrors traffic through Istio's VirtualService.
             raise ValueError(f"ModelServingArgs.strategy: {self.strategy.value!r} (model {self.model.name!r}) "

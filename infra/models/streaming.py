@@ -48,7 +48,7 @@ from infra.platform.kafka import TLS_LISTENER_PORT, KafkaClusterArgs
 from infra.models.serving import registry_sync_container
 from infra.workloads import ClusterContext, PodPatch, RenderedWorkload, deployment_spec
 from workloads.catalogue import model_workloads, platform_workloads
-from workloads.catalogue.declarations import quality_service, stream_worker
+from workloads.catalogue.declarations import feature_plan, quality_service, stream_worker
 from workloads.catalogue.model import Placement
 from workloads.spec import ModelSpec
 from workloads.streaming.topics import labels_topic_for, topics_for
@@ -78,6 +78,13 @@ class ModelStreamingArgs:
     # The team's Secret with the online feature store's URL (infra.platform.features); a spec
     # with online views needs it: the worker's `--feature-store-url` is `$(STRATA_FEATURE_STORE_URL)`.
     feature_store_secret: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        plan = feature_plan(self.model)
+        if plan is not None and not self.feature_store_secret:
+            raise ValueError(f"ModelStreamingArgs.feature_store_secret: model {self.model.name!r} declares online "
+                             f"feature view(s) {', '.join(v.name for v in plan.views)}, so its stream worker needs "
+                             "the online store's Secret (PlatformOutputs.feature_store_secret is unset)")
 
     @property
     def bootstrap(self) -> str:

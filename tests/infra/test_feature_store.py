@@ -19,6 +19,7 @@ from infra.plan.cost import estimate
 from infra.plan.harness import Plan, PlannedResource, run_program
 from infra.platform.charts import IMAGES
 from infra.platform.features import CONSUMER_COMPONENTS, REDIS_APP, SECRET_NAME, URL_ENV
+from infra.config import read_stack_file
 from tests.conftest import STACKS, plan_of, stack_config_with_models
 from tests.features.specs import features_section
 from workloads.catalogue.declarations import feature_plan
@@ -33,8 +34,18 @@ REPLICATION_GROUP = "aws:elasticache/replicationGroup:ReplicationGroup"
 
 
 def featured_config(stack: str) -> dict:
+    """Five copies of fraud's spec: FEATURED with the test views, the others without features."""
     raw = stack_config_with_models(stack, 5)
-    raw["strata:models"][FEATURED]["features"] = features_section()
+    for key, entry in raw["strata:models"].items():
+        entry["features"] = features_section() if key == FEATURED else None
+    return raw
+
+
+def without_features(stack: str) -> dict:
+    """The committed stack with every example spec's `features` removed."""
+    raw = read_stack_file(stack)
+    for entry in raw["strata:models"].values():
+        entry["features"] = None
     return raw
 
 
@@ -87,12 +98,35 @@ def test_the_modes_table_chooses_the_store():
         OnlineStore.IN_CLUSTER_REDIS, OnlineStore.ELASTICACHE, OnlineStore.ELASTICACHE_MULTI_AZ]
 
 
-def test_no_feature_store_where_no_model_declares_online_views(stack_plan):
-    assert not any(feature_plan(m) for m in stack_plan.spec.models)  # the committed stacks' example specs
-    assert not stack_plan.by_type("strata:platform:OnlineFeatureStore")
-    assert not stack_plan.by_type("strata:cloud:FeatureCache")
-    assert not stack_plan.by_type("strata:models:FeatureMaterialization")
-    assert "features" not in {r.inputs["metadata"]["name"] for r in stack_plan.of_kind("Namespace")}
+@pytest.mark.parametrize("stack", STACKS)
+def test_no_feature_store_where_no_model_declares_online_views(stack):
+    plan = run_program(stack, without_features(stack))
+    assert [m.name for m in plan.spec.models] == ["digits", "fraud"] and not any(feature_plan(m) for m in plan.spec.models)
+    assert not plan.by_type("strata:platform:OnlineFeatureStore")
+    assert not plan.by_type("strata:cloud:FeatureCache")
+    assert not plan.by_type("strata:models:FeatureMaterialization")
+    assert not [r for r in plan.of_kind("Secret") if r.inputs["metadata"]["name"] == SECRET_NAME]
+    assert "features" not in {r.inputs["metadata"]["name"] for r in plan.of_kind("Namespace")}
+
+
+def test_the_committed_stacks_give_fraud_its_card_features(stack_plan):
+    """The example specs: fraud declares the streaming view card_activity_stream, digits no features."""
+    featured = {m.name: [v.name for v in feature_plan(m).views] for m in stack_plan.spec.models if feature_plan(m)}
+    assert featured == {"fraud": ["card_activity_stream"]}
+    [store] = stack_plan.by_type("strata:platform:OnlineFeatureStore")
+    assert len(stack_plan.by_type("strata:cloud:FeatureCache")) == \
+        (0 if store_of(stack_plan) is OnlineStore.IN_CLUSTER_REDIS else 1)
+    fraud_ns = named(stack_plan, "SeldonDeployment", "fraud").inputs["metadata"]["namespace"]
+    assert [r.inputs["metadata"]["namespace"] for r in stack_plan.of_kind("Secret")
+            if r.inputs["metadata"]["name"] == SECRET_NAME] == [fraud_ns]
+    for predictor in named(stack_plan, "SeldonDeployment", "fraud").inputs["spec"]["predictors"]:
+        parameters = {p["name"]: p["value"] for p in predictor["graph"]["parameters"]}
+        assert json.loads(parameters["features"])["views"][0]["name"] == "card_activity_stream"
+        assert parameters["feature_store_url"] == f"$({URL_ENV})"
+    for predictor in named(stack_plan, "SeldonDeployment", "digits").inputs["spec"]["predictors"]:
+        assert "features" not in {p["name"] for p in predictor["graph"]["parameters"]}
+    # the 2d TTL: materialized every 12 h
+    assert named(stack_plan, "CronJob", "fraud-materialize", fraud_ns).inputs["spec"]["schedule"] == "0 */12 * * *"
 
 
 def test_quick_runs_redis_in_the_cluster_with_auth_from_a_mounted_config(plan):

@@ -12,6 +12,8 @@ recorded with `infra.plan.harness.make_mocks`, plus each resource's `ignoreChang
 from __future__ import annotations
 
 from infra.platform.charts import IMAGES
+from infra.platform.features import SECRET_NAME
+from workloads.catalogue.declarations import feature_plan
 
 import pytest
 
@@ -68,8 +70,9 @@ class Built:
         return found
 
 
-def build(model, mode: str) -> Built:
-    """One ModelDeployment under mocks, with every operator the mode deploys."""
+def build(model, mode: str, online_store: bool = True) -> Built:
+    """One ModelDeployment under mocks, with every operator the mode deploys (and, where
+    `online_store`, the feature store's team Secret)."""
     import pulumi
     import pulumi_kubernetes as k8s
 
@@ -107,7 +110,9 @@ def build(model, mode: str) -> Built:
             if caps.kafka else None,
             kafka_cluster_name="strata" if caps.kafka else None,
             kafka_namespace=KAFKA_NAMESPACE if caps.kafka else None,
-            monitoring_namespace="strata-monitoring" if caps.monitoring else None)
+            monitoring_namespace="strata-monitoring" if caps.monitoring else None,
+            # as build_platform does: an online store (and its team Secret) where the model declares online views
+            feature_store_secret=SECRET_NAME if online_store and feature_plan(model) is not None else None)
         ModelDeployment(model.name, ModelDeploymentArgs(model=model, capabilities=caps, namespace=NAMESPACE,
                                                         environment="test"),
                         cluster=cluster, platform=platform)
@@ -208,7 +213,9 @@ def test_every_predictor_serves_its_slot_alias_with_the_hardened_pod(built, case
         assert params(predictor) == {
             "model": "fraud", "alias": ALIAS_OF_PREDICTOR[slot], "predictor": label, "team": "payments-risk",
             "max_batch_rows": "1024", "max_payload_bytes": "1048576", "latency_target_ms": "200.0",
-            "torch_threads": "1"}
+            "torch_threads": "1",
+            # fraud's card features: looked up by the server, the URL read from the team's Secret
+            "features": feature_plan(example("fraud")).to_json(), "feature_store_url": "$(STRATA_FEATURE_STORE_URL)"}
         assert {p["name"]: p["type"] for p in predictor["graph"]["parameters"]}["max_batch_rows"] == "INT"
         pod = pod_of(predictor)
         [server, sync] = pod["containers"]
@@ -230,7 +237,9 @@ def test_every_predictor_serves_its_slot_alias_with_the_hardened_pod(built, case
         assert server["resources"] == {"requests": {"cpu": "1000m", "memory": "1024Mi"},
                                        "limits": {"cpu": "1000m", "memory": "1024Mi"}}
         # the server settings of the spec (serving.realtime.server defaults), bound to the pod IP
-        env = {e["name"]: e["value"] for e in server["env"]}
+        assert {"name": "STRATA_FEATURE_STORE_URL",
+                "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": "url"}}} in server["env"]
+        env = {e["name"]: e["value"] for e in server["env"] if "value" in e}
         assert {k: env[k] for k in env if k.startswith("STRATA_SERVING_")} == {
             "STRATA_SERVING_HOST": "0.0.0.0", "STRATA_SERVING_WORKERS": "2", "STRATA_SERVING_THREADS": "2",
             "STRATA_SERVING_GRPC_THREADS": "2", "STRATA_SERVING_QUEUE_BUDGET_MS": "100"}
@@ -320,7 +329,7 @@ def test_a_split_without_istio_is_refused():
     def args(mode: str, strategy: RolloutStrategy) -> ModelServingArgs:
         return ModelServingArgs(model=example("fraud"), capabilities=capabilities(mode), namespace=NAMESPACE,
                                 strategy=strategy, image="strata/serving:0.1.0", service_account="fraud-serving",
-                                labels={})
+                                labels={}, feature_store_secret=SECRET_NAME)
 
     with pytest.raises(ValueError, match="'canary' .* needs Istio, which mode 'quick' does not deploy"):
         args("quick", RolloutStrategy.CANARY)
@@ -484,7 +493,7 @@ def test_worker_argv_is_accepted_by_the_worker():
 
     args = ModelStreamingArgs(model=example("fraud"), namespace=NAMESPACE, kafka_namespace=KAFKA_NAMESPACE,
                               kafka_cluster="strata", image="strata/stream-worker:0.1.0",
-                              service_account="fraud-serving", labels={})
+                              service_account="fraud-serving", labels={}, feature_store_secret=SECRET_NAME)
     container, _sync = worker_deployment_spec(args)["template"]["spec"]["containers"]
     parsed: dict = {}
 
@@ -500,6 +509,28 @@ def test_worker_argv_is_accepted_by_the_worker():
         worker_module.main(container["args"])
     assert parsed["model"] == "fraud" and parsed["batch_size"] == example("fraud").serving.streaming.batch_size
     assert parsed["metrics_port"] == 9109 and parsed["registry"] == "/mnt/models"
+    # fraud looks its card features up: the plan as the spec says, the URL from the team's Secret
+    assert parsed["features"] == feature_plan(example("fraud")).to_json()
+    assert parsed["feature_store_url"] == "$(STRATA_FEATURE_STORE_URL)"
+
+
+def test_a_model_with_online_views_is_refused_without_an_online_store():
+    """No serving, stream worker or CronJob that would look features up nowhere: the error names the model and view."""
+    from infra.models.serving import ModelServingArgs
+    from infra.models.streaming import ModelStreamingArgs
+    from infra.modes import RolloutStrategy
+
+    fraud = example("fraud")
+    with pytest.raises(ValueError, match="model 'fraud' declares online feature view\\(s\\) card_activity_stream"):
+        ModelServingArgs(model=fraud, capabilities=capabilities("quick"), namespace=NAMESPACE,
+                         strategy=RolloutStrategy.NONE, image="strata/serving:0.1.0", service_account="fraud-serving",
+                         labels={})
+    with pytest.raises(ValueError, match="ModelStreamingArgs.feature_store_secret: model 'fraud' .* card_activity_stream"):
+        ModelStreamingArgs(model=fraud, namespace=NAMESPACE, kafka_namespace=KAFKA_NAMESPACE, kafka_cluster="strata",
+                           image="strata/stream-worker:0.1.0", service_account="fraud-serving", labels={})
+    with pytest.raises(ValueError, match="model 'fraud' declares online feature view\\(s\\) card_activity_stream but "
+                                         "the platform has no online store"):
+        build(fraud, "quick", online_store=False)
 
 
 # ------------------------------------------------------------------------------ rollout controller
@@ -583,7 +614,7 @@ def test_topic_replication_is_capped_by_the_brokers(replication, brokers, replic
     model = example("fraud", streaming={"replication_factor": replication})
     args = ModelStreamingArgs(model=model, namespace=NAMESPACE, kafka_namespace=KAFKA_NAMESPACE, kafka_cluster="strata",
                               image="strata/stream-worker:0.1.0", service_account="fraud-serving", labels={},
-                              kafka_brokers=brokers)
+                              kafka_brokers=brokers, feature_store_secret=SECRET_NAME)
     for _, spec in topic_specs(args).values():
         assert spec.replicas == replicas and spec.config["min.insync.replicas"] == min_isr
 

@@ -86,7 +86,11 @@ def test_quick_has_only_the_always_on_operators(plans):
 
 def test_quick_runs_mlflow_on_an_in_cluster_postgres(plans):
     plan = plans["quick"]
-    postgres = one(plan.of_kind("StatefulSet"), "postgres StatefulSet")
+    # the other StatefulSet of quick is fraud's online feature store (tests/infra/test_feature_store.py)
+    assert sorted((r.inputs["metadata"]["namespace"], r.inputs["metadata"]["name"]) for r in plan.of_kind("StatefulSet")) \
+        == [("features", "feature-store-redis"), ("mlflow", "mlflow-postgres")]
+    postgres = one([r for r in plan.of_kind("StatefulSet") if r.inputs["metadata"]["namespace"] != "features"],
+                   "postgres StatefulSet")
     assert postgres.inputs["metadata"]["name"] == "mlflow-postgres"
     env = {e["name"]: e for e in postgres.inputs["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-db", "key": "password"}

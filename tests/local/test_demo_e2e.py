@@ -140,6 +140,13 @@ def test_demo_runs_every_stage_then_down_leaves_nothing(tmp_path):
 
         # Traffic numbers and the HTML report with images from Prometheus.
         assert facts["traffic"]["requests"] > 0 and facts["traffic"]["errors_5xx"] == 0
+        # fraud's requests carried the raw fields and card_id only: its servers looked card_activity_stream up in
+        # Redis (hits for the cards the lake stage aggregated), and the unknown cards got the defaults, counted
+        traffic = facts["traffic"]
+        assert traffic["raw_requests"]["fraud"] > 0 and traffic["unknown_entities"]["fraud"] > 0, traffic
+        lookups = traffic["feature_lookups"]["fraud"]
+        assert lookups["hit"] > 0 and lookups["default"] > 0, lookups
+        assert lookups["hit"] > lookups["default"], lookups  # 10% of the cards sent are unknown
         html = (state / "report" / "index.html").read_text()
         images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]{200,})'", html)
         assert len(images) >= 5, f"{len(images)} images in the report"

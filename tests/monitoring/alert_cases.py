@@ -115,6 +115,27 @@ CASES: list[tuple[str, str, dict, list[tuple[str, str]], str, list[dict]]] = [
     ("batches within the limit are silent", "LakeBatchHeldFromGold", {},
      [('strata_lake_refused_batches_total{table="fraud"}', "0x10")],
      "6m", []),
+    # ---- online features (fraud: view card_activity_stream, ttl 2d -> stale above 86400 s, onOutage defaults)
+    ("feature store errors for 5m page", "FeatureStoreErrors", {},
+     [('strata_feature_store_errors_total{model="fraud",view="card_activity_stream",pod="fraud-stable-0"}', "0+6x20")],
+     "10m", [{"model": "fraud", "view": "card_activity_stream", "severity": "page"}]),
+    ("another model's feature store errors are silent", "FeatureStoreErrors", {},
+     [('strata_feature_store_errors_total{model="digits",view="card_activity_stream"}', "0+6x20")], "10m", []),
+    ("10% of lookups answered with defaults", "FeatureDefaultRateHigh", {},
+     [('strata_feature_lookups_total{model="fraud",view="card_activity_stream",outcome="hit"}', "0+900x60"),
+      ('strata_feature_lookups_total{model="fraud",view="card_activity_stream",outcome="default"}', "0+100x60")],
+     "40m", [{"model": "fraud", "view": "card_activity_stream"}]),
+    ("1% defaults are silent", "FeatureDefaultRateHigh", {},
+     [('strata_feature_lookups_total{model="fraud",view="card_activity_stream",outcome="hit"}', "0+990x60"),
+      ('strata_feature_lookups_total{model="fraud",view="card_activity_stream",outcome="default"}', "0+10x60")],
+     "40m", []),
+    ("served card aggregates older than half their TTL", "FeatureValuesStale", {},
+     [(f'strata_feature_age_seconds_bucket{{model="fraud",view="card_activity_stream",le="{le}"}}',
+       "0+10x90" if le in ("259200.0", "+Inf") else "0x90") for le in ("3600.0", "43200.0", "86400.0", "259200.0", "+Inf")],
+     "80m", [{"model": "fraud", "view": "card_activity_stream"}]),
+    ("fresh card aggregates are silent", "FeatureValuesStale", {},
+     [(f'strata_feature_age_seconds_bucket{{model="fraud",view="card_activity_stream",le="{le}"}}', "0+10x90")
+      for le in ("3600.0", "43200.0", "86400.0", "259200.0", "+Inf")], "80m", []),
     # ---- rollouts (fraud: analysisWindow 5m -> stuck after 3 windows = 900s)
     ("rollout active with no transition for 3 windows", "RolloutStuck", {},
      [('strata_rollout_active{model="fraud",team="payments-risk",strategy="canary",candidate_version="4"}', "1x40"),
@@ -157,7 +178,7 @@ SEVERITY = {alert: "ticket" for alert in (
     "ModelFeatureDrift", "ModelFeatureKSDrift", "ModelPredictionDrift", "ModelQualityDegraded",
     "ModelInvalidRowRateHigh", "DriftEvaluationStale", "RolloutStuck", "RolloutRolledBack", "TrainingJobFailed",
     "StreamConsumerLagHigh", "StreamDeadLetterRateHigh", "LakeBatchHeldFromGold", "SpotInterruptionRateHigh",
-    "ScrapeTargetDown")}
+    "ScrapeTargetDown", "FeatureDefaultRateHigh", "FeatureValuesStale")}
 #: Alerts that also go to the retraining webhook (data drift and degraded quality, nothing else).
 RETRAINS = {"ModelFeatureDrift", "ModelQualityDegraded"}
 #: model -> (team, PagerDuty routing key name), as the example specs say; the platform team otherwise.

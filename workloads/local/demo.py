@@ -71,6 +71,7 @@ GOLD_BATCH_SIZE = 128
 DEMO_ALERT_FOR = "10s"  # drift/quality alerts' `for:` in the demo (the spec's sustainedFor: 10m)
 BASE_SERVICES = ("kafka", "mlflow", "pagerduty", "alertmanager", "prometheus", "proxy", "retrain-trigger")
 DRIFT = (("amount", 1.5, 1.0), ("merchant_risk", 1.2, 1.0), ("device_risk", 1.0, 1.3))  # (feature, shift, scale)
+UNKNOWN_ENTITY_SHARE = 0.1  # real-time requests naming an entity without online features (served the defaults)
 
 
 def demo_options() -> LocalOptions:
@@ -240,6 +241,8 @@ class Demo:
         self.progress: Progress | None = None
         self._challenger: dict[str, Any] | None = None
         self.gold_data: dict[str, str] = {}  # model -> the lake://gold URI its champion trains from
+        # model -> the entities (e.g. card ids) with online features in Redis, read after the data stage
+        self.online_entities: dict[str, list[str]] = {}
 
     # -- plumbing ---------------------------------------------------------------------------------
     def stages(self) -> list[tuple[str, str, Callable[[Any], str]]]:
@@ -382,10 +385,38 @@ class Demo:
         self.facts["data"] = data.to_dict()
         self.facts["data"]["report_rows"] = data.report_rows()
         self.gold_data[MODEL] = data.gold_uri
+        self.online_entities[MODEL] = self._online_entities(spec)
         self._task(task, advance=1)
         return (f"{data.source_rows} source rows -> gold v{data.versions['gold']} ({data.gold_rows} rows); "
                 f"{data.ingest_rows_per_s:.0f} events/s, lag p99 {data.lag_p99_s:.2f}s, "
                 f"quarantine {data.quarantine_rate:.2%}; card aggregates online p99 {data.freshness_p99_s:.2f}s")
+
+    def _online_entities(self, spec: Any) -> list[str]:
+        """The entity ids of the spec's (single-key) online view that Redis holds values for:
+        what the traffic stage names in its requests, so the servers look their features up."""
+        import redis
+
+        from workloads.catalogue.declarations import feature_plan
+
+        plan = feature_plan(spec)
+        if plan is None:
+            return []
+        from workloads.data.features.lookup import PREFIX
+
+        view = plan.views[0]
+        if len(view.join_keys) != 1:
+            raise StageFailed(f"{spec.name}: view {view.name!r} has join keys {view.join_keys}; the demo names one key")
+        prefix = f"{PREFIX}:{view.name}:"  # the online layout (workloads.data.features.lookup)
+        client = redis.Redis.from_url(self.sup.url("redis"))
+        try:
+            entities = sorted(k.decode().removeprefix(prefix) for k in client.scan_iter(match=prefix + "*", count=1000))
+        finally:
+            client.close()
+        if not entities:
+            raise StageFailed(f"{spec.name}: no entity of view {view.name!r} in Redis ({prefix}*) after the data stage")
+        self.log(f"{spec.name}: {len(entities)} entities of view {view.name} online; requests carry "
+                 f"{', '.join(plan.key_fields)} and the raw fields only")
+        return entities
 
     def _check_trained_on_gold(self, model: str, summary: dict[str, Any]) -> None:
         """The run must record the gold version and digest it trained on (reproducible runs)."""
@@ -515,6 +546,43 @@ class Demo:
         body = {"data": {"names": names, "ndarray": np.asarray(rows, dtype=float).tolist()}}
         return _http("POST", self.url("proxy", f"/{model}/api/v1.0/predictions"), body, timeout)
 
+    def raw_records(self, spec: Any, names: list[str], rows: Any, rng: random.Random) -> tuple[list[dict], int]:
+        """Named records with the raw fields and the view's key only: the server looks the view's
+        features up. Known entities mostly; UNKNOWN_ENTITY_SHARE of the records name an entity
+        Redis has never seen (served the view's defaults). Returns (records, unknown count)."""
+        from workloads.catalogue.declarations import feature_plan
+
+        plan = feature_plan(spec)
+        online = set(plan.feature_names)
+        known = self.online_entities[spec.name]
+        records, unknown = [], 0
+        for row in rows:
+            record = {n: float(v) for n, v in zip(names, row) if n not in online}
+            if rng.random() < UNKNOWN_ENTITY_SHARE:
+                entity, unknown = f"demo-unknown-{rng.randrange(10**9)}", unknown + 1
+            else:
+                entity = known[rng.randrange(len(known))]
+            record.update({key: entity for key in plan.key_fields})
+            records.append(record)
+        return records, unknown
+
+    def online_keys(self, spec: Any) -> list[str]:
+        from workloads.catalogue.declarations import feature_plan
+
+        return feature_plan(spec).key_fields
+
+    def enriched(self, spec: Any) -> bool:
+        """Whether requests to this model carry raw fields only (its online entities are known)."""
+        return bool(self.online_entities.get(spec.name))
+
+    def predict_raw(self, model: str, records: list[dict], timeout: float = 10.0) -> tuple[int, Any, dict]:
+        return _http("POST", self.url("proxy", f"/{model}/api/v1.0/predictions"), {"jsonData": {"instances": records}}, timeout)
+
+    def feature_lookups(self, spec: Any) -> dict[str, float]:
+        """outcome -> lookups of the model's online views, as Prometheus has scraped them from its servers."""
+        return {r["metric"].get("outcome", "?"): float(r["value"][1]) for r in self.prom(
+            f'sum by (outcome) (strata_feature_lookups_total{{model="{spec.name}"}})')}
+
     def stage_serve(self, task: Any) -> str:
         names = [f"{s.name}-stable" for s in self.specs]
         self._task(task, total=len(names), completed=0)
@@ -524,7 +592,11 @@ class Demo:
         for spec in self.specs:
             router.apply(router.current(spec.name))  # the split in force (all stable on a fresh state dir)
             cols, rows = self.sample(spec)
-            code, body, headers = self.predict(spec.name, cols, rows[:4])
+            if self.enriched(spec):
+                records, _ = self.raw_records(spec, cols, rows[:4], random.Random(7))
+                code, body, headers = self.predict_raw(spec.name, records)
+            else:
+                code, body, headers = self.predict(spec.name, cols, rows[:4])
             if code != 200:
                 raise StageFailed(f"{spec.name} through the proxy: {code} {str(body)[:300]}")
             self.log(f"{spec.name}: {self.url('proxy', f'/{spec.name}/api/v1.0/predictions')} -> 200 "
@@ -623,7 +695,7 @@ class Demo:
         deadline = time.monotonic() + seconds
         lock = threading.Lock()
         stats: dict[str, Any] = {"latencies": [], "codes": {}, "errors": [], "bad_4xx": 0, "bad_sent": 0,
-                                 "predictors": {}}
+                                 "predictors": {}, "raw_requests": {}, "unknown_entities": {}}
 
         def client(seed: int) -> None:
             rng = random.Random(seed)
@@ -632,11 +704,18 @@ class Demo:
                 cols, rows = self.sample(spec)
                 malformed = rng.random() < 0.02
                 row = rows[rng.randrange(len(rows))].tolist()
+                raw = self.enriched(spec)
+                records, unknown = self.raw_records(spec, cols, [row], rng) if raw else ([], 0)
                 t0 = time.perf_counter()
                 try:
-                    if malformed:
+                    if malformed and raw and rng.random() < 0.5:  # the view's key missing: 400 missing_field
+                        records = [{k: v for k, v in r.items() if k not in self.online_keys(spec)} for r in records]
+                        code, _, headers = self.predict_raw(spec.name, records)
+                    elif malformed:
                         body = {"data": {"names": cols[:-1], "ndarray": [row[:-1]]}}  # a missing field
                         code, _, headers = _http("POST", self.url("proxy", f"/{spec.name}/api/v1.0/predictions"), body)
+                    elif raw:
+                        code, _, headers = self.predict_raw(spec.name, records)
                     else:
                         code, _, headers = self.predict(spec.name, cols, [row])
                 except (OSError, urllib.error.URLError) as error:
@@ -653,6 +732,9 @@ class Demo:
                         stats["bad_4xx"] += 400 <= code < 500
                     elif code == 200:
                         stats["latencies"].append(elapsed)
+                    if raw and not malformed and code == 200:
+                        stats["raw_requests"][spec.name] = stats["raw_requests"].get(spec.name, 0) + 1
+                        stats["unknown_entities"][spec.name] = stats["unknown_entities"].get(spec.name, 0) + unknown
 
         t0 = time.monotonic()
         with ThreadPoolExecutor(max_workers=clients) as pool:
@@ -685,14 +767,25 @@ class Demo:
         server_p99 = self.prom(
             "histogram_quantile(0.99, sum by (model, le) (rate(strata_serving_request_duration_seconds_bucket[1m])))")
         stats["server_p99_ms"] = {r["metric"].get("model", "?"): float(r["value"][1]) * 1000 for r in server_p99}
+        stats["feature_lookups"] = {}
+        for enriched in [s for s in self.specs if stats["raw_requests"].get(s.name)]:
+            # the servers looked the features up: hits for known entities, defaults for the unknown ones
+            unknown = stats["unknown_entities"].get(enriched.name, 0)
+            lookups = _wait(lambda: (lambda c: c if c.get("hit", 0) > 0 and c.get("default", 0) >= min(unknown, 1)
+                                     else None)(self.feature_lookups(enriched)), 60,
+                            f"{enriched.name}'s servers to count feature lookups (strata_feature_lookups_total: hits, "
+                            f"and defaults for {unknown} unknown entities)", 2.0)
+            stats["feature_lookups"][enriched.name] = lookups
         self.facts["traffic"] = stats
         if stats["errors"] or stats["errors_5xx"]:
             raise StageFailed(f"{stats['errors_5xx']} 5xx answers and {len(stats['errors'])} connection errors "
                               f"(first: {stats['errors'][:1]}); codes {stats['codes']}")
         if stats["bad_4xx"] != stats["bad_sent"]:
             raise StageFailed(f"{stats['bad_sent'] - stats['bad_4xx']} of {stats['bad_sent']} malformed requests were not answered 4xx")
+        looked_up = "; ".join(f"{m}: {sum(c.values()):.0f} feature lookups ({c.get('hit', 0):.0f} hits, "
+                              f"{c.get('default', 0):.0f} defaults)" for m, c in stats["feature_lookups"].items())
         return (f"{stats['requests']} requests, {stats['rps']:.0f} req/s, p99 {stats['p99_ms']:.0f} ms (client), "
-                f"{stats['bad_sent']} malformed -> 4xx, 0 5xx")
+                f"{stats['bad_sent']} malformed -> 4xx, 0 5xx" + (f"; {looked_up}" if looked_up else ""))
 
     # -- (f) canary ------------------------------------------------------------------------------------------
     def stage_canary(self, task: Any) -> str:
@@ -789,6 +882,10 @@ class Demo:
                       f"{t['rps']:.1f} ({t['requests']} requests, {self.settings.traffic_clients} clients)"),
                      ("p99 latency", f"{t['p99_ms']:.0f} ms client side; server side: {server or 'n/a'}"),
                      ("5xx / malformed -> 4xx", f"{t['errors_5xx']} / {t['bad_4xx']} of {t['bad_sent']}")]
+            for model, lookups in t.get("feature_lookups", {}).items():
+                rows.append((f"online features {model}", f"{t['raw_requests'][model]} requests with raw fields and "
+                             f"keys only; lookups {lookups.get('hit', 0):.0f} hit, {lookups.get('default', 0):.0f} "
+                             f"default ({t['unknown_entities'][model]} unknown entities sent)"))
         for model, s in f.get("stream", {}).items():
             rows.append((f"stream {model}", f"{s['msgs_per_s']:.0f} msg/s end to end, lag {s['lag']:.0f}, "
                                             f"max PSI {s['psi_before']:.3f} {psi_verdict(s['psi_before'], s['psi_threshold'])}"))
