@@ -36,6 +36,7 @@ EMITTER_COMPONENTS = {
     contract.Emitter.ROLLOUT: {"rollout-controller"},
     contract.Emitter.TRAINING: {"training-metrics"},  # from MLflow's run records (jobs are too short to scrape)
     contract.Emitter.FEATURES: {"model-server", "stream-worker"},  # models with online features
+    contract.Emitter.FEATURE_AGGREGATES: {"feature-aggregator"},  # the CDC pipelines' streaming features
 }
 
 

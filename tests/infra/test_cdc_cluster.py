@@ -16,7 +16,7 @@ from infra.plan.report import mode_notes
 from infra.plan.schemas import validate_resource
 from infra.platform.cdc import CONNECT_NAME, ChangeDataCapture, ChangeDataCaptureArgs, connector_spec, pipeline_login
 from tests.infra.test_schemas import crd_schemas  # noqa: F401  (the cached CRD schemas)
-from workloads.catalogue.declarations import cdc_sink
+from workloads.catalogue.declarations import cdc_sink, feature_aggregator
 from workloads.data.ingest.pipeline import CdcPipeline
 
 CDC = "strata:platform:ChangeDataCapture"
@@ -47,7 +47,10 @@ def test_the_stack_pipeline_renders_connect_connector_topic_and_sink(enterprise)
     (connect,) = kind(resources, "KafkaConnect")
     (connector,) = kind(resources, "KafkaConnector")
     (topic,) = kind(resources, "KafkaTopic")
-    (deployment,) = kind(resources, "Deployment")
+    # the sink, and the aggregator of the pipeline's streaming features (fraud reads them online)
+    deployments = {d.inputs["metadata"]["name"]: d for d in kind(resources, "Deployment")}
+    assert set(deployments) == {cdc_sink(pipeline).name, feature_aggregator(pipeline).name}, set(deployments)
+    deployment = deployments[cdc_sink(pipeline).name]
     kafka_ns = connect.inputs["metadata"]["namespace"]
     assert connect.inputs["metadata"]["annotations"]["strimzi.io/use-connector-resources"] == "true"
     assert connector.inputs["metadata"]["labels"]["strimzi.io/cluster"] == CONNECT_NAME
@@ -129,8 +132,8 @@ def test_local_and_cluster_render_one_declaration(enterprise):
     assert differs == {"database.user", "database.password"}
     assert set(cluster["config"]) - set(local) == {"topic.creation.default.replication.factor",
                                                     "topic.creation.default.partitions"}
-    (deployment,) = kind(resources, "Deployment")
-    assert deployment.inputs["metadata"]["name"] == cdc_sink(pipeline).name
+    names = {d.inputs["metadata"]["name"] for d in kind(resources, "Deployment")}
+    assert names == {cdc_sink(pipeline).name, feature_aggregator(pipeline).name}, names
 
 
 def raw_with_cdc(stack: str) -> dict:

@@ -106,6 +106,13 @@ def test_quick_deploys_no_observability(plans):
     assert not [n for n in names if n.endswith("-drift") or n == RETRAIN_APP]
 
 
+def running_emitters(plan) -> frozenset:
+    """What the plan runs: the mode's emitters, the feature aggregators where it deployed one."""
+    aggregators = any(r.kind == "Deployment" and (r.inputs["metadata"].get("labels") or {}).get(
+        "app.kubernetes.io/component") == "feature-aggregator" for r in plan.resources if r.is_kubernetes)
+    return cluster_emitters(plan.spec.capabilities, plan.spec.models, aggregators=aggregators)
+
+
 # ------------------------------------------------------------------------------ rules
 
 
@@ -113,7 +120,7 @@ def test_quick_deploys_no_observability(plans):
 def test_prometheus_rules_are_the_generated_groups(plans, stack):
     plan = plans[stack]
     # the generator's groups, less what reads an emitter this mode does not run (issue 12 item 2)
-    emitters = cluster_emitters(plan.spec.capabilities, plan.spec.models)
+    emitters = running_emitters(plan)
     expected = ship_rules(rule_groups(plan.spec.models, RuleOptions()), emitters)["groups"]
     rules = [r for r in descendants(plan, observability(plan)) if r.kind == "PrometheusRule"]
     deployed = {r.inputs["metadata"]["name"]: r for r in rules}
@@ -147,7 +154,7 @@ def test_prometheus_selects_the_rules_without_release_labels(plans, stack):
 @pytest.mark.parametrize("stack", MONITORED)
 def test_one_dashboard_config_map_per_generated_dashboard(plans, stack):
     plan = plans[stack]
-    emitters = cluster_emitters(plan.spec.capabilities, plan.spec.models)
+    emitters = running_emitters(plan)
     shipped = {f: ship_dashboard(d, emitters) for f, d in dash.dashboards(plan.spec.models).items()}
     generated = {f: d for f, d in shipped.items() if d is not None}
     sidecar = helm_values(plan)["grafana"]["sidecar"]["dashboards"]
