@@ -97,3 +97,6 @@ class PlatformOutputs:
     # The online feature store's connection URL, as a Secret of this name (key `url`) in every
     # team namespace whose models declare online views; None where no model does.
     feature_store_secret: Optional[str] = None
+    # Online views the CDC pipelines' feature aggregators keep current from the change stream:
+    # a model's materialization from gold leaves them out (nothing would write their table).
+    streamed_views: frozenset = frozenset()

@@ -173,7 +173,8 @@ class ModelDeployment(pulumi.ComponentResource):
         self._serving(name, args, cluster, platform, cloud, labels)
 
         self.materialization: Optional[FeatureMaterialization] = None
-        if views:
+        from_gold = tuple(v for v in views if v not in platform.streamed_views)  # the rest the aggregators fill
+        if from_gold:
             gold = cloud.storage.lake_buckets if cloud is not None else {}
             self.materialization = FeatureMaterialization(
                 f"{name}-materialization",
@@ -181,7 +182,7 @@ class ModelDeployment(pulumi.ComponentResource):
                     model=model, namespace=args.namespace,
                     image=pinned_image("training", cloud.storage.ecr_repositories if cloud is not None else None),
                     service_account=f"{model.name}-training", spec_config_map=f"{model.name}-spec", labels=labels,
-                    gold_bucket=gold.get("gold", gold.get("lake"))),
+                    gold_bucket=gold.get("gold", gold.get("lake")), views=from_gold),
                 after=(self.training_service_account, self.spec_config_map),
                 opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider))
 

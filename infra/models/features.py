@@ -2,7 +2,9 @@
 
 One Kubernetes CronJob `<model>-materialize` per model with online views, in its team
 namespace, running the same entry point as locally (`strata features materialize VIEW`,
-`workloads.data.features.cli`) on the training image, once per online view, with:
+`workloads.data.features.cli`) on the training image, once per online view that no CDC
+feature aggregator keeps current (`PlatformOutputs.streamed_views`: those are written from the
+change stream, not from a gold table), with:
 
 - the spec as deployed: the key `feature-spec.json` of the model's `<model>-spec` ConfigMap
   (the plain spec, which `--spec` loads), mounted at `/spec`;
@@ -70,6 +72,7 @@ class FeatureMaterializationArgs:
     spec_config_map: str  # holds FEATURE_SPEC_KEY
     labels: Mapping[str, str]
     gold_bucket: Optional[pulumi.Input[str]] = None
+    views: tuple[str, ...] = ()  # the online views to materialize from gold; empty: all of them
     cpu: str = "500m"
     memory: str = "1Gi"
     backoff_limit: int = 2
@@ -77,13 +80,21 @@ class FeatureMaterializationArgs:
     def __post_init__(self) -> None:
         if not online_views(self.model):
             raise ValueError(f"FeatureMaterializationArgs.model: {self.model.name!r} declares no online feature views")
+        unknown = sorted(set(self.views) - set(online_views(self.model)))
+        if unknown:
+            raise ValueError(f"FeatureMaterializationArgs.views: {', '.join(unknown)} is not an online view of "
+                             f"{self.model.name!r} (its online views: {', '.join(online_views(self.model))})")
+
+    @property
+    def materialized_views(self) -> list[str]:
+        return list(self.views) if self.views else online_views(self.model)
 
 
 def cron_job_spec(args: FeatureMaterializationArgs) -> dict:
     model = args.model
-    ttl = min(v.ttl_seconds for v in model.features.views if v.online)
+    ttl = min(v.ttl_seconds for v in model.features.views if v.name in args.materialized_views)
     runs = " && ".join(f"python -m infra.cli features materialize {shlex.quote(view)} "
-                       f"--spec {SPEC_DIR}/{FEATURE_SPEC_KEY}" for view in online_views(model))
+                       f"--spec {SPEC_DIR}/{FEATURE_SPEC_KEY}" for view in args.materialized_views)
     env = [{"name": "STRATA_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": URL_KEY}}},
            {"name": "STRATA_STATE_DIR", "value": "/tmp/strata"}, {"name": "HOME", "value": "/tmp"}]
     if args.gold_bucket is not None:
@@ -138,4 +149,4 @@ class FeatureMaterialization(pulumi.ComponentResource):
                       "labels": {**args.labels, COMPONENT_LABEL: MATERIALIZATION_COMPONENT}},
             spec=cron_job_spec(args),
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)))
-        self.register_outputs({"cronJob": f"{args.model.name}-materialize", "views": online_views(args.model)})
+        self.register_outputs({"cronJob": f"{args.model.name}-materialize", "views": args.materialized_views})

@@ -120,6 +120,13 @@ class PlatformArgs:
         return teams
 
     @property
+    def streamed_views(self) -> frozenset:
+        """The online views the running feature aggregators fill (`feature_writers`)."""
+        if not self.feature_writers:
+            return frozenset()
+        return frozenset(p.features.view for p in self.cdc_pipelines if p.features is not None)
+
+    @property
     def online_store(self) -> Optional[OnlineStore]:
         """Where the online features live; None without feature models. A kubeconfig target has
         no ElastiCache: the in-cluster Redis stands in there."""
@@ -385,6 +392,7 @@ class Platform(pulumi.ComponentResource):
             monitoring_namespace=ns("monitoring") if caps.monitoring else None,
             mlflow_namespace=ns("mlflow"),
             feature_store_secret=self.feature_store.secret_name if self.feature_store is not None else None,
+            streamed_views=args.streamed_views,
         )
         self.register_outputs({
             "teamNamespaces": self.outputs.team_namespaces,

@@ -125,8 +125,15 @@ def test_the_committed_stacks_give_fraud_its_card_features(stack_plan):
         assert parameters["feature_store_url"] == f"$({URL_ENV})"
     for predictor in named(stack_plan, "SeldonDeployment", "digits").inputs["spec"]["predictors"]:
         assert "features" not in {p["name"] for p in predictor["graph"]["parameters"]}
-    # the 2d TTL: materialized every 12 h
-    assert named(stack_plan, "CronJob", "fraud-materialize", fraud_ns).inputs["spec"]["schedule"] == "0 */12 * * *"
+    streamed = [r for r in stack_plan.resources if r.is_kubernetes and r.kind == "Deployment"
+                and (r.inputs["metadata"].get("labels") or {}).get("strata.dev/feature-view") == "card_activity_stream"]
+    jobs = [r for r in stack_plan.of_kind("CronJob") if r.inputs["metadata"]["name"] == "fraud-materialize"]
+    if streamed:  # a CDC aggregator keeps the view current: nothing to materialize from gold
+        assert not jobs, "the streamed view is materialized from a gold table nothing writes"
+    else:  # the 2d TTL: materialized every 12 h
+        assert [j.inputs["metadata"]["namespace"] for j in jobs] == [fraud_ns]
+        assert jobs[0].inputs["spec"]["schedule"] == "0 */12 * * *"
+    assert bool(streamed) == (stack_plan.spec.capabilities.kafka and bool(stack_plan.spec.cdc_pipelines))
 
 
 def test_quick_runs_redis_in_the_cluster_with_auth_from_a_mounted_config(plan):
@@ -412,3 +419,18 @@ def test_no_policy_violations_with_the_feature_store(plan):
 
     results = evaluate(plan.resources, capabilities(plan.stack).policy_enforcement)
     assert [r.format() for r in results] == []
+
+
+def test_materialization_takes_a_subset_of_the_online_views_and_names_a_wrong_one():
+    from infra.models.features import FeatureMaterializationArgs, cron_job_spec
+
+    from workloads.spec import load_model_spec_file
+    from infra.config import PROJECT_ROOT
+
+    fraud = load_model_spec_file(PROJECT_ROOT / "workloads" / "examples" / "fraud" / "model.yaml", path="")
+    base = dict(model=fraud, namespace="team-x", image="img:1.0.0", service_account="fraud-training",
+                spec_config_map="fraud-spec", labels={})
+    every = cron_job_spec(FeatureMaterializationArgs(**base))
+    assert "materialize card_activity_stream " in every["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    with pytest.raises(ValueError, match="no_such_view is not an online view of 'fraud'.*card_activity_stream"):
+        FeatureMaterializationArgs(**base, views=("no_such_view",))
