@@ -50,6 +50,10 @@ STREAM_METRICS_PORT = 9109
 RETRAIN_PORT = 8080
 ROLLOUT_PORT = 8080
 MLFLOW_PORT = 5000
+#: A Kafka client's certificate files (the `kafka` resource: mutual TLS on the cluster, unset locally).
+KAFKA_TLS_ENV = (EnvVar(name="STRATA_KAFKA_SSL_CAFILE", value="${resources.kafka.ca_file}"),
+                 EnvVar(name="STRATA_KAFKA_SSL_CERTFILE", value="${resources.kafka.cert_file}"),
+                 EnvVar(name="STRATA_KAFKA_SSL_KEYFILE", value="${resources.kafka.key_file}"))
 SERVING_HTTP_PORT, SERVING_GRPC_PORT, SERVING_METRICS_PORT = 9000, 5000, 6000
 
 
@@ -140,9 +144,7 @@ def stream_worker(spec: Any) -> Workload:
                         "registry": Resource(type="model-registry", params={"model": spec.name, "alias": "champion"}),
                         **_feature_store(spec)},
         env=(EnvVar(name="STRATA_REGISTRY_DIR", value="${resources.registry.dir}"),
-             EnvVar(name="STRATA_KAFKA_SSL_CAFILE", value="${resources.kafka.ca_file}"),
-             EnvVar(name="STRATA_KAFKA_SSL_CERTFILE", value="${resources.kafka.cert_file}"),
-             EnvVar(name="STRATA_KAFKA_SSL_KEYFILE", value="${resources.kafka.key_file}")),
+             *KAFKA_TLS_ENV),
         resources=Resources(cpu_request="500m", memory_request="1Gi", cpu_limit="2", memory_limit="2Gi"),
         replicas=1,
         labels=model_identity(spec),
@@ -192,9 +194,7 @@ def quality_service(spec: Any, options: CatalogueOptions = CatalogueOptions()) -
         resources_used={"kafka": Resource(type="kafka", params={"user": f"{spec.name}-quality"}),
                         "registry": Resource(type="model-registry", params={"model": spec.name, "alias": "champion"})},
         env=(EnvVar(name="STRATA_REGISTRY_DIR", value="${resources.registry.dir}"),
-             EnvVar(name="STRATA_KAFKA_SSL_CAFILE", value="${resources.kafka.ca_file}"),
-             EnvVar(name="STRATA_KAFKA_SSL_CERTFILE", value="${resources.kafka.cert_file}"),
-             EnvVar(name="STRATA_KAFKA_SSL_KEYFILE", value="${resources.kafka.key_file}")),
+             *KAFKA_TLS_ENV),
         resources=Resources(cpu_request="100m", memory_request="256Mi", cpu_limit="500m", memory_limit="512Mi"),
         singleton=True,  # the joined window is this process's state
         labels=model_identity(spec),
@@ -331,9 +331,7 @@ def cdc_sink(pipeline: Any) -> Workload:
         metrics=Metrics(port="cdc-metrics", interval="15s", job="strata-cdc-sink"),
         resources_used={"kafka": Resource(type="kafka", params={"user": f"{pipeline.name}-cdc-sink"}),
                         "lake": Resource(type="object-store", params={"bucket": "lake-bronze"})},
-        env=(EnvVar(name="STRATA_KAFKA_SSL_CAFILE", value="${resources.kafka.ca_file}"),
-             EnvVar(name="STRATA_KAFKA_SSL_CERTFILE", value="${resources.kafka.cert_file}"),
-             EnvVar(name="STRATA_KAFKA_SSL_KEYFILE", value="${resources.kafka.key_file}")),
+        env=KAFKA_TLS_ENV,
         resources=Resources(cpu_request="250m", memory_request="512Mi", cpu_limit="1", memory_limit="1Gi"),
         singleton=True,  # one writer of bronze's offsets
         labels={"strata.dev/team": pipeline.team, "strata.dev/cdc-pipeline": pipeline.name},
@@ -374,9 +372,7 @@ def feature_aggregator(pipeline: Any) -> Workload:
         resources_used={"kafka": Resource(type="kafka", params={"user": f"{pipeline.name}-aggregator"}),
                         "features": Resource(type="feature-store", params={"view": features.view})},
         env=(EnvVar(name=FEATURE_STORE_URL_ENV, secret=FEATURE_STORE_SECRET),
-             EnvVar(name="STRATA_KAFKA_SSL_CAFILE", value="${resources.kafka.ca_file}"),
-             EnvVar(name="STRATA_KAFKA_SSL_CERTFILE", value="${resources.kafka.cert_file}"),
-             EnvVar(name="STRATA_KAFKA_SSL_KEYFILE", value="${resources.kafka.key_file}")),
+             *KAFKA_TLS_ENV),
         # memory: the transactions of the longest window plus the lateness, per entity
         resources=Resources(cpu_request="250m", memory_request="512Mi", cpu_limit="1", memory_limit="2Gi"),
         singleton=True,
