@@ -86,6 +86,12 @@ def _feature_store(spec: Any) -> dict[str, Resource]:
     return {"features": Resource(type="feature-store", params={"model": spec.name})} if feature_plan(spec) else {}
 
 
+def _metrics_probes(port: str) -> dict[str, HttpProbe]:
+    """Liveness and readiness of a long-running consumer whose only HTTP endpoint is /metrics."""
+    return {"liveness": HttpProbe(path="/metrics", port=port, initial_delay_s=30, period_s=15, failures=4),
+            "readiness": HttpProbe(path="/metrics", port=port, initial_delay_s=5)}
+
+
 def _mlflow_env() -> EnvVar:
     return EnvVar(name="MLFLOW_TRACKING_URI", value=f"http://${{workloads.{MLFLOW}.http}}")
 
@@ -137,8 +143,7 @@ def stream_worker(spec: Any) -> Workload:
               "--registry", "${resources.registry.dir}", "--metrics-port", "${ports.stream-metrics}",
               "--metrics-host", "${bind}", *enrichment),
         ports=(Port(name="stream-metrics", port=STREAM_METRICS_PORT),),
-        liveness=HttpProbe(path="/metrics", port="stream-metrics", initial_delay_s=30, period_s=15, failures=4),
-        readiness=HttpProbe(path="/metrics", port="stream-metrics", initial_delay_s=5),
+        **_metrics_probes("stream-metrics"),
         metrics=Metrics(port="stream-metrics", interval="15s", job="strata-stream-worker"),
         resources_used={"kafka": Resource(type="kafka", params={"user": f"{spec.name}-stream"}),
                         "registry": Resource(type="model-registry", params={"model": spec.name, "alias": "champion"}),
@@ -326,8 +331,7 @@ def cdc_sink(pipeline: Any) -> Workload:
               "--key", pipeline.key, "--bronze-bucket", "${resources.lake.bucket}",
               "--metrics-port", "${ports.cdc-metrics}", "--metrics-host", "${bind}"),
         ports=(Port(name="cdc-metrics", port=CDC_SINK_METRICS_PORT),),
-        liveness=HttpProbe(path="/metrics", port="cdc-metrics", initial_delay_s=30, period_s=15, failures=4),
-        readiness=HttpProbe(path="/metrics", port="cdc-metrics", initial_delay_s=5),
+        **_metrics_probes("cdc-metrics"),
         metrics=Metrics(port="cdc-metrics", interval="15s", job="strata-cdc-sink"),
         resources_used={"kafka": Resource(type="kafka", params={"user": f"{pipeline.name}-cdc-sink"}),
                         "lake": Resource(type="object-store", params={"bucket": "lake-bronze"})},
@@ -366,8 +370,7 @@ def feature_aggregator(pipeline: Any) -> Workload:
               "--value", features.value, *windows, "--ttl-seconds", str(features.ttl_seconds),
               "--metrics-port", "${ports.agg-metrics}", "--metrics-host", "${bind}"),
         ports=(Port(name="agg-metrics", port=AGGREGATOR_METRICS_PORT),),
-        liveness=HttpProbe(path="/metrics", port="agg-metrics", initial_delay_s=30, period_s=15, failures=4),
-        readiness=HttpProbe(path="/metrics", port="agg-metrics", initial_delay_s=5),
+        **_metrics_probes("agg-metrics"),
         metrics=Metrics(port="agg-metrics", interval="15s", job="strata-feature-aggregator"),
         resources_used={"kafka": Resource(type="kafka", params={"user": f"{pipeline.name}-aggregator"}),
                         "features": Resource(type="feature-store", params={"view": features.view})},
