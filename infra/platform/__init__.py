@@ -120,6 +120,13 @@ class PlatformArgs:
         return teams
 
     @property
+    def aggregated_pipelines(self) -> tuple[CdcPipeline, ...]:
+        """The CDC pipelines whose feature aggregators run (`feature_writers`)."""
+        if not self.feature_writers:
+            return ()
+        return tuple(p for p in self.cdc_pipelines if p.features is not None)
+
+    @property
     def streamed_views(self) -> frozenset:
         """The online views the running feature aggregators fill (`feature_writers`)."""
         if not self.feature_writers:
@@ -268,6 +275,7 @@ class Platform(pulumi.ComponentResource):
                 ecr_repositories=dict(storage.ecr_repositories) if storage is not None else {},
                 mlflow_namespace=ns("mlflow"),
                 emitters=cluster_emitters(caps, args.models, aggregators=bool(args.feature_writers)),
+                pipelines=args.aggregated_pipelines,
             ) if args.models else None
             self.monitoring = Monitoring(
                 f"{name}-monitoring",

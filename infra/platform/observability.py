@@ -63,6 +63,7 @@ from workloads.catalogue.declarations import (COST_EXPORTER, RETRAIN_TRIGGER, co
                                               training_metrics)
 from workloads.catalogue.declarations import RETRAIN_PORT as RETRAIN_CONTAINER_PORT
 from workloads.catalogue.model import Placement
+from workloads.data.ingest.pipeline import CdcPipeline
 from workloads.spec import ModelSpec
 
 __all__ = [
@@ -172,6 +173,9 @@ class ObservabilityArgs:
     # panels reading another emitter's metrics are not shipped (workloads.monitoring.shipping).
     emitters: Optional[frozenset] = None
     spot_pools: tuple[str, ...] = ()  # pools that run spot first (--spot-pool)
+    # The CDC pipelines whose feature aggregators run (`PlatformArgs.feature_writers`): their
+    # FeatureFreshnessHigh / FeatureAggregatorStalled rules (one PrometheusRule per pipeline).
+    pipelines: tuple[CdcPipeline, ...] = ()
 
     def __post_init__(self) -> None:
         if self.retrain:
@@ -191,7 +195,7 @@ class Observability(pulumi.ComponentResource):
         specs = tuple(sorted(args.models, key=lambda m: m.name))
 
         # --- rules: one PrometheusRule per generated group --------------------------------
-        self.groups = rule_groups(specs, args.rule_options)
+        self.groups = rule_groups(specs, args.rule_options, args.pipelines)
         if args.emitters is not None:
             self.groups = ship_rules(self.groups, args.emitters)
         self.rules: dict[str, k8s.apiextensions.CustomResource] = {}

@@ -9,6 +9,7 @@ whole topic leaves Redis as it was.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import uuid
@@ -243,3 +244,35 @@ def test_the_service_observes_the_freshness_of_live_changes_only_not_its_catch_u
     assert sample("strata_feature_freshness_seconds_count") == 3
     assert sample("strata_feature_freshness_seconds_bucket", le="300.0") == 3  # seconds, not the catch-up's hours
     assert redis_client.hget(agg.key("c1"), "txn_count_24h") == b"8"
+    # FeatureAggregatorStalled's inputs: nothing left on the topic, and the loop polled just now
+    assert sample("strata_feature_aggregate_lag_messages") == 0
+    assert 0 <= time.time() - sample("strata_feature_aggregate_last_poll_timestamp_seconds") < 60
+
+
+def test_freshness_starts_at_the_commit_of_a_late_update_not_at_its_rows_event_time(redis_client):
+    """A chargeback committed days after its transaction is news when committed: its freshness
+    is commit -> online (else every late update would read as days late, and a p99 alert would
+    measure the fraud rate). An insert's starts at its event time."""
+    from types import SimpleNamespace
+
+    run = uuid.uuid4().hex[:8]
+    agg = Aggregation(view=f"cards_{run}")
+    now = datetime.now(timezone.utc)
+    event = now - timedelta(days=1)
+    row = {"txn_id": "t1", "card_id": "c1", "amount": 9.0, "event_ts": iso(event)}
+
+    def record(op, lsn, committed, offset):
+        value = json.loads(envelope(op, row, lsn))
+        value["source"]["ts_ms"] = int(committed.timestamp() * 1000)
+        return SimpleNamespace(value=json.dumps(value).encode(), partition=0, offset=offset)
+
+    prom = CollectorRegistry()
+    visible: list[float] = []
+    pusher = AggregatePusher(agg, redis_client, "unused", "unused", AggregateMetrics(prom),
+                             clock=lambda: (now + timedelta(seconds=2)).timestamp(),
+                             on_visible=lambda key, seconds: visible.append(seconds))
+    assert pusher.push([record("c", 1, event, 0)]) == 1  # the insert, committed at its event time
+    assert pusher.push([record("u", 2, now, 1)]) == 1  # its chargeback, a day later
+    assert visible[0] == pytest.approx(86402, abs=1)
+    assert visible[1] == pytest.approx(2, abs=0.01)
+    assert prom.get_sample_value("strata_feature_freshness_seconds_bucket", {"view": agg.view, "le": "2.5"}) == 1

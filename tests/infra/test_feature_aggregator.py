@@ -189,3 +189,37 @@ def test_bad_streaming_features_name_the_property():
     assert any(p.startswith("strata:cdc.fraud-transactions.features.windows") and "repeat" in m
                for p, m in error.value.problems)
     assert streaming_features_section()["views"][0]["name"] == VIEW
+
+
+AGGREGATOR_RULES = "strata-feature-aggregator-fraud-transactions"  # rules.aggregator_group of the pipeline
+
+
+def aggregator_rules(plan: Plan) -> list[str]:
+    return sorted(r.inputs["metadata"]["name"] for r in plan.of_kind("PrometheusRule")
+                  if r.inputs["metadata"]["name"].startswith("strata-feature-aggregator"))
+
+
+def test_its_alerts_ship_exactly_where_it_runs_for_its_pipelines_team(plan):
+    """One PrometheusRule per running aggregator: FeatureAggregatorStalled pages, FeatureFreshnessHigh
+    is a ticket, both for the pipeline's team and its view; none where the aggregator does not run."""
+    caps = capabilities(plan.stack)
+    if not (caps.kafka and caps.monitoring):
+        assert aggregator_objects(plan) == [] and aggregator_rules(plan) == []
+        return
+    assert aggregator_rules(plan) == [AGGREGATOR_RULES]
+    (group,) = named(plan, "PrometheusRule", AGGREGATOR_RULES, "monitoring").inputs["spec"]["groups"]
+    alerts = {r["alert"]: r for r in group["rules"]}
+    assert set(alerts) == {"FeatureFreshnessHigh", "FeatureAggregatorStalled"}
+    for name, severity in (("FeatureFreshnessHigh", "ticket"), ("FeatureAggregatorStalled", "page")):
+        assert alerts[name]["labels"] == {"severity": severity, "team": "payments-risk", "view": VIEW,
+                                          "pipeline": "fraud-transactions", "pagerduty": "payments-risk"}
+        assert alerts[name]["annotations"]["runbook_url"].endswith(f"/runbooks/{name}.md")
+        assert f'view="{VIEW}"' in alerts[name]["expr"]
+
+
+def test_no_aggregator_alerts_without_its_pipeline_or_an_online_store():
+    without_pipeline = run_program("enterprise", {**stack_config_with_streaming_view("enterprise"), "strata:cdc": {}})
+    assert aggregator_rules(without_pipeline) == []
+    raw = stack_config_with_streaming_view("enterprise")
+    raw["strata:models"]["fraud"]["features"]["views"][0]["online"] = False
+    assert aggregator_rules(run_program("enterprise", raw)) == []

@@ -32,6 +32,7 @@ from infra.policy import evaluate
 from workloads.monitoring import dashboards as dash
 from workloads.monitoring.alertmanager import alertmanager_config
 from workloads.monitoring.generate import to_json
+from workloads.monitoring.metrics import Emitter
 from workloads.monitoring.rules import RuleOptions, rule_groups
 
 OBSERVABILITY = "strata:platform:Observability"
@@ -121,7 +122,9 @@ def test_prometheus_rules_are_the_generated_groups(plans, stack):
     plan = plans[stack]
     # the generator's groups, less what reads an emitter this mode does not run (issue 12 item 2)
     emitters = running_emitters(plan)
-    expected = ship_rules(rule_groups(plan.spec.models, RuleOptions()), emitters)["groups"]
+    # and the feature aggregators' groups where they run (one per CDC pipeline with features)
+    pipelines = plan.spec.cdc_pipelines if Emitter.FEATURE_AGGREGATES in emitters else ()
+    expected = ship_rules(rule_groups(plan.spec.models, RuleOptions(), pipelines), emitters)["groups"]
     rules = [r for r in descendants(plan, observability(plan)) if r.kind == "PrometheusRule"]
     deployed = {r.inputs["metadata"]["name"]: r for r in rules}
     assert list(deployed) and sorted(deployed) == sorted(g["name"] for g in expected)

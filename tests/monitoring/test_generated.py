@@ -184,7 +184,8 @@ def test_a_model_with_its_own_routing_key_gets_its_own_route(catalog):
 
 
 def test_every_alert_has_a_runbook_and_every_runbook_an_alert(alert_rules):
-    alerts = {r["alert"] for r in alert_rules} | set(rules.FEATURE_ALERTS)  # tests/features: their rules
+    # tests/features: the feature and aggregator alerts' own rules
+    alerts = {r["alert"] for r in alert_rules} | set(rules.FEATURE_ALERTS) | set(rules.AGGREGATOR_ALERTS)
     files = {p.stem for p in (REPO_ROOT / RUNBOOK_DIR).glob("*.md")} - {"README"}
     assert alerts - files == set(), "alerts without a runbook"
     assert files - alerts - set(OPERATIONAL_RUNBOOKS) == set(), "runbooks that are neither an alert nor operational"
@@ -192,7 +193,7 @@ def test_every_alert_has_a_runbook_and_every_runbook_an_alert(alert_rules):
 
 
 def test_alert_runbooks_have_the_required_sections(alert_rules):
-    for alert in sorted({r["alert"] for r in alert_rules} | set(rules.FEATURE_ALERTS)):
+    for alert in sorted({r["alert"] for r in alert_rules} | set(rules.FEATURE_ALERTS) | set(rules.AGGREGATOR_ALERTS)):
         text = (REPO_ROOT / RUNBOOK_DIR / f"{alert}.md").read_text()
         assert text.startswith(f"# {alert}\n"), alert
         for heading in ALERT_RUNBOOK_HEADINGS:

@@ -338,11 +338,22 @@ def features_dashboard(specs: Sequence[ModelSpec]) -> dict[str, Any]:
         timeseries(l, "Streaming aggregates: event -> online p50 / p99 by view",
                    [(f'histogram_quantile({q}, sum by (view, le) (rate(strata_feature_freshness_seconds_bucket{{view=~"$view"}}[{RATE}])))',
                      f"{{{{view}}}} p{int(q * 100)}") for q in (0.5, 0.99)], "s", 12,
-                   description="Event time of a CDC change -> its entity's rolling aggregates written to Redis."),
+                   description="When a CDC change became true (event time, or its commit if later) -> its entity's "
+                               f"rolling aggregates written to Redis. FeatureFreshnessHigh: p99 over "
+                               f"{rules.FEATURE_FRESHNESS_P99_S:g}s for {rules.FEATURE_FRESHNESS_FOR}."),
         timeseries(l, "Streaming aggregates: changes per second by outcome",
                    [(f'sum by (view, outcome) (rate(strata_feature_aggregate_events_total{{view=~"$view"}}[{RATE}]))',
                      "{{view}} {{outcome}}")], "short", 12, stack=True,
                    description="duplicate: a replayed or older LSN (counted once); malformed: skipped here, kept by bronze."),
+        timeseries(l, "Streaming aggregates: changes waiting on the topic by view",
+                   [('max by (view) (strata_feature_aggregate_lag_messages{view=~"$view"})', "{{view}}")], "short", 12,
+                   description="High watermark - position over the topic's partitions; FeatureAggregatorStalled pages "
+                               f"when changes wait and none is applied over {rules.FEATURE_AGGREGATOR_STALL_WINDOW}."),
+        timeseries(l, "Streaming aggregates: seconds since the last poll by view",
+                   [('time() - max by (view) (strata_feature_aggregate_last_poll_timestamp_seconds{view=~"$view"})',
+                     "{{view}}")], "s", 12,
+                   description=f"The loop's heartbeat; FeatureAggregatorStalled pages above "
+                               f"{rules.FEATURE_AGGREGATOR_SILENT_S}s."),
     ]
     online = [s for s in specs if s.features and any(view.online for view in s.features.views)]
     models = sorted(s.name for s in online)

@@ -111,7 +111,8 @@ def render(specs: Sequence[ModelSpec], rule_options: rules.RuleOptions = rules.R
     files = {
         RULES_PATH: HEADER + to_yaml(groups),
         ALERTMANAGER_PATH: HEADER + to_yaml(am.alertmanager_config(specs, am_options)),
-        RUNBOOK_INDEX: runbook_index(sorted({*rules.alert_names(groups), *rules.FEATURE_ALERTS})),
+        RUNBOOK_INDEX: runbook_index(sorted({*rules.alert_names(groups), *rules.FEATURE_ALERTS,
+                                             *rules.AGGREGATOR_ALERTS})),
     }
     for name, dashboard in dash.dashboards(specs).items():
         files[f"{DASHBOARD_DIR}/{name}"] = to_json(dashboard)

@@ -248,8 +248,14 @@ CONTRACT: tuple[Metric, ...] = (
        "CDC changes through the streaming aggregator, by outcome (applied|duplicate: a replayed or older LSN|"
        "deleted|expired: older than every window|malformed: skipped here, kept by bronze).", "feature-aggregates"),
     _m("feature_freshness_seconds", H, "seconds", ("view",),
-       "Event time of an applied change -> its entity's aggregates visible in the online store.",
+       "When an applied change became true (its event time, or its commit if later) -> its entity's aggregates "
+       "visible in the online store.",
        "feature-aggregates", FEATURE_FRESHNESS_BUCKETS),
+    _m("feature_aggregate_lag_messages", G, "messages", ("view",),
+       "Changes on the source topic the aggregator has not applied yet (high watermark - position, all partitions).",
+       "feature-aggregates"),
+    _m("feature_aggregate_last_poll_timestamp_seconds", G, "seconds", ("view",),
+       "Unix time of the aggregator's last poll of its topic (its loop's heartbeat).", "feature-aggregates"),
     # ---------------------------------------------------------------- cost and spot
     _m("node_hourly_cost_dollars", G, "dollars", ("node", "node_pool", "capacity_type", "instance_type"),
        "On-demand or current spot price of each node, per hour.", "cost"),

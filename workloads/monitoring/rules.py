@@ -2,18 +2,22 @@
 
 One pattern injects `severity`, `team` and `runbook_url` into every alert (`_alert`);
 burn-rate windows are data (`BURN_WINDOWS`); thresholds come from each model's spec
-(`slos`, `drift`, `serving.streaming`, `training.baseline`). Page on symptoms (SLO burn);
-causes (drift, lag, failures) are tickets, and drift/quality also trigger retraining.
+(`slos`, `drift`, `serving.streaming`, `training.baseline`), and the streaming feature
+aggregators' from their CDC pipeline's `features` (`aggregator_group`). Page on symptoms (SLO
+burn); causes (drift, lag, failures) are tickets, and drift/quality also trigger retraining.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from workloads.monitoring import queries
 from workloads.monitoring.metrics import le_selector
 from workloads.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from workloads.data.ingest.pipeline import CdcPipeline
 
 RUNBOOK_BASE_URL = "https://github.com/strata-platform/strata/blob/main/runbooks/"
 PLATFORM_TEAM = "ml-platform"
@@ -49,6 +53,17 @@ FEATURE_STALE_TTL_FRACTION = 0.5  # the median served value older than half the 
 # What a spec's `features` section adds (feature_alerts); listed so their runbooks are indexed
 # and checked whichever example specs declare online features.
 FEATURE_ALERTS = ("FeatureStoreErrors", "FeatureDefaultRateHigh", "FeatureValuesStale")
+# The streaming feature aggregator of a CDC pipeline with `features` (aggregator_group).
+# Freshness: 10x the 1 s event -> online goal, and a bound of its histogram's buckets (the
+# estimate is exact there). Its rate window is short and its `for:` long, so a burst shorter
+# than their difference (a restart's backlog, a load spike) never fires: see the runbook.
+FEATURE_FRESHNESS_P99_S = 10.0
+FEATURE_FRESHNESS_WINDOW, FEATURE_FRESHNESS_FOR = "5m", "15m"
+# Stalled: changes waiting on the topic and none applied (any outcome) over the window, or no poll
+# for FEATURE_AGGREGATOR_SILENT_S (the loop is wedged: a gauge frozen at 0 lag must not hide it).
+FEATURE_AGGREGATOR_STALL_WINDOW, FEATURE_AGGREGATOR_STALL_FOR = "5m", "10m"
+FEATURE_AGGREGATOR_SILENT_S = 300
+AGGREGATOR_ALERTS = ("FeatureFreshnessHigh", "FeatureAggregatorStalled")
 
 
 def _seconds(duration: str) -> int:
@@ -364,6 +379,59 @@ def feature_alerts(spec: ModelSpec, options: RuleOptions) -> list[dict[str, Any]
     return out
 
 
+# ------------------------------------------------------------------ streaming feature aggregators
+
+
+def team_routing_key(team: str, specs: Sequence[ModelSpec]) -> str:
+    """The routing key Alertmanager pages `team` with (its first model's, as `alertmanager`
+    routes it); a team without models reaches the platform team."""
+    keys = [s.pagerduty.routing_key_name for s in sorted(specs, key=lambda s: s.name) if s.team == team]
+    return keys[0] if keys else PLATFORM_ROUTING_KEY
+
+
+def aggregator_group(pipeline: "CdcPipeline", specs: Sequence[ModelSpec], options: RuleOptions) -> dict[str, Any]:
+    """The feature aggregator of one CDC pipeline (its `features` view), for the pipeline's team.
+
+    `FeatureAggregatorStalled` pages: the online values stop changing while still looking valid
+    (they are served until their TTL), so models score on frozen aggregates and nothing else
+    tells. `FeatureFreshnessHigh` is a ticket: the values still move, late. The catch-up of a
+    start is not observed as freshness and applies changes, so neither fires on it; the
+    aggregator's pod being down is `ScrapeTargetDown` (its series are absent)."""
+    features = pipeline.features
+    view, team = features.view, pipeline.team
+    sel = f'view="{view}"'
+    labels = {"view": view, "pipeline": pipeline.name, "pagerduty": team_routing_key(team, specs)}
+    w, silent = FEATURE_AGGREGATOR_STALL_WINDOW, FEATURE_AGGREGATOR_SILENT_S
+    rules = [
+        _alert(
+            options, "FeatureFreshnessHigh",
+            f"histogram_quantile(0.99, sum by (view, le) "
+            f"(rate(strata_feature_freshness_seconds_bucket{{{sel}}}[{FEATURE_FRESHNESS_WINDOW}])))\n"
+            f"> {_num(FEATURE_FRESHNESS_P99_S)}",
+            FEATURE_FRESHNESS_FOR, TICKET, team,
+            f"{pipeline.name}: streaming features of view {view} reach the online store late",
+            f"The p99 of change -> visible online for view {view} (pipeline {pipeline.name}, topic {pipeline.topic}) "
+            f"has been above {_num(FEATURE_FRESHNESS_P99_S)}s over {FEATURE_FRESHNESS_WINDOW} windows for "
+            f"{FEATURE_FRESHNESS_FOR} (goal: 1s): models score on aggregates that miss the latest changes.",
+            labels,
+        ),
+        _alert(
+            options, "FeatureAggregatorStalled",
+            f"(\n  max by (view) (strata_feature_aggregate_lag_messages{{{sel}}}) > 0\n"
+            f"  unless on (view)\n"
+            f"  sum by (view) (rate(strata_feature_aggregate_events_total{{{sel}}}[{w}])) > 0\n)\nor\n"
+            f"time() - max by (view) (strata_feature_aggregate_last_poll_timestamp_seconds{{{sel}}}) > {silent}",
+            FEATURE_AGGREGATOR_STALL_FOR, PAGE, team,
+            f"{pipeline.name}: the streaming aggregator of view {view} has stopped",
+            f"The feature aggregator {pipeline.name}-aggregator has changes waiting on {pipeline.topic} and applied "
+            f"none over {w}, or has not polled for {silent}s, for {FEATURE_AGGREGATOR_STALL_FOR}: the online values of "
+            f"view {view} are frozen (served until their TTL of {features.ttl}, then defaults).",
+            labels,
+        ),
+    ]
+    return {"name": f"strata-feature-aggregator-{pipeline.name}", "rules": rules}
+
+
 # ------------------------------------------------------------------ platform
 
 
@@ -394,9 +462,13 @@ def _platform_routing(group: dict[str, Any]) -> dict[str, Any]:
     return group
 
 
-def rule_groups(specs: Sequence[ModelSpec], options: RuleOptions = RuleOptions()) -> dict[str, Any]:
+def rule_groups(specs: Sequence[ModelSpec], options: RuleOptions = RuleOptions(),
+                pipelines: Sequence["CdcPipeline"] = ()) -> dict[str, Any]:
+    """`pipelines`: the CDC pipelines whose feature aggregators run (those with `features`)."""
     groups = [sli_group()]
     groups += [model_group(spec, options) for spec in sorted(specs, key=lambda s: s.name)]
+    groups += [aggregator_group(p, specs, options) for p in sorted(pipelines, key=lambda p: p.name)
+               if p.features is not None]
     groups.append(_platform_routing(platform_group(options)))
     return {"groups": groups}
 

@@ -30,9 +30,14 @@ same values. Malformed events are counted (`outcome="malformed"`) and skipped he
 bronze sink keeps every raw event (its quarantine), so nothing is lost.
 
 Metrics (the contract's `feature-aggregates` emitter): `strata_feature_aggregate_events_total
-{view, outcome}` and `strata_feature_freshness_seconds{view}`, event time -> visible online,
-observed once per applied change when its card's pipeline has returned (the service leaves out
-the catch-up of each start: the changes the topic held then are a rebuild, not news).
+{view, outcome}`; `strata_feature_freshness_seconds{view}`, from when the change became true
+(its event time, or its commit when that is later: an update, a chargeback days after its
+transaction, a snapshot read of an old row is news when committed) -> visible online, observed
+once per applied change when its card's pipeline has returned (the service leaves out the
+catch-up of each start: the changes the topic held then are a rebuild, not news); and, per poll,
+`strata_feature_aggregate_lag_messages{view}` (changes on the topic not applied yet) and
+`strata_feature_aggregate_last_poll_timestamp_seconds{view}` (the loop's heartbeat), which the
+`FeatureAggregatorStalled` alert reads.
 
     python -m workloads.data.features.streaming --bootstrap 127.0.0.1:19092 \
         --topic strata.cdc.public.card_transactions --redis-url redis://127.0.0.1:16379/0 \
@@ -272,6 +277,8 @@ class AggregateMetrics:
         c = contract.collectors(contract.Emitter.FEATURE_AGGREGATES, registry)
         self.events = c["strata_feature_aggregate_events_total"]
         self.freshness = c["strata_feature_freshness_seconds"]
+        self.lag = c["strata_feature_aggregate_lag_messages"]
+        self.last_poll = c["strata_feature_aggregate_last_poll_timestamp_seconds"]
 
 
 @dataclass
@@ -355,6 +362,7 @@ class AggregatePusher:
                     break
                 polled = consumer.poll(timeout_ms=self.poll_ms, max_records=self.max_batch)
                 records = [r for batch in polled.values() for r in batch]
+                self._heartbeat(consumer)
                 if not records:
                     if idle_exit_s is not None and now - idle_since > idle_exit_s:
                         break
@@ -365,12 +373,27 @@ class AggregatePusher:
             consumer.close()
         return applied
 
+    def _heartbeat(self, consumer: Any) -> None:
+        """The loop is alive, and how far behind the topic it is: the high watermarks the last
+        fetches reported (no extra broker request) less the positions; a partition not fetched
+        yet counts nothing (the gauge only says so once it is known)."""
+        view = self.aggregation.view
+        self.metrics.last_poll.labels(view).set(self.clock())
+        lag, known = 0, False
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                lag += max(0, highwater - consumer.position(tp))
+                known = True
+        if known:
+            self.metrics.lag.labels(view).set(lag)
+
     def push(self, records: Iterable[Any]) -> int:
         """Apply a poll's records (Kafka records: `.value` is a Debezium envelope), then write
         every changed entity in one pipeline. Returns the changes applied."""
         agg, outcomes = self.aggregation, {}
         touched: set[str] = set()
-        fresh: list[str] = []  # record keys of the applied changes, for the freshness metric
+        fresh: list[tuple[str, int]] = []  # (record key, commit us) of the applied changes: freshness
         first_error = None
         for record in records:
             try:
@@ -383,7 +406,7 @@ class AggregatePusher:
                 first_error = first_error or f"{getattr(record, 'partition', '?')}/{getattr(record, 'offset', '?')}: {error}"
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
             if outcome == "applied" and getattr(record, "offset", 0) >= self.catch_up.get(getattr(record, "partition", 0), 0):
-                fresh.append(str(change.row[agg.record_key]))
+                fresh.append((str(change.row[agg.record_key]), change.source_ts_ms * 1000))
             touched |= entities
         if first_error:
             log.warning("%s: skipped %d malformed change(s), the first at %s", agg.view, outcomes["malformed"],
@@ -392,8 +415,11 @@ class AggregatePusher:
             self._write(touched)
         visible_us = self.clock() * 1e6
         freshness = self.metrics.freshness.labels(agg.view)
-        for key in fresh:
-            seconds = max(0.0, (visible_us - self.state.txns[key].event_us) / 1e6)
+        for key, committed_us in fresh:
+            # from when the change became true: its event time, or its commit when later (an
+            # update of an old transaction is news when committed, not at the event time)
+            since_us = max(self.state.txns[key].event_us, committed_us)
+            seconds = max(0.0, (visible_us - since_us) / 1e6)
             freshness.observe(seconds)
             if self.on_visible is not None:
                 self.on_visible(key, seconds)
