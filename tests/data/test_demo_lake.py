@@ -58,6 +58,9 @@ def test_transactions_reach_gold_through_cdc_and_a_rerun_adds_a_version(local_se
     assert aggregator.healthy and aggregator.pid and aggregator.ports == {"feature-aggregator": aggregator.port}
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{aggregator.port}/metrics", timeout=5).read().decode()
     assert 'strata_feature_freshness_seconds_count{view="card_activity_stream"}' in metrics
+    # FeatureAggregatorStalled's inputs, from the supervised service's own loop
+    assert 'strata_feature_aggregate_lag_messages{view="card_activity_stream"}' in metrics
+    assert 'strata_feature_aggregate_last_poll_timestamp_seconds{view="card_activity_stream"}' in metrics
     assert second.aggregated_cards > 0 and second.freshness_p99_s < 30  # live changes, not a catch-up's hours
 
 
