@@ -86,3 +86,12 @@ def test_a_poll_whose_later_changes_bring_new_columns_keeps_every_row():
     assert frame.to_dicts() == [{"txn_id": "t1", "amount": "1", "raw_event": None, "added": None},
                                 {"txn_id": None, "amount": None, "raw_event": "{not json", "added": None},
                                 {"txn_id": "t2", "amount": "2", "raw_event": None, "added": "y"}]
+
+
+@pytest.mark.parametrize("stack", ["quick", "standard", "enterprise", None])
+def test_strata_data_run_writes_the_copy_of_each_streaming_view_of_the_table(stack):
+    from workloads.data.cli import _pipelines_of
+
+    (pipeline,) = _pipelines_of("fraud", stack)  # the stack's pipeline (not rendered without Kafka), or the local one
+    assert pipeline.aggregation().view == "card_activity_stream" and pipeline.lake_table == "fraud"
+    assert _pipelines_of("digits", stack) == []
