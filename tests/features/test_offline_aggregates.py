@@ -159,6 +159,8 @@ def test_changes_the_stream_cannot_use_are_left_out_as_it_skips_them():
     assert st.text_event_time_us("2026-12-02T12:00:00") == event_time_us("2026-12-02T12:00:00Z", "t")
     assert st.text_event_time_us("yesterday") is None and st.text_event_time_us(None) is None
     assert json.loads(events[0].value)["op"] == "c"
+    nothing = offline_aggregates(changes.clear(), agg)  # a table of only malformed changes: no rows, the same columns
+    assert nothing.height == 0 and nothing.columns == frame.columns
 
 
 def test_window_edges_are_open_at_t_minus_w_and_closed_at_t():

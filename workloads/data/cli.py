@@ -66,7 +66,7 @@ def run_command(model: str, stack: Optional[str] = typer.Option(None, "--stack")
     copy (gold/<view>) of each streaming view a CDC pipeline of the table declares."""
     from workloads.data.ingest.files import ingest_landing
     from workloads.data.lake.aggregates import aggregate
-    from workloads.data.lake.tables import publish, refine
+    from workloads.data.lake.tables import LakeError, publish, refine
 
     spec, contract, lake = _context(model, stack)
     out = {}
@@ -74,9 +74,16 @@ def run_command(model: str, stack: Optional[str] = typer.Option(None, "--stack")
         out["bronze"] = ingest_landing(lake, model, contract).to_dict()
     out["silver"] = refine(lake, model, contract, spec.training.baseline.max_invalid_row_fraction).to_dict()
     out["gold"] = publish(lake, model, contract).to_dict()
+    failed = False
     for pipeline in _pipelines_of(model, stack):  # the offline copies of its streaming views
-        out[f"gold/{pipeline.features.view}"] = aggregate(lake, model, pipeline.aggregation()).to_dict()
+        try:
+            out[f"gold/{pipeline.features.view}"] = aggregate(lake, model, pipeline.aggregation()).to_dict()
+        except LakeError as error:  # gold/<model> is committed; say which copy could not be built and why
+            out[f"gold/{pipeline.features.view}"] = {"error": str(error)}
+            failed = True
     _emit(out, as_json)
+    if failed:
+        raise typer.Exit(1)
 
 
 def _pipelines_of(table: str, stack: Optional[str]):
