@@ -24,6 +24,13 @@ force from the same events):
   the lateness; a replay arriving later than that changes nothing either (it is expired too)
   unless an older version of it carried a later event time.
 
+The same rules over a whole table of changes (`offline_aggregates`, vectorised) give the view's
+offline copy, one row per card and reference time, which the lake step writes to gold/<view>
+(`workloads.data.lake.aggregates`) for training sets and for modes without the change stream.
+They agree wherever `lateness` covers how late a replay arrives (beyond it the stream, which has
+forgotten the transaction's LSN, could count a replayed older version whose event time is later
+than its newest's; the table keeps every LSN).
+
 State is in memory and rebuilt on start from the topic's retained changes (retention must
 cover the longest window); re-writing a card is idempotent, so a restart only rewrites the
 same values. Malformed events are counted (`outcome="malformed"`) and skipped here: the
