@@ -98,5 +98,7 @@ class PlatformOutputs:
     # team namespace whose models declare online views; None where no model does.
     feature_store_secret: Optional[str] = None
     # Online views the CDC pipelines' feature aggregators keep current from the change stream:
-    # a model's materialization from gold leaves them out (nothing would write their table).
+    # a model's materialization from gold leaves them out (one online writer per view). Their
+    # offline copy gold/<view> (the lake step `workloads.data.lake.aggregates`) still exists for
+    # training sets; where no aggregator runs, materialization serves that copy.
     streamed_views: frozenset = frozenset()

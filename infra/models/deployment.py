@@ -173,7 +173,9 @@ class ModelDeployment(pulumi.ComponentResource):
         self._serving(name, args, cluster, platform, cloud, labels)
 
         self.materialization: Optional[FeatureMaterialization] = None
-        from_gold = tuple(v for v in views if v not in platform.streamed_views)  # the rest the aggregators fill
+        # the aggregators fill the streamed views online; the rest (in modes without Kafka, also the
+        # streaming views: their offline copy gold/<view> is written by the lake step) come from gold
+        from_gold = tuple(v for v in views if v not in platform.streamed_views)
         if from_gold:
             gold = cloud.storage.lake_buckets if cloud is not None else {}
             self.materialization = FeatureMaterialization(

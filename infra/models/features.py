@@ -3,8 +3,10 @@
 One Kubernetes CronJob `<model>-materialize` per model with online views, in its team
 namespace, running the same entry point as locally (`strata features materialize VIEW`,
 `workloads.data.features.cli`) on the training image, once per online view that no CDC
-feature aggregator keeps current (`PlatformOutputs.streamed_views`: those are written from the
-change stream, not from a gold table), with:
+feature aggregator keeps current (`PlatformOutputs.streamed_views`: those are written online from
+the change stream, one writer per view; where the mode has no Kafka a streaming view is
+materialized too, from its offline copy gold/<view>, which the lake step writes from bronze:
+`workloads.data.lake.aggregates`), with:
 
 - the spec as deployed: the key `feature-spec.json` of the model's `<model>-spec` ConfigMap
   (the plain spec, which `--spec` loads), mounted at `/spec`;

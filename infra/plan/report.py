@@ -58,12 +58,20 @@ def mode_notes(plan: Plan) -> list[str]:
             notes.append(f"cdc {pipeline.name}: {pipeline.table} -> bronze/{pipeline.lake_table} needs Kafka, which mode "
                          f"{caps.mode.value!r} does not deploy; not rendered (batch ingestion only)")
             if pipeline.features is not None:
-                notes.append(f"cdc {pipeline.name}: the streaming features of view {pipeline.features.view!r} need "
-                             f"the CDC stream (Kafka); no aggregator: the view's online values come from "
-                             f"materialization only")
+                view = pipeline.features.view
+                notes.append(f"cdc {pipeline.name}: the streaming features of view {view!r} need "
+                             f"the CDC stream (Kafka); no aggregator: the lake step (`strata data run "
+                             f"{pipeline.lake_table}`) computes the same aggregates into gold/{view} from the "
+                             f"batch-ingested bronze/{pipeline.lake_table}, and the view's online values come from "
+                             f"its materialization")
         elif pipeline.features is not None and not online_views:
             notes.append(f"cdc {pipeline.name}: the streaming features of view {pipeline.features.view!r} need an "
                          f"online store, which exists only where a model declares online feature views; no aggregator")
+        elif pipeline.features is not None:
+            view = pipeline.features.view
+            notes.append(f"cdc {pipeline.name}: view {view!r} is kept current online from the change stream, not "
+                         f"materialized from gold; the lake step (`strata data run {pipeline.lake_table}`) writes "
+                         f"its offline copy gold/{view} for training sets")
     return notes
 
 

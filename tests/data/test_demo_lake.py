@@ -40,6 +40,9 @@ def test_transactions_reach_gold_through_cdc_and_a_rerun_adds_a_version(local_se
     assert int(trained_on.labels.sum()) == first.chargebacks  # the late labels are in gold
     # the streaming features of the same change events: every card's aggregates in Redis
     assert first.aggregated_cards > 0 and first.freshness_p99_s >= first.freshness_p50_s >= 0
+    # the view's offline copy from the same change events: each card's latest row is what Redis serves
+    assert first.offline_view == "card_activity_stream" and first.offline_rows >= first.aggregated_cards
+    assert first.offline_cards_equal == first.aggregated_cards, dict(first.report_rows())["offline copy (bronze -> gold)"]
 
     second = run_lake_stage(sup, CONTRACT, s3_settings, settings, log=lines.append)
     assert second.source_rows == second.gold_rows == 1600 and second.inserted == 800
@@ -62,6 +65,7 @@ def test_transactions_reach_gold_through_cdc_and_a_rerun_adds_a_version(local_se
     assert 'strata_feature_aggregate_lag_messages{view="card_activity_stream"}' in metrics
     assert 'strata_feature_aggregate_last_poll_timestamp_seconds{view="card_activity_stream"}' in metrics
     assert second.aggregated_cards > 0 and second.freshness_p99_s < 30  # live changes, not a catch-up's hours
+    assert second.offline_version > first.offline_version and second.offline_cards_equal == second.aggregated_cards
 
 
 def test_histogram_quantile_interpolates_like_prometheus():

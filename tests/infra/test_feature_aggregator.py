@@ -223,3 +223,32 @@ def test_no_aggregator_alerts_without_its_pipeline_or_an_online_store():
     raw = stack_config_with_streaming_view("enterprise")
     raw["strata:models"]["fraud"]["features"]["views"][0]["online"] = False
     assert aggregator_rules(run_program("enterprise", raw)) == []
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("source", "gold/other", "source gold/other; its offline copy is gold/card_activity_stream"),
+    ("timestampField", "seen_at", "timestampField seen_at; the offline copy's is event_ts"),
+    ("createdTimestampField", "loaded_at", "createdTimestampField loaded_at; the offline copy's is created_ts"),
+])
+def test_a_view_that_does_not_read_the_offline_copy_is_an_error_naming_the_property(field, value, message):
+    raw = stack_config_with_streaming_view("quick")  # every mode: materialization and training read the copy
+    raw["strata:models"]["fraud"]["features"]["views"][0][field] = value
+    with pytest.raises(SpecError) as error:
+        run_program("quick", raw)
+    assert any(p == "strata:cdc.fraud-transactions.features.view" and message in m for p, m in error.value.problems)
+
+
+def test_the_plan_says_where_the_offline_copy_comes_from_and_who_serves_the_view_online(plan):
+    notes = [n for n in mode_notes(plan) if "gold/card_activity_stream" in n]
+    assert len(notes) == 1 and "`strata data run fraud`" in notes[0], notes
+    if capabilities(plan.stack).kafka:  # the aggregator writes online; the copy is for training sets
+        assert "not materialized from gold" in notes[0] and "for training sets" in notes[0]
+    else:  # no change stream: the copy is what the materialization serves
+        assert "the view's online values come from its materialization" in notes[0]
+
+
+def test_the_committed_stacks_declare_the_copy_that_quick_and_standard_materialize(stack_plan):
+    (pipeline,) = stack_plan.spec.cdc_pipelines
+    assert pipeline.features.view == "card_activity_stream" and pipeline.lake_table == "fraud"
+    jobs = [r for r in stack_plan.of_kind("CronJob") if r.inputs["metadata"]["name"] == "fraud-materialize"]
+    assert bool(jobs) == (not stack_plan.spec.capabilities.kafka)  # enterprise: its aggregator serves the view

@@ -2,7 +2,8 @@
 rebuild versions. The entry point reads the S3 settings from the environment (the AWS
 variables; `strata local up` exports the local SeaweedFS's) and the contract from the spec.
 
-    strata data run fraud                 # landing files -> bronze -> silver (+quarantine) -> gold
+    strata data run fraud                 # landing files -> bronze -> silver (+quarantine) -> gold,
+                                          # and gold/<view> of each streaming view of bronze/fraud
     strata data versions fraud --layer gold
     strata data diff fraud 3 5            # rows added / removed / changed between gold v3 and v5
     strata data trace fraud 5             # gold v5 -> silver versions -> bronze versions
@@ -61,9 +62,11 @@ def ingest_command(model: str, stack: Optional[str] = typer.Option(None, "--stac
 def run_command(model: str, stack: Optional[str] = typer.Option(None, "--stack"),
                 ingest: bool = typer.Option(True, "--ingest/--no-ingest", help="ingest landing files first"),
                 as_json: bool = typer.Option(False, "--json")) -> None:
-    """Every step, incrementally: landing -> bronze -> silver (+ quarantine) -> gold."""
+    """Every step, incrementally: landing -> bronze -> silver (+ quarantine) -> gold, and the offline
+    copy (gold/<view>) of each streaming view a CDC pipeline of the table declares."""
     from workloads.data.ingest.files import ingest_landing
-    from workloads.data.lake.tables import publish, refine
+    from workloads.data.lake.aggregates import aggregate
+    from workloads.data.lake.tables import LakeError, publish, refine
 
     spec, contract, lake = _context(model, stack)
     out = {}
@@ -71,7 +74,32 @@ def run_command(model: str, stack: Optional[str] = typer.Option(None, "--stack")
         out["bronze"] = ingest_landing(lake, model, contract).to_dict()
     out["silver"] = refine(lake, model, contract, spec.training.baseline.max_invalid_row_fraction).to_dict()
     out["gold"] = publish(lake, model, contract).to_dict()
+    failed = False
+    for pipeline in _pipelines_of(model, stack):  # the offline copies of its streaming views
+        try:
+            out[f"gold/{pipeline.features.view}"] = aggregate(lake, model, pipeline.aggregation()).to_dict()
+        except LakeError as error:  # gold/<model> is committed; say which copy could not be built and why
+            out[f"gold/{pipeline.features.view}"] = {"error": str(error)}
+            failed = True
     _emit(out, as_json)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _pipelines_of(table: str, stack: Optional[str]):
+    """The CDC pipelines capturing bronze/<table> that declare streaming features: the stack's
+    `strata:cdc` (listed in every mode: without Kafka they are not rendered, and this step writes
+    their views' offline copies from the batch-ingested bronze), or without a stack the local
+    mode's pipeline (workloads.local.cdc_sink)."""
+    if stack is not None:
+        from infra.config import load_stack  # lazily: the training image has no Pulumi
+
+        pipelines = load_stack(stack).cdc_pipelines
+    else:
+        from workloads.local.cdc_sink import local_pipeline
+
+        pipelines = (local_pipeline(),)
+    return [p for p in pipelines if p.lake_table == table and p.features is not None]
 
 
 @data_app.command("versions")

@@ -2,7 +2,8 @@
 
     generator -> PostgreSQL (card_transactions) -> Debezium on Kafka Connect -> Kafka
       -> bronze -> silver (+ quarantine) -> gold -> training reads lake://gold/fraud?version=N
-                                                   +-> per-card rolling aggregates -> Redis (online)
+         |                                         +-> per-card rolling aggregates -> Redis (online)
+         +-> gold/card_activity_stream (the same aggregates per card and event time: the offline copy)
 
 The pipeline is the local mode's (workloads.local.cdc_sink): the stage registers its
 connector with the local Connect worker, and its sink, the catalogue's `cdc_sink` workload,
@@ -19,13 +20,16 @@ supervised service `demo-fraud-transactions-aggregator`, the cluster's Deploymen
 same change events and keeps each card's transaction count and amount over 1 h / 24 h in
 Redis; the stage waits (bounded) until every card of this run shows its latest transaction
 online and reports the freshness (event time -> visible online) of this run's changes from
-the service's own histogram, as Prometheus reads it.
+the service's own histogram, as Prometheus reads it. Then the lake step writes the view's
+offline copy from bronze (`workloads.data.lake.aggregates`) and the stage counts the cards of
+this run whose latest offline row equals what Redis serves.
 """
 
 from __future__ import annotations
 
 import time
 import urllib.request
+from datetime import datetime, timedelta, timezone
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -36,6 +40,7 @@ from workloads.catalogue.declarations import cdc_sink, feature_aggregator
 from workloads.data.features.lookup import EVENT_FIELD
 from workloads.data.ingest.fraud_source import ENTITY, EVENT_TIME, KEY, TABLE, FraudSource, create_table
 from workloads.data.lake.contract import Contract
+from workloads.data.lake.aggregates import aggregate
 from workloads.data.lake.tables import INGESTED_AT, OP, Lake, publish, read, refine
 from workloads.data.lake.versions import rebuild
 from workloads.data.storage import S3Settings
@@ -84,6 +89,10 @@ class LakeStageOutcome:
     aggregated_cards: int = 0  # this run's cards, their latest transaction online
     freshness_p50_s: float = float("nan")  # this run's changes: event time -> aggregates visible online
     freshness_p99_s: float = float("nan")
+    offline_view: str = ""  # the streaming view's offline copy, gold/<view>
+    offline_rows: int = 0
+    offline_version: int | None = None
+    offline_cards_equal: int = 0  # this run's cards whose latest offline row equals what Redis serves
 
     @property
     def gold_uri(self) -> str:
@@ -105,7 +114,43 @@ class LakeStageOutcome:
             ("training set", f"{self.gold_uri}: {self.gold_rows} rows, digest {self.gold_digest[:16]}"),
             ("streaming features (CDC -> Redis)", f"{self.aggregated_cards} cards; event -> online p50 "
                                                   f"{self.freshness_p50_s:.2f} s, p99 {self.freshness_p99_s:.2f} s"),
+            ("offline copy (bronze -> gold)", f"gold/{self.offline_view} v{self.offline_version}: {self.offline_rows} "
+                                              f"rows; the latest of {self.offline_cards_equal} of {self.aggregated_cards}"
+                                              f" cards equals Redis"),
         ]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _offline_equals_online(offline: pl.DataFrame, aggregation, cards: list[str], redis_url: str) -> int:
+    """How many of `cards` have their latest offline row (reference time and every aggregate)
+    equal to what the aggregator wrote to Redis."""
+    import math
+
+    import redis
+
+    names = aggregation.feature_names
+    latest = {row[aggregation.entity]: row for row in offline.filter(pl.col(aggregation.entity).is_in(cards))
+              .sort(aggregation.event_time).group_by(aggregation.entity).last().iter_rows(named=True)}
+    client = redis.Redis.from_url(redis_url)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for card in cards:
+            pipe.hmget(aggregation.key(card), [EVENT_FIELD, *names])
+        online = pipe.execute()
+    finally:
+        client.close()
+    equal = 0
+    for card, values in zip(cards, online):
+        row = latest.get(card)
+        if row is None or values[0] is None:
+            continue
+        event_us = (row[aggregation.event_time] - _EPOCH) // timedelta(microseconds=1)
+        if int(values[0]) == event_us and all(v is not None and math.isclose(float(v), float(row[n]), abs_tol=1e-9)
+                                              for n, v in zip(names, values[1:])):
+            equal += 1
+    return equal
 
 
 def _connector_running(base_url: str, name: str, deadline_s: float) -> None:
@@ -295,6 +340,13 @@ def run_lake_stage(sup: Supervisor, contract: Contract, s3: S3Settings, settings
     freshness = _delta(_histogram(metrics_url, FRESHNESS, aggregation.view), freshness_before)
     gold_step = publish(lake, table, contract)
     log(f"gold/{table}: {gold_step.rows_out} rows published from {gold_step.batches} silver versions")
+    # the view's offline copy from the same change events (what training sets join, and what a
+    # mode without the change stream materializes), checked against what Redis serves
+    offline_step = aggregate(lake, table, aggregation)
+    offline = read(lake, "gold", aggregation.view)
+    equal = _offline_equals_online(offline, aggregation, cards, sup.url("redis"))
+    log(f"gold/{aggregation.view}: {offline.height} rows (v{lake.require('gold', aggregation.view).version()}); "
+        f"the latest of {equal} of this run's {len(cards)} cards equals Redis")
 
     bronze = read(lake, "bronze", table).filter(pl.col(KEY).is_in(ids))
     created = bronze.filter(pl.col(OP) == "c").group_by(KEY).agg(
@@ -310,4 +362,7 @@ def run_lake_stage(sup: Supervisor, contract: Contract, s3: S3Settings, settings
         lag_p50_s=_percentile(lag, 0.50), lag_p99_s=_percentile(lag, 0.99), quarantined=quarantined,
         refined=refined, quarantine_rate=quarantined / max(1, refined + quarantined), versions=versions,
         gold_rows=len(gold), gold_digest=gold.meta["lake.digest"], aggregated_cards=len(cards),
+        offline_view=aggregation.view, offline_rows=offline.height, offline_version=offline_step.output_version
+        if offline_step.output_version is not None else lake.require("gold", aggregation.view).version(),
+        offline_cards_equal=equal,
         freshness_p50_s=histogram_quantile(0.50, freshness), freshness_p99_s=histogram_quantile(0.99, freshness))

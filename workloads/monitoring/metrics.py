@@ -219,7 +219,7 @@ CONTRACT: tuple[Metric, ...] = (
     # ---------------------------------------------------------------- the lake
     _m("lake_rows_total", C, "rows", ("step", "table", "outcome"),
        "Rows through a lake step by outcome (bronze: ingested; silver: valid|quarantined|superseded; "
-       "gold: published|held).", "lake"),
+       "gold: published|held; aggregate: published|malformed).", "lake"),
     _m("lake_refused_batches_total", C, "", ("table",),
        "Bronze batches over maxInvalidRowFraction: kept in silver, not promoted to gold.", "lake"),
     _m("lake_invalid_row_ratio", G, "ratio", ("table",), "Invalid-row fraction of the last silver batch.", "lake"),

@@ -24,6 +24,13 @@ force from the same events):
   the lateness; a replay arriving later than that changes nothing either (it is expired too)
   unless an older version of it carried a later event time.
 
+The same rules over a whole table of changes (`offline_aggregates`, vectorised) give the view's
+offline copy, one row per card and reference time, which the lake step writes to gold/<view>
+(`workloads.data.lake.aggregates`) for training sets and for modes without the change stream.
+They agree wherever `lateness` covers how late a replay arrives (beyond it the stream, which has
+forgotten the transaction's LSN, could count a replayed older version whose event time is later
+than its newest's; the table keeps every LSN).
+
 State is in memory and rebuilt on start from the topic's retained changes (retention must
 cover the longest window); re-writing a card is idempotent, so a restart only rewrites the
 same values. Malformed events are counted (`outcome="malformed"`) and skipped here: the
@@ -61,6 +68,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
+import polars as pl
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from workloads.data.features.lookup import EVENT_FIELD, PREFIX
@@ -131,9 +139,14 @@ class Aggregation:
         return max(self.window_us.values())
 
     @property
+    def columns(self) -> list[tuple[int, str, str]]:
+        """Per window: (width in microseconds, count feature, sum feature). The one place the
+        windows and their feature names come from, for the stream and for the lake step."""
+        return [(width, f"{self.count_name}_{w}", f"{self.value}_sum_{w}") for w, width in self.window_us.items()]
+
+    @property
     def feature_names(self) -> list[str]:
-        return ([f"{self.count_name}_{w}" for w in self.windows]
-                + [f"{self.value}_sum_{w}" for w in self.windows])
+        return [c for _, c, _ in self.columns] + [s for _, _, s in self.columns]
 
     def key(self, entity: str) -> str:
         return f"{PREFIX}:{self.view}:{entity}"
@@ -262,12 +275,77 @@ class RollingAggregates:
         """(T, feature -> value) of one entity."""
         card = self.cards[entity]
         out: dict[str, float | int] = {}
-        for name, width in self.agg.window_us.items():
+        for width, count, total in self.agg.columns:
             lo = bisect.bisect_right(card.events, (card.reference_us - width, "\uffff"))
             inside = card.events[lo:]
-            out[f"{self.agg.count_name}_{name}"] = len(inside)
-            out[f"{self.agg.value}_sum_{name}"] = math.fsum(e[2] for e in inside)
+            out[count] = len(inside)
+            out[total] = math.fsum(e[2] for e in inside)
         return card.reference_us, out
+
+
+# ------------------------------------------------------------------ the same rules over a table of changes
+# The lake step's offline copy (`workloads.data.lake.aggregates`): every change at once, vectorised, with the rules
+# of `RollingAggregates` above (tests/features/test_offline_aggregates.py feeds both the same changes).
+KEY, LSN, OP, EVENT_US, KNOWN_AT = "__key", "__lsn", "__op", "__event_us", "__known_at"
+CREATED_COLUMN = "created_ts"  # the offline copy's "known since" column (the point-in-time join's created time)
+
+
+def text_event_time_us(text: str | None) -> int | None:
+    """`event_time_us` of a value kept as text (the lake's bronze): digits are the epoch
+    microseconds a JSON number carried; None where the stream would call the change malformed."""
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return int(float(text))  # a JSON float, as the stream's int(value)
+    except (ValueError, OverflowError):
+        pass
+    try:
+        return event_time_us(text, "")
+    except ValueError:
+        return None
+
+
+def usable(agg: Aggregation) -> pl.Expr:
+    """The changes `RollingAggregates.apply` takes: a key, and (but for a delete) the entity, an
+    event time and a finite value; the rest are its `malformed` (skipped)."""
+    return pl.col(KEY).is_not_null() & ((pl.col(OP) == "d") | (
+        pl.col(agg.entity).is_not_null() & pl.col(EVENT_US).is_not_null() & pl.col(agg.value).is_finite().fill_null(False)))
+
+
+def offline_aggregates(changes: pl.DataFrame, agg: Aggregation) -> pl.DataFrame:
+    """Every change of a table (any order, replays and late versions included) -> one row per
+    (entity, reference time t), for every t the entity's `T` takes: the event time of each
+    change of it. The row holds what `RollingAggregates.features` gives when the card's T is t:
+    per window, the count and value sum of the latest version (highest LSN) of each live
+    transaction of the entity with event time in (t - w, t]. `created_ts`: when the first change
+    carrying t was known (`KNOWN_AT`), so a point-in-time join sees t only from then on.
+
+    `changes`: KEY (text), LSN, OP (c/u/d), the entity (text), EVENT_US, the value (float) and
+    KNOWN_AT; rows that are not `usable` are left out, as the stream skips them."""
+    ts, entity, value = agg.event_time, agg.entity, agg.value
+    rows = changes.filter(usable(agg))
+    upserts = rows.filter(pl.col(OP) != "d")
+    refs = upserts.group_by(entity, EVENT_US).agg(pl.col(KNOWN_AT).min().alias(CREATED_COLUMN))
+    # the latest version of each transaction; a delete removes it (a replay is the same change)
+    latest = rows.sort(LSN, maintain_order=True).unique(KEY, keep="last", maintain_order=True)
+    live = latest.filter(pl.col(OP) != "d").select(entity, EVENT_US, pl.col(value).cast(pl.Float64),
+                                                   pl.lit(1, pl.Int64).alias("__n"))
+    # the reference times as points that count nothing, so each window is evaluated at every t
+    points = pl.concat([live, refs.select(entity, EVENT_US, pl.lit(0.0).alias(value), pl.lit(0, pl.Int64).alias("__n"))]
+                       ).sort(entity, EVENT_US, value, "__n")  # a total order: the same sums whatever the input order
+    out = refs
+    for width, count, total in agg.columns:
+        rolled = (points.rolling(index_column=EVENT_US, period=f"{width}i", closed="right", group_by=entity)
+                  .agg(pl.col("__n").sum().alias(count), pl.col(value).sum().alias(total))
+                  .unique([entity, EVENT_US]))  # points sharing (entity, t) share the window
+        out = out.join(rolled, on=[entity, EVENT_US], how="left")
+    return (out.sort(entity, EVENT_US)
+            .with_columns(pl.from_epoch(EVENT_US, time_unit="us").dt.replace_time_zone("UTC").alias(ts))
+            .select(entity, ts, CREATED_COLUMN, *agg.feature_names))
 
 
 class AggregateMetrics:

@@ -66,9 +66,9 @@ def parse(value: bytes | None, key: str) -> Change | None:
 def to_frame(changes: list[Change]) -> pl.DataFrame:
     """Payload columns as strings (bronze keeps values as received)."""
     columns: dict[str, list[Any]] = {}
-    for i, change in enumerate(changes):
-        for name, value in change.row.items():
-            columns.setdefault(name, [None] * i)
+    for change in changes:  # every column any change carries, in order of appearance
+        for name in change.row:
+            columns.setdefault(name, [])
     for change in changes:
         for name in columns:
             value = change.row.get(name)

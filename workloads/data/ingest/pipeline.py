@@ -155,7 +155,28 @@ def streaming_view_problems(pipelines: "Iterable[CdcPipeline]", models: "Iterabl
                     problems.append((f"{path}.view", f"model {model.name!r} reads feature(s) {', '.join(unknown)} of "
                                                      f"view {view_name!r}, which the pipeline does not compute (it "
                                                      f"computes {', '.join(computed)})"))
+                offline = offline_copy_problems(view, model.features.join_keys(view), pipeline.features)
+                problems.extend((f"{path}.view", f"model {model.name!r} declares view {view_name!r} with {problem}")
+                                for problem in offline)
                 if view.ttl_seconds != pipeline.features.ttl_seconds:
                     problems.append((f"{path}.ttl", f"{pipeline.features.ttl}, but model {model.name!r} declares "
                                                     f"view {view_name!r} with ttl {view.ttl}; make them equal"))
+    return problems
+
+
+def offline_copy_problems(view: Any, join_keys: list[str], features: StreamingFeatures) -> list[str]:
+    """How a model's view disagrees with the offline copy the lake step writes for `features`
+    (`workloads.data.lake.aggregates`: gold/<view>, keyed by the entity, its event time and
+    `created_ts`), which its materialization and training sets read."""
+    from workloads.data.features.streaming import CREATED_COLUMN
+
+    problems = []
+    if view.source != f"gold/{features.view}":
+        problems.append(f"source {view.source}; its offline copy is gold/{features.view}")
+    if join_keys != [features.entity]:
+        problems.append(f"join key(s) {', '.join(join_keys)}; the aggregates are per {features.entity}")
+    if view.timestamp_field != features.event_time:
+        problems.append(f"timestampField {view.timestamp_field}; the offline copy's is {features.event_time}")
+    if view.created_timestamp_field not in (None, CREATED_COLUMN):
+        problems.append(f"createdTimestampField {view.created_timestamp_field}; the offline copy's is {CREATED_COLUMN}")
     return problems
