@@ -476,13 +476,15 @@ def registry_root(ctx: "ServiceContext") -> Path:
 
 def workload_env(ctx: "ServiceContext") -> dict[str, str]:
     """Environment of every workload process: the repo on PYTHONPATH, the state dir's
-    registry export, and the local MLflow server for anything that trains."""
+    registry export, the local MLflow server for anything that trains, and Ray Train's
+    checkpoints in the local S3's checkpoint bucket (the `s3://` root a RayJob gets on AWS)."""
     return {
         **_python_env(ctx),
         "STRATA_STATE_DIR": str(ctx.state_dir),
         "STRATA_REGISTRY_DIR": str(registry_root(ctx)),
         "MLFLOW_TRACKING_URI": f"http://{HOST}:{ctx.port('mlflow')}",
         "STRATA_LOG_LEVEL": "WARNING",
+        "STRATA_CHECKPOINT_URI": f"s3://{s3.CHECKPOINTS_BUCKET}/local/",
         **s3.s3_env(ctx),
     }
 
