@@ -1,7 +1,9 @@
 """`strata features ...`: apply the repository generated from the specs to the registry, and
 materialize a view's gold table into the online store. The entry point reads where things are
-(S3 from the AWS variables, `STRATA_REDIS_URL`, `STRATA_FEATURE_REGISTRY`); components get them.
+(S3 from the AWS variables, `STRATA_REDIS_URL`, `STRATA_FEATURE_REGISTRY`, and for `init-registry`
+`STRATA_FEATURE_REGISTRY_ADMIN`, the database server's admin URL); components get them.
 
+    strata features init-registry               # the registry's own database and role (cluster set-up)
     strata features apply                       # every spec's views -> the SQL registry
     strata features materialize card_activity   # gold (latest or --version N) -> Redis, as of now
 """
@@ -19,6 +21,9 @@ features_app = typer.Typer(help="The feature store: registry and online material
                            add_completion=False)
 
 
+REGISTRY_ENV, REGISTRY_ADMIN_ENV = "STRATA_FEATURE_REGISTRY", "STRATA_FEATURE_REGISTRY_ADMIN"
+
+
 def _repo(spec_files: list[Path] | None):
     from workloads.catalog import spec_files as example_specs
     from workloads.data.features.repo import build_repo
@@ -31,7 +36,7 @@ def _registry():
     from workloads.data.features.repo import Registry
 
     state = Path(os.environ.get("STRATA_STATE_DIR", ".strata"))
-    url = os.environ.get("STRATA_FEATURE_REGISTRY") or f"sqlite:///{(state / 'features').resolve()}/registry.db"
+    url = os.environ.get(REGISTRY_ENV) or f"sqlite:///{(state / 'features').resolve()}/registry.db"
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return Registry(url)
@@ -42,16 +47,35 @@ def _fail(error: Exception) -> None:
     raise typer.Exit(2)
 
 
+@features_app.command("init-registry")
+def init_registry_command() -> None:
+    """The registry's own role and database on the server of `STRATA_FEATURE_REGISTRY_ADMIN`
+    (created or updated, idempotent), then its tables, created as that role."""
+    from workloads.data.features.registry_database import provision
+    from workloads.data.features.repo import RegistryError
+
+    missing = [name for name in (REGISTRY_ENV, REGISTRY_ADMIN_ENV) if not os.environ.get(name)]
+    if missing:
+        _fail(RegistryError(f"init-registry needs {' and '.join(missing)} (the registry's URL and the "
+                            "database server's admin URL)"))
+    try:
+        done = provision(os.environ[REGISTRY_ADMIN_ENV], os.environ[REGISTRY_ENV])
+        done["registry"] = _registry().url
+    except RegistryError as error:
+        _fail(error)
+    typer.echo(json.dumps(done, sort_keys=True))
+
+
 @features_app.command("apply")
 def apply_command(spec: Optional[list[Path]] = typer.Option(None, "--spec", help="Spec files (default: the examples).")
                   ) -> None:
     """The views of every spec -> the registry (created / updated / unchanged per view)."""
-    from workloads.data.features.repo import FeatureRepoError
+    from workloads.data.features.repo import FeatureRepoError, RegistryError
     from workloads.spec import SpecError
 
     try:
         changes = _registry().apply(_repo(spec))
-    except (FeatureRepoError, SpecError) as error:
+    except (FeatureRepoError, RegistryError, SpecError) as error:
         _fail(error)
     typer.echo(json.dumps(changes, indent=2, sort_keys=True))
 
@@ -63,7 +87,7 @@ def materialize_command(view: str, version: Optional[int] = typer.Option(None, "
     import redis
 
     from workloads.data.features.online import OnlineMetrics, OnlineStore, materialize
-    from workloads.data.features.repo import FeatureRepoError
+    from workloads.data.features.repo import FeatureRepoError, RegistryError
     from workloads.data.lake.tables import Lake, LakeError, read
     from workloads.data.storage import S3Settings, lake_buckets_from_env
     from workloads.local.ports import HOST, resolve_ports
@@ -77,6 +101,6 @@ def materialize_command(view: str, version: Optional[int] = typer.Option(None, "
         store = OnlineStore(redis.Redis.from_url(url), repo, OnlineMetrics())
         written = materialize(store, view, read(lake, "gold", definition.table, table.version()), table.version(),
                               registry=_registry())
-    except (FeatureRepoError, LakeError, redis.RedisError) as error:
+    except (FeatureRepoError, RegistryError, LakeError, redis.RedisError) as error:
         _fail(error)
     typer.echo(json.dumps({"view": view, "goldVersion": table.version(), "entities": written}))

@@ -105,13 +105,51 @@ def build_repo(specs: Iterable[ModelSpec]) -> FeatureRepo:
 
 
 # ------------------------------------------------------------------------ registry (SQL)
+class RegistryError(ValueError):
+    """A registry URL that cannot be used; the message names it (password hidden)."""
+
+
+_SCHEMA_LOCK = 0x5354524146524547  # pg_advisory_xact_lock key ("STRAFREG"): one table creation at a time
+
+
+def registry_engine_url(url: str):
+    """The SQLAlchemy URL of `url`: `postgresql://` (libpq's form, what the cluster's Secret
+    may carry) is driven by psycopg 3, the driver the images have; sqlite and
+    `postgresql+psycopg://` are taken as they are. Anything else is refused by name."""
+    import sqlalchemy as sa
+
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError as error:
+        raise RegistryError(f"feature registry URL {url.split('@')[-1]!r} is not a database URL "
+                            "(sqlite:///<file> or postgresql+psycopg://<user>:<password>@<host>/<db>)") from error
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
+        raise RegistryError(f"feature registry URL {parsed.render_as_string(hide_password=True)!r}: driver "
+                            f"{parsed.drivername!r} is not supported (sqlite, postgresql+psycopg)")
+    return parsed
+
+
 class Registry:
-    """The repo's registry in a SQL database: `sqlite:///<state>/features/registry.db` locally."""
+    """The repo's registry in a SQL database: `sqlite:///<state>/features/registry.db` locally,
+    PostgreSQL on the cluster (`postgresql+psycopg://...`, the registry's own database and role on
+    the MLflow database server: `infra.platform.feature_registry`).
+
+    Safe for concurrent writers (two materializations, or a materialization and an `apply`, at
+    once): the tables are created under a transaction-scoped advisory lock on PostgreSQL (DDL is
+    transactional there, so the second creator sees the first one's tables); `apply` inserts with
+    ON CONFLICT DO NOTHING and updates only a row whose hash differs, so racing applies of one view
+    give one row, one "created" and the others "unchanged"; a materialization is recorded once per
+    (view, gold version, as_of), so a retried run adds no second record.
+    """
 
     def __init__(self, url: str):
         import sqlalchemy as sa
 
-        self.engine = sa.create_engine(url)
+        engine_url = registry_engine_url(url)
+        self.engine = sa.create_engine(engine_url, pool_pre_ping=True)
+        self.url = engine_url.render_as_string(hide_password=True)
         meta = sa.MetaData()
         self.views_table = sa.Table(
             "feature_views", meta,
@@ -129,24 +167,44 @@ class Registry:
             sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
             sa.Column("entities", sa.Integer, nullable=False),
             sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False))
-        meta.create_all(self.engine)
+        # one record per run; an index (not a table constraint) so a registry created before it gets it too
+        run_index = sa.Index("materializations_run", self.materializations.c.view,
+                             self.materializations.c.source_version, self.materializations.c.as_of, unique=True)
+        try:
+            with self.engine.begin() as conn:
+                if self.engine.dialect.name == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+                meta.create_all(conn)
+                run_index.create(conn, checkfirst=True)
+        except sa.exc.OperationalError as error:
+            raise RegistryError(f"feature registry {self.url}: cannot connect: "
+                                f"{str(error.orig).strip().splitlines()[0] if error.orig else error}") from error
+
+    def _insert(self, table):
+        """INSERT with the dialect's ON CONFLICT (PostgreSQL and sqlite both have it)."""
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table)
 
     def apply(self, repo: FeatureRepo) -> dict[str, str]:
         """Upsert every view; returns view -> "created" | "updated" | "unchanged"."""
         import sqlalchemy as sa
 
-        now, changes = datetime.now(timezone.utc), {}
+        now, changes, t = datetime.now(timezone.utc), {}, self.views_table
         with self.engine.begin() as conn:
-            stored = {r.name: r.content_hash for r in conn.execute(sa.select(self.views_table))}
             for name, view in sorted(repo.views.items()):
                 row = {"name": name, "content_hash": view.content_hash, "owner": view.owner,
                        "definition": json.dumps(view.definition(), sort_keys=True),
                        "models": ",".join(view.models), "applied_at": now}
-                if name not in stored:
-                    conn.execute(sa.insert(self.views_table).values(**row))
+                # A concurrent insert of the same name waits for the other transaction, then does nothing.
+                inserted = conn.execute(self._insert(t).values(**row).on_conflict_do_nothing(index_elements=["name"])
+                                        .returning(t.c.name)).first()  # RETURNING: INSERT's rowcount is not kept
+                if inserted is not None:
                     changes[name] = "created"
-                elif stored[name] != view.content_hash:
-                    conn.execute(sa.update(self.views_table).where(self.views_table.c.name == name).values(**row))
+                elif conn.execute(sa.update(t).where(t.c.name == name, t.c.content_hash != view.content_hash)
+                                  .values(**row)).rowcount:
                     changes[name] = "updated"
                 else:
                     changes[name] = "unchanged"
@@ -158,21 +216,29 @@ class Registry:
         with self.engine.connect() as conn:
             return {r.name: json.loads(r.definition) for r in conn.execute(sa.select(self.views_table))}
 
-    def record_materialization(self, view: str, source_version: int, as_of: datetime, entities: int) -> None:
-        import sqlalchemy as sa
-
+    def record_materialization(self, view: str, source_version: int, as_of: datetime, entities: int) -> bool:
+        """Record one run; False when this (view, version, as_of) is already recorded (a retry)."""
+        t = self.materializations
         with self.engine.begin() as conn:
-            conn.execute(sa.insert(self.materializations).values(
+            inserted = conn.execute(self._insert(t).values(
                 view=view, source_version=source_version, as_of=as_of, entities=entities,
-                finished_at=datetime.now(timezone.utc)))
+                finished_at=datetime.now(timezone.utc)).on_conflict_do_nothing(
+                    index_elements=["view", "source_version", "as_of"]).returning(t.c.id)).first()
+        return inserted is not None
 
-    def last_materialization(self, view: str) -> dict[str, Any] | None:
+    def materializations_of(self, view: str) -> list[dict[str, Any]]:
+        """Every recorded run of `view`, latest values first."""
         import sqlalchemy as sa
 
         t = self.materializations
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(t).where(t.c.view == view).order_by(t.c.id.desc()).limit(1)).first()
-        return dict(row._mapping) if row else None
+            rows = conn.execute(sa.select(t).where(t.c.view == view).order_by(t.c.as_of.desc(), t.c.id.desc()))
+            return [dict(r._mapping) for r in rows]
+
+    def last_materialization(self, view: str) -> dict[str, Any] | None:
+        """The run whose values are the newest (latest `as_of`): which gold version is online."""
+        runs = self.materializations_of(view)
+        return runs[0] if runs else None
 
 
 def enrichment_plan(spec: ModelSpec) -> "EnrichmentPlan | None":
