@@ -97,6 +97,9 @@ class PlatformOutputs:
     # The online feature store's connection URL, as a Secret of this name (key `url`) in every
     # team namespace whose models declare online views; None where no model does.
     feature_store_secret: Optional[str] = None
+    # The feature registry's URL (PostgreSQL), as a Secret of this name (key `url`) in every team
+    # namespace whose models materialize views from gold; None where none does.
+    feature_registry_secret: Optional[str] = None
     # Online views the CDC pipelines' feature aggregators keep current from the change stream:
     # a model's materialization from gold leaves them out (one online writer per view). Their
     # offline copy gold/<view> (the lake step `workloads.data.lake.aggregates`) still exists for

@@ -12,7 +12,7 @@ topics) and observability sections add their children here:
 | `strata:models:ModelStreaming`        | `serving.streaming.enabled` and the mode has Kafka + KEDA (`infra.models.streaming`) |
 | `strata:models:RolloutController`     | real-time serving with a candidate slot, i.e. `effective_rollout` is not `none` (`infra.models.rollout`) |
 | drift exporter (Deployment, Service, ServiceMonitor) | `capabilities.drift_monitoring`        |
-| `strata:models:FeatureMaterialization` (CronJob) | the spec has online feature views (`infra.models.features`) |
+| `strata:models:FeatureMaterialization` (CronJob) | the spec has online feature views that no CDC aggregator fills (`infra.models.features`; its records go to the platform's feature registry) |
 
 Drift exporter (where `capabilities.drift_monitoring`): `python -m
 workloads.monitoring.drift_service` for the model's champion version, as a Deployment +
@@ -177,6 +177,10 @@ class ModelDeployment(pulumi.ComponentResource):
         # streaming views: their offline copy gold/<view> is written by the lake step) come from gold
         from_gold = tuple(v for v in views if v not in platform.streamed_views)
         if from_gold:
+            if platform.feature_registry_secret is None:
+                # refused: its runs would record to a sqlite file in the pod's ephemeral storage
+                raise ValueError(f"model {model.name!r} materializes feature view(s) {', '.join(from_gold)} but the "
+                                 "platform has no feature registry (PlatformOutputs.feature_registry_secret is unset)")
             gold = cloud.storage.lake_buckets if cloud is not None else {}
             self.materialization = FeatureMaterialization(
                 f"{name}-materialization",
@@ -184,6 +188,7 @@ class ModelDeployment(pulumi.ComponentResource):
                     model=model, namespace=args.namespace,
                     image=pinned_image("training", cloud.storage.ecr_repositories if cloud is not None else None),
                     service_account=f"{model.name}-training", spec_config_map=f"{model.name}-spec", labels=labels,
+                    registry_secret=platform.feature_registry_secret,
                     gold_bucket=gold.get("gold", gold.get("lake")), views=from_gold),
                 after=(self.training_service_account, self.spec_config_map),
                 opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider))

@@ -13,6 +13,10 @@ materialized too, from its offline copy gold/<view>, which the lake step writes 
 - `STRATA_REDIS_URL` from the team's Secret `feature-store` (`infra.platform.features`),
   never a literal; `STRATA_LAKE_GOLD_BUCKET` the stack's gold bucket where the cloud layer
   has one;
+- `STRATA_FEATURE_REGISTRY` from the team's Secret `feature-registry`
+  (`infra.platform.feature_registry`: the registry's database on MLflow's PostgreSQL), so each
+  run's `strata features apply` (the model's views and their content hashes) and the gold
+  version each materialization read outlive the pod;
 - the model's training identity (`<model>-training`: reads the lake), no API token;
 - the labels the online store's NetworkPolicies admit (`app.kubernetes.io/component:
   feature-materialization`, `strata.dev/model`); no Istio sidecar (a Job's pod would never
@@ -37,6 +41,7 @@ import pulumi_kubernetes as k8s
 
 from infra.k8s import (check_image_pinned, empty_dir, resources, restricted_container_security_context,
                        restricted_pod_security_context)
+from infra.platform.feature_registry import registry_env
 from infra.platform.features import COMPONENT_LABEL, MATERIALIZATION_COMPONENT, MODEL_LABEL, SECRET_NAME, URL_KEY
 from workloads.spec import ModelSpec
 
@@ -73,6 +78,7 @@ class FeatureMaterializationArgs:
     service_account: str  # the model's training identity
     spec_config_map: str  # holds FEATURE_SPEC_KEY
     labels: Mapping[str, str]
+    registry_secret: str  # PlatformOutputs.feature_registry_secret: the registry's URL (key `url`)
     gold_bucket: Optional[pulumi.Input[str]] = None
     views: tuple[str, ...] = ()  # the online views to materialize from gold; empty: all of them
     cpu: str = "500m"
@@ -80,6 +86,9 @@ class FeatureMaterializationArgs:
     backoff_limit: int = 2
 
     def __post_init__(self) -> None:
+        if not self.registry_secret:
+            raise ValueError(f"FeatureMaterializationArgs.registry_secret: {self.model.name!r} materializes feature "
+                             "views but names no registry Secret (PlatformOutputs.feature_registry_secret is unset)")
         if not online_views(self.model):
             raise ValueError(f"FeatureMaterializationArgs.model: {self.model.name!r} declares no online feature views")
         unknown = sorted(set(self.views) - set(online_views(self.model)))
@@ -95,9 +104,13 @@ class FeatureMaterializationArgs:
 def cron_job_spec(args: FeatureMaterializationArgs) -> dict:
     model = args.model
     ttl = min(v.ttl_seconds for v in model.features.views if v.name in args.materialized_views)
-    runs = " && ".join(f"python -m infra.cli features materialize {shlex.quote(view)} "
-                       f"--spec {SPEC_DIR}/{FEATURE_SPEC_KEY}" for view in args.materialized_views)
+    spec = f"--spec {SPEC_DIR}/{FEATURE_SPEC_KEY}"
+    # the views' definitions first (content hashes; unchanged ones are left as they are), then each view
+    runs = " && ".join([f"python -m infra.cli features apply {spec}",
+                        *(f"python -m infra.cli features materialize {shlex.quote(view)} {spec}"
+                          for view in args.materialized_views)])
     env = [{"name": "STRATA_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": URL_KEY}}},
+           registry_env(args.registry_secret),
            {"name": "STRATA_STATE_DIR", "value": "/tmp/strata"}, {"name": "HOME", "value": "/tmp"}]
     if args.gold_bucket is not None:
         env.append({"name": "STRATA_LAKE_GOLD_BUCKET", "value": args.gold_bucket})

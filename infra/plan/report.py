@@ -72,6 +72,17 @@ def mode_notes(plan: Plan) -> list[str]:
             notes.append(f"cdc {pipeline.name}: view {view!r} is kept current online from the change stream, not "
                          f"materialized from gold; the lake step (`strata data run {pipeline.lake_table}`) writes "
                          f"its offline copy gold/{view} for training sets")
+    materializing = sorted(r.inputs["metadata"]["name"].removesuffix("-materialize") for r in plan.of_kind("CronJob")
+                           if (r.inputs["metadata"].get("labels") or {}).get("app.kubernetes.io/component")
+                           == "feature-materialization")
+    if materializing:
+        server = ("MLflow's RDS instance (TLS, certificate verified)" if plan.by_type("aws:rds/instance:Instance")
+                  else "MLflow's in-cluster PostgreSQL")
+        notes.append(f"feature registry: database 'feature_registry' with its own role on {server}, for the "
+                     f"materialization of {', '.join(materializing)} (URL in Secret 'feature-registry')")
+    elif online_views:
+        notes.append("feature registry: none; every online view is filled from the change stream (CDC), nothing "
+                     "materializes from gold")
     return notes
 
 

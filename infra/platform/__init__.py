@@ -17,6 +17,7 @@ children are, per the mode's capabilities (`infra.modes`):
 | `strata:platform:NvidiaDevicePlugin`       | GPU nodes                     |
 | `strata:platform:MlflowTracking`           | always                        |
 | `strata:platform:OnlineFeatureStore`       | a model declares online feature views (`infra.platform.features`) |
+| `strata:platform:FeatureRegistry` (on MLflow's PostgreSQL) | a model materializes online views from gold (`infra.platform.feature_registry`) |
 
 Chart versions are pinned in ONE table, `infra.platform.charts`; the custom resources
 are built by typed builders in `infra.crds.<operator>` whose models mirror the CRD
@@ -55,6 +56,7 @@ from infra.contracts import CloudOutputs, ClusterHandle, PlatformOutputs
 from infra.k8s import PodSecurityLevel
 from infra.modes import Capabilities, MlflowBackend, OnlineStore
 from infra.platform.features import OnlineFeatureStore, OnlineFeatureStoreArgs
+from infra.platform.feature_registry import FeatureRegistry, FeatureRegistryArgs
 from infra.platform.cdc import ChangeDataCapture, ChangeDataCaptureArgs
 from infra.platform.istio import ServiceMesh, ServiceMeshArgs
 from infra.platform.kafka import TLS_LISTENER_PORT, KafkaCluster, KafkaClusterArgs
@@ -132,6 +134,17 @@ class PlatformArgs:
         if not self.feature_writers:
             return frozenset()
         return frozenset(p.features.view for p in self.cdc_pipelines if p.features is not None)
+
+    @property
+    def feature_registry_clients(self) -> dict[str, tuple[str, ...]]:
+        """team -> its models that materialize an online view from gold (one not in `streamed_views`):
+        the models layer gives exactly those a materialization CronJob, the registry's clients."""
+        teams: dict[str, tuple[str, ...]] = {}
+        for model in self.models:
+            if model.team in self.feature_models and model.name in self.feature_models[model.team] and any(
+                    v.online and v.name not in self.streamed_views for v in model.features.views):
+                teams[model.team] = tuple(sorted((*teams.get(model.team, ()), model.name)))
+        return teams
 
     @property
     def online_store(self) -> Optional[OnlineStore]:
@@ -389,6 +402,22 @@ class Platform(pulumi.ComponentResource):
         self.mlflow = MlflowTracking(f"{name}-mlflow", mlflow_args, prometheus_operator=prometheus,
                                      after=placed("mlflow"), opts=child)
 
+        # --- the feature store's SQL registry, on MLflow's database server ---------------------------
+        self.feature_registry: Optional[FeatureRegistry] = None
+        registry_clients = args.feature_registry_clients
+        if registry_clients:
+            from infra.platform.observability import pinned_image
+
+            self.feature_registry = FeatureRegistry(
+                f"{name}-feature-registry",
+                FeatureRegistryArgs(
+                    server=self.mlflow.database_server,
+                    clients={args.team_ns(team): models for team, models in sorted(registry_clients.items())},
+                    image=pinned_image("training", dict(storage.ecr_repositories) if storage is not None else None),
+                    server_cidr=args.vpc_cidr),
+                after=[*placed("mlflow"), *(c for team, c in zip(args.teams, team_components) if team in registry_clients)],
+                opts=child)
+
         self.outputs = PlatformOutputs(
             team_namespaces=dict(self.team_namespaces),
             namespace_resources={c.name: c for c in (*self.namespaces.values(), *team_components)},
@@ -400,6 +429,7 @@ class Platform(pulumi.ComponentResource):
             monitoring_namespace=ns("monitoring") if caps.monitoring else None,
             mlflow_namespace=ns("mlflow"),
             feature_store_secret=self.feature_store.secret_name if self.feature_store is not None else None,
+            feature_registry_secret=self.feature_registry.secret_name if self.feature_registry is not None else None,
             streamed_views=args.streamed_views,
         )
         self.register_outputs({

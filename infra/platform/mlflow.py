@@ -5,6 +5,10 @@ instance from the cloud layer (`rds`, `rds-multi-az`). The connection URI, passw
 included, lives only in a Kubernetes Secret built from secret Outputs and reaches the
 server as `MLFLOW_BACKEND_STORE_URI` (never in args, never in plain inputs).
 
+The server is shared with the feature store's SQL registry (`infra.platform.feature_registry`,
+its own database and role): `MlflowTracking.database_server` says where it is and which Secret
+holds the admin URL.
+
 Artifacts: `s3://<artifacts bucket>/mlflow` on AWS, written and read directly by clients
 (IRSA roles; `--no-serve-artifacts`); on a kubeconfig target, a PVC served by the
 tracking server itself (`--serve-artifacts`, one replica since the volume is RWO).
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import secrets as _secrets
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 from urllib.parse import quote
 
 import pulumi
@@ -30,6 +34,8 @@ from infra.platform.charts import IMAGES
 PORT = 5000
 DB_NAME = "mlflow"
 DB_USER = "mlflow"
+DB_SECRET, ADMIN_URL_KEY = "mlflow-db", "backend-store-uri"  # MLflow's URI is the server's admin (RDS master) login
+POSTGRES_APP = "mlflow-postgres"
 POSTGRES_UID = 999  # the postgres user of the official image
 ARTIFACTS_MOUNT = "/mlartifacts"
 
@@ -68,6 +74,20 @@ def server_container(args: "MlflowTrackingArgs", namespace: str, artifacts_root:
     for probe in ("livenessProbe", "readinessProbe"):  # MLflow answers only the allowed Host names
         server[probe]["httpGet"]["httpHeaders"] = [{"name": "Host", "value": "localhost"}]
     return server
+
+
+@dataclass(frozen=True)
+class DatabaseServer:
+    """MLflow's PostgreSQL, as another tenant of the server (the feature registry) needs it."""
+
+    namespace: str  # MLflow's: where the admin Secret is
+    host: pulumi.Input[str]
+    port: pulumi.Input[int]
+    tls: str  # libpq query parameters: `sslmode=disable` in-cluster, verify-full against the RDS CA bundle
+    admin_secret: str  # a Secret in `namespace`; key `admin_url_key` is the admin's URL
+    admin_url_key: str
+    pod_labels: Optional[Mapping[str, str]]  # the in-cluster server's pod selector; None: RDS (the VPC)
+    ready: tuple[pulumi.Resource, ...]  # wait for these before connecting
 
 
 def tracking_uri(namespace: str) -> str:
@@ -118,7 +138,7 @@ class MlflowTracking(pulumi.ComponentResource):
         # --- backend store credentials: one Secret, built from secret Outputs --------------
         secret_opts = child
         if args.backend is MlflowBackend.IN_CLUSTER_DB:
-            host: pulumi.Input[str] = f"mlflow-postgres.{ns}.svc.cluster.local"
+            host: pulumi.Input[str] = f"{POSTGRES_APP}.{ns}.svc.cluster.local"
             port: pulumi.Input[int] = 5432
             user, database = DB_USER, DB_NAME
             if args.database_password is not None:
@@ -143,14 +163,19 @@ class MlflowTracking(pulumi.ComponentResource):
                       f"?{tls}")
         self.db_secret = k8s.core.v1.Secret(
             f"{name}-db-credentials",
-            metadata={"name": "mlflow-db", "namespace": ns, "labels": labels(app, "database")},
+            metadata={"name": DB_SECRET, "namespace": ns, "labels": labels(app, "database")},
             type="Opaque",
-            string_data={"username": user, "password": password, "backend-store-uri": pulumi.Output.secret(uri)},
+            string_data={"username": user, "password": password, ADMIN_URL_KEY: pulumi.Output.secret(uri)},
             opts=secret_opts,
         )
 
         if args.backend is MlflowBackend.IN_CLUSTER_DB:
             self._postgres(name, args, child)
+        in_cluster = args.backend is MlflowBackend.IN_CLUSTER_DB
+        self.database_server = DatabaseServer(
+            namespace=ns, host=host, port=port, tls=tls, admin_secret=DB_SECRET, admin_url_key=ADMIN_URL_KEY,
+            pod_labels=selector_labels(POSTGRES_APP) if in_cluster else None,
+            ready=(self.db_secret, *((self.postgres,) if in_cluster else ())))
 
         # --- artifacts ----------------------------------------------------------------------
         volumes: list[dict[str, Any]] = [empty_dir("tmp", "1Gi")]
@@ -226,7 +251,7 @@ class MlflowTracking(pulumi.ComponentResource):
         self.register_outputs({"trackingUri": self.tracking_uri})
 
     def _postgres(self, name: str, args: MlflowTrackingArgs, child: pulumi.ResourceOptions) -> None:
-        ns, app = args.namespace, "mlflow-postgres"
+        ns, app = args.namespace, POSTGRES_APP
         match = selector_labels(app)
         pod_labels = labels(app, "database", version=args.postgres_image.rsplit(":", 1)[-1])
         self.postgres_service = k8s.core.v1.Service(
@@ -235,7 +260,7 @@ class MlflowTracking(pulumi.ComponentResource):
             spec={"clusterIP": "None", "selector": match,
                   "ports": [{"name": "postgres", "port": 5432, "targetPort": "postgres", "protocol": "TCP"}]},
             opts=child)
-        secret_env = lambda env, key: {"name": env, "valueFrom": {"secretKeyRef": {"name": "mlflow-db", "key": key}}}  # noqa: E731
+        secret_env = lambda env, key: {"name": env, "valueFrom": {"secretKeyRef": {"name": DB_SECRET, "key": key}}}  # noqa: E731
         ready = ["pg_isready", "-h", "127.0.0.1", "-U", DB_USER, "-d", DB_NAME]
         pvc_spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"],
                                     "resources": {"requests": {"storage": f"{args.database_storage_gib}Gi"}}}

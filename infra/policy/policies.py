@@ -655,6 +655,17 @@ _SECRET_ENV = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|ACCESS_KEY|PRI
 _NOT_SECRET_ENV_SUFFIX = ("_FILE", "_PATH", "_DIR", "_NAME", "_REF", "_URL_FILE")
 
 
+# `scheme://user:password@host`: a URL that carries its password (a registry, a broker, a cache),
+# whatever the variable's name (`STRATA_FEATURE_REGISTRY`, `REDIS_URL`, ...)
+_CREDENTIAL_URL = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@", re.IGNORECASE)
+
+
+def credential_url(value: str) -> bool:
+    """True for a URL with a literal password; `$(VAR)` (Kubernetes expands it from a Secret) is not."""
+    match = _CREDENTIAL_URL.search(value)
+    return bool(match) and "$(" not in match.group(0)
+
+
 def secret_like_env(name: str) -> bool:
     upper = name.upper()
     return bool(_SECRET_ENV.search(upper)) and not upper.endswith(_NOT_SECRET_ENV_SUFFIX)
@@ -701,6 +712,8 @@ def check_no_plaintext_secret_config(args) -> Iterator:
             name, value = env.get("name"), env.get("value")
             if isinstance(name, str) and secret_like_env(name) and isinstance(value, str) and value:
                 yield f"{_c(args, ref)}: env[{i}] {name} has a literal value; use valueFrom.secretKeyRef"
+            elif isinstance(name, str) and isinstance(value, str) and credential_url(value):
+                yield f"{_c(args, ref)}: env[{i}] {name} is a URL with a literal password; use valueFrom.secretKeyRef"
     if args.resource_type == "kubernetes:core/v1:ConfigMap":
         for key in as_map(args.props.get("data")):
             if isinstance(key, str) and secret_like_key(key):

@@ -88,7 +88,7 @@ def test_pulumi_up_of_the_in_cluster_online_store(local_cluster, stacks):
     # the materialization CronJob's pod, as a Job now, is admitted under `restricted` in the team namespace
     spec = cron_job_spec(FeatureMaterializationArgs(
         model=model_spec(MODEL), namespace=TEAM_NS, image="strata/training:0.1.0", service_account="default",
-        spec_config_map=f"{MODEL}-spec", labels={}))
+        spec_config_map=f"{MODEL}-spec", labels={}, registry_secret="feature-registry"))
     job = client.V1Job(metadata=client.V1ObjectMeta(name=f"{MODEL}-materialize-now"), spec=spec["jobTemplate"]["spec"])
     batch.create_namespaced_job(TEAM_NS, job)
     pods = wait_until(lambda: core.list_namespaced_pod(TEAM_NS, label_selector=f"job-name={MODEL}-materialize-now").items,

@@ -263,7 +263,8 @@ def test_materialization_runs_the_entry_point_on_a_schedule_with_the_url_from_th
     pod = spec["jobTemplate"]["spec"]["template"]["spec"]
     [container] = pod["containers"]
     assert container["image"].endswith(f"training:{IMAGES['training'].tag}")  # the training image, as pinned
-    assert container["args"] == [f"python -m infra.cli features materialize card_activity --spec /spec/{FEATURE_SPEC_KEY}"]
+    assert container["args"] == [f"python -m infra.cli features apply --spec /spec/{FEATURE_SPEC_KEY} && "
+                                 f"python -m infra.cli features materialize card_activity --spec /spec/{FEATURE_SPEC_KEY}"]
     assert {"name": "STRATA_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": "url"}}} \
         in container["env"]
     assert pod["serviceAccountName"] == f"{FEATURED}-training" and pod["automountServiceAccountToken"] is False
@@ -429,7 +430,7 @@ def test_materialization_takes_a_subset_of_the_online_views_and_names_a_wrong_on
 
     fraud = load_model_spec_file(PROJECT_ROOT / "workloads" / "examples" / "fraud" / "model.yaml", path="")
     base = dict(model=fraud, namespace="team-x", image="img:1.0.0", service_account="fraud-training",
-                spec_config_map="fraud-spec", labels={})
+                spec_config_map="fraud-spec", labels={}, registry_secret="feature-registry")
     every = cron_job_spec(FeatureMaterializationArgs(**base))
     assert "materialize card_activity_stream " in every["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"][0]
     with pytest.raises(ValueError, match="no_such_view is not an online view of 'fraud'.*card_activity_stream"):

@@ -112,7 +112,8 @@ def build(model, mode: str, online_store: bool = True) -> Built:
             kafka_namespace=KAFKA_NAMESPACE if caps.kafka else None,
             monitoring_namespace="strata-monitoring" if caps.monitoring else None,
             # as build_platform does: an online store (and its team Secret) where the model declares online views
-            feature_store_secret=SECRET_NAME if online_store and feature_plan(model) is not None else None)
+            feature_store_secret=SECRET_NAME if online_store and feature_plan(model) is not None else None,
+            feature_registry_secret="feature-registry" if online_store and feature_plan(model) is not None else None)
         ModelDeployment(model.name, ModelDeploymentArgs(model=model, capabilities=caps, namespace=NAMESPACE,
                                                         environment="test"),
                         cluster=cluster, platform=platform)
