@@ -108,16 +108,16 @@ IMAGES: Mapping[str, ImagePin] = MappingProxyType({
     # Built from this repository (workloads.monitoring + mlflow client + the RayJob submitter), pushed to the
     # stack's ECR repository "drift-monitor": the per-model drift exporters and the retraining
     # trigger run it. The tag is the project version.
-    "drift-monitor": ImagePin("strata/drift-monitor", "0.1.9"),
+    "drift-monitor": ImagePin("strata/drift-monitor", "0.1.10"),
     # Built from this repository (Ray + torch + workloads.training), ECR repository "training":
     # the RayJobs the retraining trigger creates run it.
-    "training": ImagePin("strata/training", "0.1.14"),
+    "training": ImagePin("strata/training", "0.1.15"),
     # Built from workloads/serving/Dockerfile (Seldon Core 1.19 wrapper, its own lock), ECR
     # repository "serving": both predictors of every SeldonDeployment run it.
-    "serving": ImagePin("strata/serving", "0.2.7"),  # 0.2.0: redis (online enrichment)
+    "serving": ImagePin("strata/serving", "0.2.8"),  # 0.2.0: redis (online enrichment)
     # The main environment's kafka-python + torch + workloads.streaming, ECR repository
     # "stream-worker": the per-model stream workers (`python -m workloads.streaming`).
-    "stream-worker": ImagePin("strata/stream-worker", "0.2.7"),  # 0.2.0: redis, enrichment
+    "stream-worker": ImagePin("strata/stream-worker", "0.2.8"),  # 0.2.0: redis, enrichment
     # workloads.rollout + its clients, ECR repository "rollout-controller": the per-model
     # rollout controllers (`python -m workloads.rollout --cluster`).
     "rollout-controller": ImagePin("strata/rollout-controller", "0.1.5"),

@@ -175,3 +175,21 @@ def test_bad_registry_urls_are_named():
         provision("postgresql://a:b@h1/mlflow", "postgresql://r:p@h2/feature_registry")
     with pytest.raises(RegistryError, match="admin's own database"):
         provision("postgresql://a:b@h/mlflow", "postgresql://r:p@h/mlflow")
+
+
+def test_the_clusters_tls_parameters_reach_the_driver():
+    """The URLs the cluster's Secrets carry (RDS: verify-full against the CA bundle): both the admin's
+    (libpq form, psycopg) and the registry's (SQLAlchemy) hand psycopg the same TLS settings."""
+    import psycopg.conninfo
+    import sqlalchemy as sa
+
+    from workloads.data.features.registry_database import libpq_url
+
+    tls = "sslmode=verify-full&sslrootcert=/etc/ssl/certs/rds-global-bundle.pem"
+    admin = psycopg.conninfo.conninfo_to_dict(libpq_url(f"postgresql://mlflow:p%40w@db.rds:5432/mlflow?{tls}"))
+    assert (admin["password"], admin["sslmode"], admin["sslrootcert"]) == (
+        "p@w", "verify-full", "/etc/ssl/certs/rds-global-bundle.pem")
+    url = f"postgresql+psycopg://feature_registry:a%2Fb@db.rds:5432/feature_registry?{tls}"
+    _, kwargs = sa.create_engine(url).dialect.create_connect_args(sa.engine.make_url(url))
+    assert (kwargs["password"], kwargs["sslmode"], kwargs["sslrootcert"]) == (
+        "a/b", "verify-full", "/etc/ssl/certs/rds-global-bundle.pem")
