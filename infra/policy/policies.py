@@ -897,7 +897,7 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
     _resource_policy("images-pinned", "Images are pinned to a version tag or digest (no :latest, no missing tag).", check_images_pinned),
     _resource_policy("helm-chart-version-pinned", "Helm releases pin their chart version.", check_helm_chart_pinned),
     _resource_policy("secrets-are-pulumi-secrets", "Secret material (Secret data, DB passwords, Helm secret values) is a Pulumi secret.", check_secrets_are_pulumi_secrets),
-    _resource_policy("no-plaintext-secret-config", "No secret-looking literals in container env or ConfigMaps.", check_no_plaintext_secret_config),
+    _resource_policy("no-plaintext-secret-config", "No secret-looking literals (nor URLs with a password) in container env or ConfigMaps.", check_no_plaintext_secret_config),
     _stack_policy("namespace-default-deny", "Every namespace the stack creates has a default-deny NetworkPolicy.", check_namespace_default_deny),
     _stack_policy("istio-strict-mtls", "Where Istio is deployed, a mesh-wide PeerAuthentication enforces STRICT mTLS and nothing weakens it.", check_istio_strict_mtls, _MTLS_SCHEMA),
     _stack_policy("serving-pdb", "Every multi-replica Deployment/StatefulSet/SeldonDeployment has a PodDisruptionBudget.", check_serving_pdb),
