@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -287,3 +288,33 @@ def test_an_alert_still_firing_across_down_and_up_pages_again(tmp_path):
     finally:
         s.down()
 
+
+
+def _query(sup: Supervisor, promql: str, at: float | None = None) -> list[dict]:
+    params = {"query": promql, **({"time": f"{at:.3f}"} if at is not None else {})}
+    with urllib.request.urlopen(f"{sup.url('prometheus')}/api/v1/query?{urllib.parse.urlencode(params)}", timeout=15) as resp:
+        return json.loads(resp.read())["data"]["result"]
+
+
+def test_down_leaves_no_live_series_for_the_next_up_to_alert_on(tmp_path):
+    """Issue 12 item 14: `down` stops Prometheus after the services it scrapes and only once their
+    series are stale. Otherwise their last samples (the demo's drift gauges) stay within the query
+    lookback (5 min) after the next `up` on the same TSDB, and the previous run's alerts fire at once:
+    a re-run paged drift 15 s after start and retrained before its own drift was injected."""
+    s = Supervisor(tmp_path / "state", ports=free_port_map())
+    scraped = 'up{service=~"pagerduty|alertmanager"} == 1'
+    try:
+        s.up(["prometheus"])  # with what it scrapes: alertmanager and the local PagerDuty receiver
+        deadline = time.monotonic() + 60
+        while len(_query(s, scraped)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(_query(s, scraped)) == 2, _query(s, "up")
+        s.down()
+        gone = time.time()
+        s.up(["prometheus"])  # the same state dir: the same TSDB
+        # the history is kept (a range over the last run sees its samples) ...
+        assert _query(s, 'count_over_time(up{service="pagerduty"}[10m])', at=gone), "the TSDB was not kept"
+        # ... but at the moment `down` ended no series of a stopped service is live any more
+        assert _query(s, '{service=~"pagerduty|alertmanager"}', at=gone) == []
+    finally:
+        s.down()

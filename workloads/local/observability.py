@@ -80,8 +80,12 @@ def write_scrape_target(targets_dir: Path, service: str, port: int, metrics_path
     return path
 
 
-def remove_scrape_target(targets_dir: Path, service: str) -> None:
-    (targets_dir / f"{service}.json").unlink(missing_ok=True)
+def remove_scrape_target(targets_dir: Path, service: str) -> bool:
+    """Drop the service's file-SD target; True when it had one."""
+    path = targets_dir / f"{service}.json"
+    existed = path.exists()
+    path.unlink(missing_ok=True)
+    return existed
 
 
 def local_routing_key(name: str) -> str:

@@ -17,11 +17,14 @@ State directory layout::
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import shutil
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,6 +46,11 @@ from workloads.local.services import (
     default_registry,
     split_port_key,
 )
+
+PROMETHEUS = "prometheus"
+# `down` waits at most this long for Prometheus to mark the stopped services' series stale
+# (two 5 s scrape intervals when all is well) before it stops Prometheus.
+FORGET_TIMEOUT_S = 30.0
 
 # Children started by this Python process (any Supervisor instance), to reap their exit.
 _CHILDREN: dict[int, subprocess.Popen] = {}
@@ -313,8 +321,12 @@ class Supervisor:
             wanted = recorded if names is None else [n for n in names if n in recorded]
             known = [n for n in self.registry.closure([n for n in wanted if n in self.registry])]
             order = [n for n in wanted if n not in self.registry] + [n for n in reversed(known) if n in wanted]
-            stopped, survivors = [], []
+            # Prometheus last: it must see the services it scrapes go (their series stale), see below
+            order = [n for n in order if n != PROMETHEUS] + [n for n in order if n == PROMETHEUS]
+            stopped, survivors, unscraped = [], [], []
             for name in order:
+                if name == PROMETHEUS and unscraped:
+                    self._wait_until_prometheus_forgets(unscraped)
                 rec = self.record(name)
                 if rec is None:
                     self._record_path(name).unlink(missing_ok=True)
@@ -324,7 +336,8 @@ class Supervisor:
                 self.on_event(name, "stop", f"stopping process group {rec.pgid}")
                 if stop_group(rec, timeout, _reap):
                     self._record_path(name).unlink(missing_ok=True)
-                    observability.remove_scrape_target(self.state_dir / "config" / "prometheus" / "targets", name)
+                    if observability.remove_scrape_target(self.state_dir / "config" / "prometheus" / "targets", name):
+                        unscraped.append(name)
                     stopped.append(name)
                     self._wait_ports_closed(name, rec.ports)
                     self.on_event(name, "stopped", "stopped")
@@ -333,6 +346,28 @@ class Supervisor:
             if survivors:
                 raise LocalError("could not stop: " + ", ".join(survivors) + " - check permissions, then kill those PIDs")
         return stopped
+
+    def _wait_until_prometheus_forgets(self, services: Sequence[str], timeout: float = FORGET_TIMEOUT_S) -> None:
+        """Before Prometheus stops: wait (bounded) until the series of the services just stopped are
+        stale. Prometheus marks a dropped target's series stale about two scrape intervals after it
+        drops the target; stopped sooner, their last samples (a drift gauge) stay within the query
+        lookback of the next `up`, and the previous run's alerts fire again at once (issue 12)."""
+        if self.record(PROMETHEUS) is None:
+            return
+        query = urllib.parse.urlencode({"query": f'count by (service) ({{service=~"{"|".join(services)}"}})'})
+        url = f"{self.url(PROMETHEUS)}/api/v1/query?{query}"
+        deadline, left = time.monotonic() + timeout, list(services)
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    left = sorted(r["metric"].get("service", "?") for r in json.loads(resp.read())["data"]["result"])
+            except (OSError, ValueError, KeyError):
+                return  # Prometheus is not answering: it holds nothing newer to forget
+            if not left:
+                return
+            time.sleep(0.5)
+        self.on_event(PROMETHEUS, "warning", f"stopping while the series of {', '.join(left)} are not stale yet "
+                                             f"(after {timeout:.0f}s): their alerts may fire again at the next up")
 
     def _wait_ports_closed(self, name: str, ports: Mapping[str, int], timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
