@@ -111,7 +111,7 @@ IMAGES: Mapping[str, ImagePin] = MappingProxyType({
     "drift-monitor": ImagePin("strata/drift-monitor", "0.1.10"),
     # Built from this repository (Ray + torch + workloads.training), ECR repository "training":
     # the RayJobs the retraining trigger creates run it.
-    "training": ImagePin("strata/training", "0.1.16"),
+    "training": ImagePin("strata/training", "0.1.17"),
     # Built from workloads/serving/Dockerfile (Seldon Core 1.19 wrapper, its own lock), ECR
     # repository "serving": both predictors of every SeldonDeployment run it.
     "serving": ImagePin("strata/serving", "0.2.8"),  # 0.2.0: redis (online enrichment)

@@ -22,7 +22,8 @@
 5. stream: the stream worker, drift monitor and drift feed of each streaming model;
    synthetic transactions through Kafka, until the worker has scored all of them.
 6. traffic: bounded real-time load through the proxy (loopback), 2% malformed requests
-   that must be answered 4xx; any 5xx fails the stage.
+   that must be answered 4xx; any 5xx fails the stage (a shed request, 503 + Retry-After, is
+   counted apart and retried after the wait it names, as the serving contract asks clients to).
 7. canary: a challenger is trained, served in the `candidate` slot, and rolled out by the
    rollout controller (`workloads.rollout`) on measured results: promoted or rolled back.
 8. drift: drifted transactions later in the stream; waits (bounded) for the drift page at
@@ -50,7 +51,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from rich.console import Console
@@ -126,6 +127,18 @@ def _http(method: str, url: str, body: Any = None, timeout: float = 10.0, header
             return resp.status, _json_or_text(raw), dict(resp.headers)
     except urllib.error.HTTPError as error:
         return error.code, _json_or_text(error.read()), dict(error.headers or {})
+
+
+def _retry_after(code: int, headers: Mapping[str, str]) -> float | None:
+    """Seconds a shed answer (503 + Retry-After, the serving contract's `overloaded`) asks the client
+    to wait; None for any other answer (a 503 without it is a failure)."""
+    if code != 503:
+        return None
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _json_or_text(raw: bytes) -> Any:
@@ -691,10 +704,12 @@ class Demo:
     # -- (e) traffic ------------------------------------------------------------------------------------------
     def load(self, specs: list[Any], seconds: float, clients: int, task: Any = None,
              stop: threading.Event | None = None) -> dict[str, Any]:
-        """Closed-loop clients through the proxy; 2% malformed requests (must be 4xx)."""
+        """Closed-loop clients through the proxy; 2% malformed requests (must be 4xx). A request the
+        server sheds (503 with Retry-After: past its queue budget, the serving contract) is counted as
+        shed, not as a 5xx, and its client waits as told (with jitter) before its next request."""
         deadline = time.monotonic() + seconds
         lock = threading.Lock()
-        stats: dict[str, Any] = {"latencies": [], "codes": {}, "errors": [], "bad_4xx": 0, "bad_sent": 0,
+        stats: dict[str, Any] = {"latencies": [], "codes": {}, "errors": [], "bad_4xx": 0, "bad_sent": 0, "shed": 0,
                                  "predictors": {}, "raw_requests": {}, "unknown_entities": {}}
 
         def client(seed: int) -> None:
@@ -723,6 +738,12 @@ class Demo:
                         stats["errors"].append(repr(error))
                     continue
                 elapsed = time.perf_counter() - t0
+                retry_after = _retry_after(code, headers)
+                if retry_after is not None:
+                    with lock:
+                        stats["shed"] += 1
+                    time.sleep(min(retry_after * rng.uniform(1.0, 1.5), max(0.0, deadline - time.monotonic())))
+                    continue
                 with lock:
                     stats["codes"][code] = stats["codes"].get(code, 0) + 1
                     predictor = headers.get("X-Strata-Predictor", "?")
@@ -785,7 +806,9 @@ class Demo:
         looked_up = "; ".join(f"{m}: {sum(c.values()):.0f} feature lookups ({c.get('hit', 0):.0f} hits, "
                               f"{c.get('default', 0):.0f} defaults)" for m, c in stats["feature_lookups"].items())
         return (f"{stats['requests']} requests, {stats['rps']:.0f} req/s, p99 {stats['p99_ms']:.0f} ms (client), "
-                f"{stats['bad_sent']} malformed -> 4xx, 0 5xx" + (f"; {looked_up}" if looked_up else ""))
+                f"{stats['bad_sent']} malformed -> 4xx, 0 5xx"
+                + (f", {stats['shed']} shed (503 + Retry-After, retried)" if stats["shed"] else "")
+                + (f"; {looked_up}" if looked_up else ""))
 
     # -- (f) canary ------------------------------------------------------------------------------------------
     def stage_canary(self, task: Any) -> str:
@@ -881,7 +904,8 @@ class Demo:
             rows += [("requests/s (proxy, client side)",
                       f"{t['rps']:.1f} ({t['requests']} requests, {self.settings.traffic_clients} clients)"),
                      ("p99 latency", f"{t['p99_ms']:.0f} ms client side; server side: {server or 'n/a'}"),
-                     ("5xx / malformed -> 4xx", f"{t['errors_5xx']} / {t['bad_4xx']} of {t['bad_sent']}")]
+                     ("5xx / malformed -> 4xx", f"{t['errors_5xx']} / {t['bad_4xx']} of {t['bad_sent']}"
+                                                + (f" ({t['shed']} shed with Retry-After, retried)" if t.get("shed") else ""))]
             for model, lookups in t.get("feature_lookups", {}).items():
                 rows.append((f"online features {model}", f"{t['raw_requests'][model]} requests with raw fields and "
                              f"keys only; lookups {lookups.get('hit', 0):.0f} hit, {lookups.get('default', 0):.0f} "
