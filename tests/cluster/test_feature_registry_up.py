@@ -18,6 +18,7 @@ from infra.platform.charts import IMAGES
 from infra.platform.feature_registry import (CREDENTIALS_SECRET, INIT_COMPONENT, REGISTRY_SECRET, FeatureRegistry,
                                              FeatureRegistryArgs)
 from infra.platform.namespaces import PlatformNamespace, PlatformNamespaceArgs
+from tests.cluster.inline_stack import inline_stack
 from tests.cluster.test_control_plane import wait_until
 
 STACK = "feature-registry-up"
@@ -55,16 +56,9 @@ def _program(kubeconfig: str):
 
 @pytest.fixture(scope="module")
 def stacks(local_cluster, pulumi_env, tmp_path_factory):
-    from infra.preview.automation import AutomationStacks
-
-    stacks = AutomationStacks(work_dir=tmp_path_factory.mktemp("feature-registry-work"),
-                              program=_program(local_cluster.kubeconfig.read_text()))
-    stacks.create_or_select(STACK)
-    try:
+    with inline_stack(STACK, _program(local_cluster.kubeconfig.read_text()),
+                      tmp_path_factory.mktemp("feature-registry-work")) as stacks:
         yield stacks
-    finally:
-        stacks.destroy(STACK)
-        stacks.remove(STACK)
 
 
 def test_pulumi_up_of_the_feature_registry(local_cluster, stacks):

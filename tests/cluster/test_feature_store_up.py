@@ -17,6 +17,7 @@ from infra.k8s import PodSecurityLevel
 from infra.models.features import FeatureMaterializationArgs, cron_job_spec
 from infra.platform.features import REDIS_APP, SECRET_NAME, OnlineFeatureStore, OnlineFeatureStoreArgs
 from infra.platform.namespaces import PlatformNamespace, PlatformNamespaceArgs
+from tests.cluster.inline_stack import inline_stack
 from tests.cluster.test_control_plane import wait_until
 from tests.features.specs import model_spec
 
@@ -45,16 +46,9 @@ def _program(kubeconfig: str):
 
 @pytest.fixture(scope="module")
 def stacks(local_cluster, pulumi_env, tmp_path_factory):
-    from infra.preview.automation import AutomationStacks
-
-    stacks = AutomationStacks(work_dir=tmp_path_factory.mktemp("feature-store-work"),
-                              program=_program(local_cluster.kubeconfig.read_text()))
-    stacks.create_or_select(STACK)
-    try:
+    with inline_stack(STACK, _program(local_cluster.kubeconfig.read_text()),
+                      tmp_path_factory.mktemp("feature-store-work")) as stacks:
         yield stacks
-    finally:
-        stacks.destroy(STACK)
-        stacks.remove(STACK)
 
 
 def test_pulumi_up_of_the_in_cluster_online_store(local_cluster, stacks):
