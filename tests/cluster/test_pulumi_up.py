@@ -24,6 +24,8 @@ from infra.cli import app
 from infra.preview.automation import AutomationStacks
 from infra.preview.stacks import namespace_prefix
 from tests.cluster.test_control_plane import wait_until
+from tests.processes import descendants
+from workloads.local.process import proc_stat
 
 
 
@@ -146,8 +148,16 @@ def test_gc_destroys_a_half_created_preview(local_cluster, preview_env):
         wait_until(mlflow_namespace, timeout_s=300, what="the first objects of pr-42")
         time.sleep(1)
     finally:
+        plugins = descendants(proc.pid)  # the Pulumi CLI starts its provider plugins in groups of their own
         os.killpg(proc.pid, signal.SIGKILL)
+        for pid in plugins:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         proc.wait(timeout=30)
+    wait_until(lambda: not [p for p in plugins if proc_stat(p) and proc_stat(p)[0] != "Z"], timeout_s=30,
+               what="the killed preview's provider plugins gone")
     stacks = AutomationStacks()
     assert stacks.exists("pr-42")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import descendants
 from tests.training.fixture_hooks import FAULT_MARKER_ENV
 
 
@@ -23,28 +24,9 @@ class Platform:
     tracking_uri: str
 
 
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, stack = [], [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
 def _kill_descendants() -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = _descendants(os.getpid())
+        pids = descendants(os.getpid())
         if not pids:
             return
         for pid in pids:
