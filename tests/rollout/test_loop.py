@@ -58,7 +58,9 @@ class Trigger:
         options = LocalOptions(workloads=WorkloadOptions(retrain_args=TRAIN_ARGS, retrain_cooldown_s=0.0))
         ctx = dataclasses.replace(live.services.supervisor.context("retrain-trigger"), options=options)
         self.argv = service.command(ctx)
+        # this harness has MLflow on sqlite and no local S3: the retrains checkpoint under its state dir
         env = {**os.environ, **service.env(ctx), "MLFLOW_TRACKING_URI": tracking_uri, SPEC_FILE_ENV: str(spec_file),
+               "STRATA_CHECKPOINT_URI": str(ctx.state_dir / "checkpoints"),
                "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
         self.token = env["STRATA_RETRAIN_TOKEN"]
         self.url = f"http://127.0.0.1:{ctx.port(service.ports[0])}"
