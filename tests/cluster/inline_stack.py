@@ -19,3 +19,20 @@ def inline_stack(name: str, program: Callable[[], None], work_dir: Path) -> Iter
     finally:
         stacks.destroy(name)
         stacks.remove(name)
+
+
+def restricted_namespaces(kubeconfig: str, namespaces: dict[str, tuple[str, str]]) -> tuple[object, list[object]]:
+    """Inside a program: the local cluster's provider (server-side apply) and one restricted
+    `PlatformNamespace` per role -> (name, tenant). Returns (resource options, namespaces)."""
+    import pulumi
+    import pulumi_kubernetes as k8s
+
+    from infra.k8s import PodSecurityLevel
+    from infra.platform.namespaces import PlatformNamespace, PlatformNamespaceArgs
+
+    provider = k8s.Provider("local", kubeconfig=pulumi.Output.secret(kubeconfig), enable_server_side_apply=True)
+    opts = pulumi.ResourceOptions(provider=provider)
+    created = [PlatformNamespace(role, PlatformNamespaceArgs(name=name, tenant=tenant,
+                                                             pod_security=PodSecurityLevel.RESTRICTED), opts=opts)
+               for role, (name, tenant) in namespaces.items()]
+    return opts, created

@@ -13,12 +13,11 @@ import base64
 import pytest
 from kubernetes import client
 
-from infra.k8s import PodSecurityLevel, selector_labels
+from infra.k8s import selector_labels
 from infra.platform.charts import IMAGES
 from infra.platform.feature_registry import (CREDENTIALS_SECRET, INIT_COMPONENT, REGISTRY_SECRET, FeatureRegistry,
                                              FeatureRegistryArgs)
-from infra.platform.namespaces import PlatformNamespace, PlatformNamespaceArgs
-from tests.cluster.inline_stack import inline_stack
+from tests.cluster.inline_stack import inline_stack, restricted_namespaces
 from tests.cluster.test_control_plane import wait_until
 
 STACK = "feature-registry-up"
@@ -33,17 +32,12 @@ def _program(kubeconfig: str):
 
         from infra.platform.mlflow import DatabaseServer
 
-        provider = k8s.Provider("local", kubeconfig=pulumi.Output.secret(kubeconfig), enable_server_side_apply=True)
-        opts = pulumi.ResourceOptions(provider=provider)
-        namespaces = [PlatformNamespace(role, PlatformNamespaceArgs(name=ns, tenant=tenant,
-                                                                    pod_security=PodSecurityLevel.RESTRICTED),
-                                        opts=opts)
-                      for role, ns, tenant in (("team", TEAM_NS, "team"), ("mlflow", MLFLOW_NS, "platform"))]
+        opts, namespaces = restricted_namespaces(kubeconfig, {"team": (TEAM_NS, "team"), "mlflow": (MLFLOW_NS, "platform")})
         admin = k8s.core.v1.Secret(  # MLflow's Secret, as MlflowTracking writes it
             "mlflow-db", metadata={"name": "mlflow-db", "namespace": MLFLOW_NS}, type="Opaque",
             string_data={"backend-store-uri": pulumi.Output.secret(
                 f"postgresql://mlflow:pw@mlflow-postgres.{MLFLOW_NS}.svc.cluster.local:5432/mlflow?sslmode=disable")},
-            opts=pulumi.ResourceOptions(provider=provider, depends_on=namespaces))
+            opts=pulumi.ResourceOptions(provider=opts.provider, depends_on=namespaces))
         server = DatabaseServer(namespace=MLFLOW_NS, host=f"mlflow-postgres.{MLFLOW_NS}.svc.cluster.local", port=5432,
                                 tls="sslmode=disable", admin_secret="mlflow-db", admin_url_key="backend-store-uri",
                                 pod_labels=selector_labels("mlflow-postgres"), ready=(admin,))

@@ -13,11 +13,9 @@ import base64
 import pytest
 from kubernetes import client
 
-from infra.k8s import PodSecurityLevel
 from infra.models.features import FeatureMaterializationArgs, cron_job_spec
 from infra.platform.features import REDIS_APP, SECRET_NAME, OnlineFeatureStore, OnlineFeatureStoreArgs
-from infra.platform.namespaces import PlatformNamespace, PlatformNamespaceArgs
-from tests.cluster.inline_stack import inline_stack
+from tests.cluster.inline_stack import inline_stack, restricted_namespaces
 from tests.cluster.test_control_plane import wait_until
 from tests.features.specs import model_spec
 
@@ -29,14 +27,9 @@ MODEL = "fraud-features"
 def _program(kubeconfig: str):
     def program() -> None:
         import pulumi
-        import pulumi_kubernetes as k8s
 
-        provider = k8s.Provider("local", kubeconfig=pulumi.Output.secret(kubeconfig), enable_server_side_apply=True)
-        opts = pulumi.ResourceOptions(provider=provider)
-        namespaces = [PlatformNamespace(role, PlatformNamespaceArgs(name=ns, tenant=tenant,
-                                                                    pod_security=PodSecurityLevel.RESTRICTED),
-                                        opts=opts)
-                      for role, ns, tenant in (("team", TEAM_NS, "team"), ("features", FEATURES_NS, "platform"))]
+        opts, namespaces = restricted_namespaces(kubeconfig, {"team": (TEAM_NS, "team"),
+                                                              "features": (FEATURES_NS, "platform")})
         store = OnlineFeatureStore("fs", OnlineFeatureStoreArgs(consumers={TEAM_NS: (MODEL,)}, namespace=FEATURES_NS,
                                                                 storage_gib=1),
                                    after=namespaces, opts=opts)
